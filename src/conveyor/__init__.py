@@ -1,0 +1,1 @@
+"""Conveyor: raw tabular data to an accepted, deployable model."""

@@ -1,0 +1,148 @@
+"""``conveyor …`` commands. Each is a thin shell around a stage's ``run`` or a helper.
+
+Paths are arguments, never defaults: ``dvc.yaml`` is the one place that names the pipeline's
+files, so a path cannot drift between the orchestrator and the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from conveyor.config import Config, ConfigError, load_config
+from conveyor.contract import Contract, ContractError
+
+# Errors a user can fix: shown as one clear message, not a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, ContractError, ValueError, FileNotFoundError)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.params)
+
+
+def _contract(cfg: Config) -> Contract:
+    from conveyor import io
+
+    return io.read_contract(cfg.data.schema_path)
+
+
+def _ingest(args: argparse.Namespace) -> None:
+    from conveyor.stages import ingest
+
+    summary = ingest.run(_config(args), out=args.out, report=args.report)
+    print(f"ingest: {summary['rows']} rows, {len(summary['columns'])} columns, hash {summary['hash'][:12]}")
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from conveyor.stages import validate
+
+    cfg = _config(args)
+    result = validate.run(cfg, _contract(cfg), data=args.data, out=args.out, report=args.report)
+    for warning in result.warnings:
+        print(f"validate: warning: {warning}", file=sys.stderr)
+    print(f"validate: {result.rows} rows passed the contract with {len(result.warnings)} warning(s)")
+
+
+def _split(args: argparse.Namespace) -> None:
+    from conveyor.stages import split
+
+    n_train, n_test = split.run(_config(args), data=args.data, train_out=args.train, test_out=args.test)
+    print(f"split: {n_train} train rows, {n_test} test rows")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from conveyor.stages import train
+
+    cfg = _config(args)
+    train.run(cfg, _contract(cfg), data=args.data, model_out=args.model, metadata_out=args.metadata)
+    print(f"train: {cfg.model.estimator} saved to {args.model}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from conveyor.stages import evaluate
+
+    evaluation = evaluate.run(_config(args), model_path=args.model, test=args.test, out=args.out)
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items())
+    print(f"evaluate: {shown}")
+
+
+def _gate(args: argparse.Namespace) -> None:
+    from conveyor.stages import gate
+
+    verdict = gate.run(_config(args), model_path=args.model, test=args.test, metrics=args.metrics, out=args.out)
+    print(f"gate: accepted ({verdict['decided_by']}; {len(verdict['checks'])} checks passed)")
+
+
+def _schema_infer(args: argparse.Namespace) -> None:
+    from conveyor import io
+    from conveyor.contract import infer_contract
+
+    df = io.read_source(args.data)
+    contract = infer_contract(df, target=args.target, max_categories=args.max_categories)
+    io.write_contract(contract, args.out)
+    print(f"schema infer: {len(contract.columns)} columns from {len(df)} rows written to {args.out}; review it before committing")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``conveyor`` argument parser with every command."""
+    parser = argparse.ArgumentParser(prog="conveyor", description="Raw tabular data to an accepted, deployable model.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], None], help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    sub = command("ingest", _ingest, "Read data.source into the raw Parquet table.")
+    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--report", type=Path, required=True)
+
+    sub = command("validate", _validate, "Check the raw table against the data contract.")
+    sub.add_argument("--data", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+    sub.add_argument("--report", type=Path, required=True)
+
+    sub = command("split", _split, "Split the validated table into train and test.")
+    sub.add_argument("--data", type=Path, required=True)
+    sub.add_argument("--train", type=Path, required=True)
+    sub.add_argument("--test", type=Path, required=True)
+
+    sub = command("train", _train, "Fit the feature + estimator pipeline.")
+    sub.add_argument("--data", type=Path, required=True)
+    sub.add_argument("--model", type=Path, required=True)
+    sub.add_argument("--metadata", type=Path, required=True)
+
+    sub = command("evaluate", _evaluate, "Metrics, plots, importance, slices and latency on the test split.")
+    sub.add_argument("--model", type=Path, required=True)
+    sub.add_argument("--test", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+
+    sub = command("gate", _gate, "Accept or reject the model (thresholds and champion).")
+    sub.add_argument("--model", type=Path, required=True)
+    sub.add_argument("--test", type=Path, required=True)
+    sub.add_argument("--metrics", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True)
+
+    schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
+    schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")
+    infer = schema_commands.add_parser("infer", help="Write a data contract inferred from a sample.")
+    infer.add_argument("--data", required=True, help="CSV or Parquet sample (path or URL)")
+    infer.add_argument("--target", required=True, help="the label column")
+    infer.add_argument("--out", type=Path, required=True, help="where to write the contract (YAML)")
+    infer.add_argument("--max-categories", type=int, default=50, help="text columns with more distinct values are free text")
+    infer.set_defaults(handler=_schema_infer)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; user errors print one message and return 1."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except USER_ERRORS as exc:
+        print(f"conveyor {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,44 @@
+"""Where a model came from: git revision, library versions, content hashes of its inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+LIBRARIES = ("scikit-learn", "pandas", "numpy", "skops", "conveyor")
+
+
+def git_revision(root: Path | str = ".") -> str:
+    """The commit checked out at ``root``, with ``-dirty`` when tracked files differ from it.
+
+    ``unknown`` outside a git repository, so a model trained from an export is still traceable
+    through its data and params hashes.
+    """
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries a saved model depends on."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    """A stable hash of a params mapping (key order does not matter)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""One module per ``dvc.yaml`` stage: a pure core function and a thin ``run`` entry that does the I/O."""

@@ -1,0 +1,162 @@
+"""evaluate: metrics, plots, permutation importance, per-slice metrics and latency on the test split."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from dvclive import Live
+from numpy.typing import NDArray
+from sklearn.inspection import permutation_importance
+from sklearn.pipeline import Pipeline
+
+from conveyor import io
+from conveyor.config import Config
+from conveyor.features import MISSING_CATEGORY, model_frame, spec_of, target_values
+from conveyor.metrics import classification_metrics, regression_metrics
+from conveyor.predict import predict, predict_proba
+
+LATENCY_CALLS = 30
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything the evaluate stage reports about one model on one test split."""
+
+    metrics: dict[str, float]
+    y_true: NDArray[Any]
+    y_pred: NDArray[Any]
+    proba: NDArray[np.float64] | None
+    classes: list[str] | None
+    importance: dict[str, dict[str, float]]
+    slices: list[dict[str, Any]]
+    latency_ms: dict[str, float]
+
+
+def evaluate(model: Pipeline, test: pd.DataFrame, cfg: Config) -> Evaluation:
+    """Evaluate ``model`` on ``test`` (DataFrame of shape (n_samples, n_columns), target included)."""
+    task, target = cfg.task, cfg.data.target
+    y_true = target_values(test, target, task=task)
+    y_pred = predict(model, test)
+    if task == "classification":
+        proba = predict_proba(model, test)
+        classes: list[str] | None = [str(c) for c in model.classes_]
+        metrics = classification_metrics(y_true, y_pred, proba, model.classes_)
+    else:
+        proba, classes = None, None
+        metrics = regression_metrics(y_true, y_pred)
+    return Evaluation(
+        metrics=metrics,
+        y_true=y_true,
+        y_pred=y_pred,
+        proba=proba,
+        classes=classes,
+        importance=importance(model, test, cfg),
+        slices=slices(model, test, y_true, y_pred, cfg),
+        latency_ms=latency(model, test),
+    )
+
+
+def importance(model: Pipeline, test: pd.DataFrame, cfg: Config) -> dict[str, dict[str, float]]:
+    """Permutation importance of each input column: the score lost when it is shuffled."""
+    spec = spec_of(model)
+    scoring = "balanced_accuracy" if cfg.task == "classification" else "neg_root_mean_squared_error"
+    result = permutation_importance(
+        model,
+        model_frame(test, spec),
+        target_values(test, cfg.data.target, task=cfg.task),
+        scoring=scoring,
+        n_repeats=cfg.evaluate.importance_repeats,
+        random_state=cfg.split.seed,
+    )
+    ranked = sorted(zip(spec.columns, result.importances_mean, result.importances_std, strict=True), key=lambda r: -r[1])
+    return {name: {"mean": float(mean), "std": float(std)} for name, mean, std in ranked}
+
+
+def slices(
+    model: Pipeline, test: pd.DataFrame, y_true: NDArray[Any], y_pred: NDArray[Any], cfg: Config
+) -> list[dict[str, Any]]:
+    """Metrics for each value of each categorical feature with at least ``evaluate.min_slice_rows`` rows."""
+    rows = []
+    for column in spec_of(model).categorical:
+        values = test[column].astype("object").where(test[column].notna(), MISSING_CATEGORY).astype(str).to_numpy()
+        for value in sorted(set(values)):
+            mask = values == value
+            if mask.sum() < cfg.evaluate.min_slice_rows:
+                continue
+            rows.append({"column": column, "value": value, "rows": int(mask.sum()), **_slice_metrics(y_true[mask], y_pred[mask], cfg)})
+    return rows
+
+
+def _slice_metrics(y_true: NDArray[Any], y_pred: NDArray[Any], cfg: Config) -> dict[str, float]:
+    if cfg.task == "classification":
+        return {"accuracy": float(np.mean(y_true == y_pred))}
+    errors = y_pred.astype(float) - y_true.astype(float)
+    return {"rmse": float(np.sqrt(np.mean(errors**2))), "mae": float(np.mean(np.abs(errors)))}
+
+
+def latency(model: Pipeline, test: pd.DataFrame) -> dict[str, float]:
+    """Median milliseconds for a one-row call, and per row for one call on the whole split."""
+    one_row = test.iloc[:1]
+    single = []
+    for _ in range(LATENCY_CALLS):
+        started = time.perf_counter()
+        predict(model, one_row)
+        single.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    predict(model, test)
+    batch = time.perf_counter() - started
+    return {"single_row_ms": 1000 * float(np.median(single)), "batch_per_row_ms": 1000 * batch / len(test)}
+
+
+def write(evaluation: Evaluation, out: Path) -> None:
+    """Log metrics and plots with dvclive into ``out`` and the JSON reports beside them."""
+    with Live(dir=str(out), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        for name, value in evaluation.metrics.items():
+            live.log_metric(name, value, plot=False)
+        for name, value in evaluation.latency_ms.items():
+            live.log_metric(f"latency/{name}", round(value, 4), plot=False)
+        if evaluation.classes is not None and evaluation.proba is not None:
+            _classification_plots(live, evaluation)
+        else:
+            _regression_plots(live, evaluation)
+        live.log_plot(
+            "importance",
+            [{"feature": k, "importance": v["mean"]} for k, v in evaluation.importance.items()],
+            x="importance",
+            y="feature",
+            template="bar_horizontal",
+            title="Permutation importance",
+        )
+    io.write_json(evaluation.importance, out / "importance.json")
+    io.write_json({"slices": evaluation.slices}, out / "slices.json")
+
+
+def _classification_plots(live: Live, evaluation: Evaluation) -> None:
+    assert evaluation.classes is not None and evaluation.proba is not None
+    live.log_sklearn_plot("confusion_matrix", evaluation.y_true.tolist(), evaluation.y_pred.tolist(), name="confusion_matrix.json")
+    for index, label in enumerate(evaluation.classes):
+        is_label = (evaluation.y_true == label).astype(int)
+        scores = evaluation.proba[:, index]
+        live.log_sklearn_plot("roc", is_label, scores, name=f"roc/{label}.json")
+        live.log_sklearn_plot("precision_recall", is_label, scores, name=f"precision_recall/{label}.json")
+        live.log_sklearn_plot("calibration", is_label, scores, name=f"calibration/{label}.json", n_bins=5)
+
+
+def _regression_plots(live: Live, evaluation: Evaluation) -> None:
+    actual = evaluation.y_true.astype(float)
+    predicted = evaluation.y_pred.astype(float)
+    points = [{"actual": a, "predicted": p, "residual": p - a} for a, p in zip(actual, predicted, strict=True)]
+    live.log_plot("predicted_vs_actual", points, x="actual", y="predicted", template="scatter", title="Predicted vs actual")
+    live.log_plot("residuals", points, x="predicted", y="residual", template="scatter", title="Residuals")
+
+
+def run(cfg: Config, *, model_path: Path, test: Path, out: Path) -> Evaluation:
+    """Evaluate the saved model on the saved test split and write everything under ``out``."""
+    evaluation = evaluate(io.load_model(model_path), io.read_table(test), cfg)
+    write(evaluation, out)
+    return evaluation

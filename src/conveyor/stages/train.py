@@ -1,0 +1,57 @@
+"""train: fit the one ``Pipeline`` (feature preparation + estimator) and record its provenance."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from conveyor import io, provenance
+from conveyor.config import Config
+from conveyor.contract import Contract
+from conveyor.features import model_frame, resolve_features, target_values
+from conveyor.model import build_pipeline
+
+
+def train(df: pd.DataFrame, cfg: Config, contract: Contract) -> Pipeline:
+    """Fit a pipeline on ``df`` (DataFrame of shape (n_samples, n_columns), target included)."""
+    spec = resolve_features(cfg.features, contract, target=cfg.data.target)
+    pipeline = build_pipeline(spec, cfg.features, cfg.model, task=cfg.task)
+    return pipeline.fit(model_frame(df, spec), target_values(df, cfg.data.target, task=cfg.task))
+
+
+def metadata(model: Pipeline, df: pd.DataFrame, cfg: Config, *, seconds: float, root: Path) -> dict[str, Any]:
+    """What traces a model to its origin: git revision, data and params hashes, versions, timing."""
+    params = cfg.model_dump(mode="json", by_alias=True)
+    preprocessor = model.named_steps["features"]
+    classes = getattr(model, "classes_", None)
+    return {
+        "git_revision": provenance.git_revision(root),
+        "data_hash": io.table_hash(df),
+        "train_rows": len(df),
+        "task": cfg.task,
+        "target": cfg.data.target,
+        "estimator": cfg.model.estimator,
+        "features": {name: list(columns) for name, _, columns in preprocessor.transformers},
+        "classes": None if classes is None else [str(c) for c in classes],
+        "params": params,
+        "params_hash": provenance.params_hash(params),
+        "libraries": provenance.library_versions(),
+        "training_seconds": round(seconds, 3),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def run(cfg: Config, contract: Contract, *, data: Path, model_out: Path, metadata_out: Path) -> Pipeline:
+    """Train on ``data``; write the model (skops) and its metadata (JSON)."""
+    df = io.read_table(data)
+    started = time.perf_counter()
+    model = train(df, cfg, contract)
+    seconds = time.perf_counter() - started
+    io.save_model(model, model_out)
+    io.write_json(metadata(model, df, cfg, seconds=seconds, root=Path.cwd()), metadata_out)
+    return model

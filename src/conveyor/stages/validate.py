@@ -1,0 +1,254 @@
+"""validate: the data contract (pandera) plus whole-table checks. Bad data stops the line here.
+
+Every finding is a :class:`Finding` with a level: ``error`` stops ``dvc repro`` (after
+``reports/validation.json`` is written), ``warning`` is recorded and printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from conveyor import io
+from conveyor.config import Config
+from conveyor.contract import Contract, conform, pandera_schema
+
+Level = Literal["error", "warning"]
+EXAMPLES = 5
+# A class this rare is worth a warning: metrics on it rest on a handful of rows.
+RARE_CLASS_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One failed check: which column, which check, what was wrong, and some offending values."""
+
+    level: Level
+    check: str
+    column: str | None
+    message: str
+    examples: list[Any] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        where = f"column {self.column!r}: " if self.column else ""
+        shown = f" (e.g. {self.examples})" if self.examples else ""
+        return f"[{self.check}] {where}{self.message}{shown}"
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """All findings and a summary of the table they were found in."""
+
+    rows: int
+    columns: int
+    findings: list[Finding]
+
+    @property
+    def errors(self) -> list[Finding]:
+        """Findings that stop the pipeline."""
+        return [f for f in self.findings if f.level == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        """Findings that are recorded but do not stop the pipeline."""
+        return [f for f in self.findings if f.level == "warning"]
+
+    @property
+    def passed(self) -> bool:
+        """True when no error-level check failed."""
+        return not self.errors
+
+    def to_report(self) -> dict[str, Any]:
+        """The content of ``reports/validation.json``."""
+        return {
+            "passed": self.passed,
+            "rows": self.rows,
+            "columns": self.columns,
+            "errors": [asdict(f) for f in self.errors],
+            "warnings": [asdict(f) for f in self.warnings],
+        }
+
+
+class ValidationFailed(ValueError):
+    """Raised by :func:`run` when an error-level check failed; the message lists each one."""
+
+
+def validate(df: pd.DataFrame, contract: Contract, *, target: str, task: str) -> ValidationResult:
+    """Check ``df`` against the contract and the dataset checks; pure, writes nothing."""
+    findings = _structure(df, contract, target)
+    present = [name for name in contract.columns if name in df.columns]
+    findings += _contract_checks(df[present], contract, present)
+    findings += _table_checks(df, contract)
+    if target in df.columns:
+        findings += _target_checks(df, contract, target, task)
+    return ValidationResult(rows=len(df), columns=len(df.columns), findings=findings)
+
+
+def _structure(df: pd.DataFrame, contract: Contract, target: str) -> list[Finding]:
+    findings = [
+        Finding(
+            "error",
+            "target_present" if name == target else "column_present",
+            name,
+            "required by the data contract but missing from the data",
+        )
+        for name in contract.columns
+        if name not in df.columns
+    ]
+    if target not in contract.columns:
+        findings.append(Finding("error", "target_present", target, "data.target is not a column of the data contract"))
+    extra = [str(c) for c in df.columns if c not in contract.columns]
+    if extra:
+        findings.append(
+            Finding("warning", "unexpected_columns", None, f"{len(extra)} column(s) not in the contract are ignored", extra[:EXAMPLES])
+        )
+    return findings
+
+
+_CHECK_MESSAGES = {
+    "coerce_dtype": "expected {type} values, found values that are not numbers",
+    "not_nullable": "has missing values but the contract says nullable: false",
+    "greater_than_or_equal_to": "values below the contract's min {min}",
+    "less_than_or_equal_to": "values above the contract's max {max}",
+    "is_integer": "expected whole numbers (type int), found fractions",
+    "isin": "values outside the contract's allowed set",
+    "is_text": "expected text values, found other types",
+    "field_uniqueness": "duplicate values in a unique key",
+    "multiple_fields_uniqueness": "duplicate values in a unique key",
+}
+
+
+def _contract_checks(df: pd.DataFrame, contract: Contract, present: list[str]) -> list[Finding]:
+    schema = pandera_schema(contract).select_columns(present) if present else None
+    if schema is None:
+        return []
+    try:
+        schema.validate(df, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        return _findings_from(exc.failure_cases, contract)
+    return []
+
+
+def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
+    findings: list[Finding] = []
+    coerce_failed = set(failures.loc[failures["check"].astype(str).str.startswith("coerce_dtype"), "column"])
+    for (column, check), group in failures.groupby(["column", "check"], sort=False, dropna=False):
+        name = str(check).split("(", 1)[0]
+        if name == "dtype" and column in coerce_failed:
+            continue  # the coercion failure already says it, with the values
+        spec = contract.columns.get(str(column))
+        template = _CHECK_MESSAGES.get(name, f"failed check {check}")
+        message = template.format(
+            type=spec.type if spec else "?",
+            min=spec.min if spec else "?",
+            max=spec.max if spec else "?",
+        )
+        if name == "isin" and spec is not None and spec.categories is not None:
+            message += f" {list(spec.categories)}"
+        examples = _examples(group["failure_case"])
+        if name == "not_nullable":
+            message = f"{len(group)} missing value(s) but the contract says nullable: false"
+            examples = []
+        findings.append(Finding("error", name, None if pd.isna(column) else str(column), message, examples))
+    return findings
+
+
+def _examples(values: pd.Series) -> list[Any]:
+    unique = pd.unique(values.dropna())[:EXAMPLES]
+    return [v.item() if isinstance(v, np.generic) else v for v in unique]
+
+
+def _table_checks(df: pd.DataFrame, contract: Contract) -> list[Finding]:
+    checks = contract.checks
+    findings: list[Finding] = []
+    if len(df) < checks.min_rows:
+        findings.append(Finding("error", "min_rows", None, f"{len(df)} rows; the contract requires at least {checks.min_rows}"))
+    if len(df) == 0:
+        return findings
+    for name in contract.columns:
+        if name not in df.columns:
+            continue
+        missing = float(df[name].isna().mean())
+        if missing == 1.0:
+            findings.append(Finding("error", "all_missing", name, "every value is missing"))
+        elif missing > checks.max_missing_fraction:
+            findings.append(
+                Finding("error", "max_missing_fraction", name, f"{missing:.1%} missing; the contract allows at most {checks.max_missing_fraction:.1%}")
+            )
+        elif missing > checks.max_missing_fraction / 2:
+            findings.append(Finding("warning", "max_missing_fraction", name, f"{missing:.1%} missing, over half the allowed {checks.max_missing_fraction:.1%}"))
+    duplicated = df.duplicated()
+    if duplicated.any():
+        fraction = float(duplicated.mean())
+        level: Level = "error" if fraction > checks.max_duplicate_fraction else "warning"
+        rows = [int(i) for i in np.flatnonzero(duplicated.to_numpy())[:EXAMPLES]]
+        findings.append(
+            Finding(level, "duplicate_rows", None, f"{int(duplicated.sum())} duplicated row(s) ({fraction:.1%}); the contract allows {checks.max_duplicate_fraction:.1%} (row numbers shown)", rows)
+        )
+    return findings
+
+
+def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str) -> list[Finding]:
+    y = df[target]
+    findings: list[Finding] = []
+    if y.isna().any():
+        findings.append(Finding("error", "target_missing_values", target, f"{int(y.isna().sum())} row(s) have no label"))
+    labels = y.dropna()
+    if task == "classification":
+        counts = labels.astype(str).value_counts()
+        if len(counts) < 2:
+            findings.append(Finding("error", "target_classes", target, f"classification needs at least two classes, found {len(counts)}", list(counts.index[:EXAMPLES])))
+        else:
+            rare = counts[counts / counts.sum() < RARE_CLASS_FRACTION]
+            if len(rare):
+                findings.append(Finding("warning", "rare_classes", target, f"classes under {RARE_CLASS_FRACTION:.0%} of rows", [f"{k}: {v}" for k, v in rare.items()]))
+    else:
+        not_numbers = pd.to_numeric(labels, errors="coerce").isna()
+        if not_numbers.any():
+            findings.append(Finding("error", "target_numeric", target, "regression needs a numeric target", _examples(labels[not_numbers])))
+    findings += _leakage(df, contract, target, task)
+    return findings
+
+
+def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> list[Finding]:
+    """Features that reproduce the label: equal to it, or (classification) a one-to-one relabelling."""
+    y = df[target]
+    findings: list[Finding] = []
+    labelled = y.notna()
+    for name in contract.columns:
+        if name == target or name not in df.columns or not contract.columns[name].feature:
+            continue
+        x = df[name][labelled]
+        if x.isna().any() or x.nunique() < 2:
+            continue
+        if task == "classification":
+            leaks = _one_to_one(x.astype(str), y[labelled].astype(str))
+        else:
+            numeric = pd.to_numeric(x, errors="coerce")
+            target_values = pd.to_numeric(y[labelled], errors="coerce")
+            leaks = bool(numeric.notna().all() and np.isclose(abs(numeric.corr(target_values)), 1.0))
+        if leaks:
+            findings.append(Finding("error", "label_leakage", name, f"reproduces the target {target!r} exactly; a model would learn the answer, not the task"))
+    return findings
+
+
+def _one_to_one(x: pd.Series, y: pd.Series) -> bool:
+    pairs = pd.DataFrame({"x": x.to_numpy(), "y": y.to_numpy()}).drop_duplicates()
+    return bool(len(pairs) == x.nunique() == y.nunique())
+
+
+def run(cfg: Config, contract: Contract, *, data: Path, out: Path, report: Path) -> ValidationResult:
+    """Validate the raw table; write the report, then the conformed table or raise ``ValidationFailed``."""
+    df = io.read_table(data)
+    result = validate(df, contract, target=cfg.data.target, task=cfg.task)
+    io.write_json(result.to_report(), report)
+    if not result.passed:
+        lines = "\n".join(f"  {f}" for f in result.errors)
+        raise ValidationFailed(f"{len(result.errors)} data check(s) failed ({report}):\n{lines}")
+    io.write_table(conform(df, contract), out)
+    return result
