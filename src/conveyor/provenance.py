@@ -24,7 +24,8 @@ def git_revision(root: Path | str = ".") -> str:
     head = git("rev-parse", "HEAD")
     if head.returncode != 0:
         return "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    # dvc.lock and reports change during every `dvc repro`; they are outputs, not the code.
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports").stdout.strip()
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
