@@ -82,7 +82,9 @@ def _schema_infer(args: argparse.Namespace) -> None:
     df = io.read_source(args.data)
     contract = infer_contract(df, target=args.target, max_categories=args.max_categories)
     io.write_contract(contract, args.out)
-    print(f"schema infer: {len(contract.columns)} columns from {len(df)} rows written to {args.out}; review it before committing")
+    print(
+        f"schema infer: {len(contract.columns)} columns from {len(df)} rows written to {args.out}; review it before committing"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--data", required=True, help="CSV or Parquet sample (path or URL)")
     infer.add_argument("--target", required=True, help="the label column")
     infer.add_argument("--out", type=Path, required=True, help="where to write the contract (YAML)")
-    infer.add_argument("--max-categories", type=int, default=50, help="text columns with more distinct values are free text")
+    infer.add_argument(
+        "--max-categories", type=int, default=50, help="text columns with more distinct values are free text"
+    )
     infer.set_defaults(handler=_schema_infer)
     return parser
 

@@ -158,7 +158,9 @@ class Config(_Section):
         for where, names in (("gate.thresholds", self.gate.thresholds), ("gate.compare", self.gate.compare)):
             for name in names:
                 if name not in known:
-                    raise ValueError(f"{where}.{name}: unknown metric for task {self.task}; expected one of {sorted(known)}")
+                    raise ValueError(
+                        f"{where}.{name}: unknown metric for task {self.task}; expected one of {sorted(known)}"
+                    )
         if self.target_in_features():
             raise ValueError(f"features: the target column {self.data.target!r} cannot be a feature")
         return self

@@ -105,9 +105,7 @@ def parse_contract(raw: object, *, source: str = "contract") -> Contract:
 
 def contract_to_dict(contract: Contract) -> dict[str, Any]:
     """The contract as plain data, for YAML or JSON, without keys left at their defaults."""
-    return contract.model_dump(mode="json", exclude_defaults=True) | {
-        "checks": contract.checks.model_dump(mode="json")
-    }
+    return contract.model_dump(mode="json", exclude_defaults=True) | {"checks": contract.checks.model_dump(mode="json")}
 
 
 def pandera_schema(contract: Contract) -> pa.DataFrameSchema:
@@ -226,4 +224,3 @@ def _infer_column(
 
 def _round(value: float) -> float:
     return float(f"{value:.6g}")
-

@@ -117,7 +117,6 @@ def spec_of(pipeline: Pipeline) -> FeatureSpec:
     return FeatureSpec(numeric=columns.get("numeric", ()), categorical=columns.get("categorical", ()))
 
 
-
 def target_values(df: pd.DataFrame, target: str, *, task: str) -> np.ndarray:
     """The label column as the estimator sees it: strings (classification) or float64 (regression).
 

@@ -88,7 +88,9 @@ def read_source(source: str, *, query: str | None = None, sql: bool = False) -> 
     except pd.errors.ParserError as exc:
         raise DataError(f"{source}: malformed CSV: {exc}".strip()) from None
     except UnicodeDecodeError as exc:
-        raise DataError(f"{source}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); re-save it as UTF-8") from None
+        raise DataError(
+            f"{source}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); re-save it as UTF-8"
+        ) from None
     except csv.Error as exc:
         raise DataError(f"{source}: malformed CSV: {exc}") from None
     except (OSError, ValueError) as exc:
@@ -104,7 +106,9 @@ def _read_sql(url: str, query: str) -> pd.DataFrame:
         with engine.connect() as connection:
             return pd.read_sql_query(sqlalchemy.text(query), connection)
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise DataError(f"{engine.url.render_as_string(hide_password=True)}: query failed: {exc.__class__.__name__}: {exc.args[0] if exc.args else ''}") from None
+        raise DataError(
+            f"{engine.url.render_as_string(hide_password=True)}: query failed: {exc.__class__.__name__}: {exc.args[0] if exc.args else ''}"
+        ) from None
     finally:
         engine.dispose()
 

@@ -18,6 +18,7 @@ def git_revision(root: Path | str = ".") -> str:
     ``unknown`` outside a git repository, so a model trained from an export is still traceable
     through its data and params hashes.
     """
+
     def git(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
 

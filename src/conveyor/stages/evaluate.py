@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from dvclive import Live
+from dvclive.live import Live
 from numpy.typing import NDArray
 from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
@@ -73,7 +73,9 @@ def importance(model: Pipeline, test: pd.DataFrame, cfg: Config) -> dict[str, di
         n_repeats=cfg.evaluate.importance_repeats,
         random_state=cfg.split.seed,
     )
-    ranked = sorted(zip(spec.columns, result.importances_mean, result.importances_std, strict=True), key=lambda r: -r[1])
+    ranked = sorted(
+        zip(spec.columns, result.importances_mean, result.importances_std, strict=True), key=lambda r: -r[1]
+    )
     return {name: {"mean": float(mean), "std": float(std)} for name, mean, std in ranked}
 
 
@@ -88,7 +90,14 @@ def slices(
             mask = values == value
             if mask.sum() < cfg.evaluate.min_slice_rows:
                 continue
-            rows.append({"column": column, "value": value, "rows": int(mask.sum()), **_slice_metrics(y_true[mask], y_pred[mask], cfg)})
+            rows.append(
+                {
+                    "column": column,
+                    "value": value,
+                    "rows": int(mask.sum()),
+                    **_slice_metrics(y_true[mask], y_pred[mask], cfg),
+                }
+            )
     return rows
 
 
@@ -137,8 +146,11 @@ def write(evaluation: Evaluation, out: Path) -> None:
 
 
 def _classification_plots(live: Live, evaluation: Evaluation) -> None:
-    assert evaluation.classes is not None and evaluation.proba is not None
-    live.log_sklearn_plot("confusion_matrix", evaluation.y_true.tolist(), evaluation.y_pred.tolist(), name="confusion_matrix.json")
+    assert evaluation.classes is not None
+    assert evaluation.proba is not None
+    live.log_sklearn_plot(
+        "confusion_matrix", evaluation.y_true.tolist(), evaluation.y_pred.tolist(), name="confusion_matrix.json"
+    )
     for index, label in enumerate(evaluation.classes):
         is_label = (evaluation.y_true == label).astype(int)
         scores = evaluation.proba[:, index]
@@ -151,7 +163,9 @@ def _regression_plots(live: Live, evaluation: Evaluation) -> None:
     actual = evaluation.y_true.astype(float)
     predicted = evaluation.y_pred.astype(float)
     points = [{"actual": a, "predicted": p, "residual": p - a} for a, p in zip(actual, predicted, strict=True)]
-    live.log_plot("predicted_vs_actual", points, x="actual", y="predicted", template="scatter", title="Predicted vs actual")
+    live.log_plot(
+        "predicted_vs_actual", points, x="actual", y="predicted", template="scatter", title="Predicted vs actual"
+    )
     live.log_plot("residuals", points, x="predicted", y="residual", template="scatter", title="Residuals")
 
 

@@ -55,7 +55,11 @@ class GateRejected(RuntimeError):
 
 def decide(metrics: Mapping[str, Any], cfg: GateConfig, *, task: Task, champion: Champion | None) -> dict[str, Any]:
     """The gate verdict as the content of ``reports/gate.json``; pure."""
-    checks = [check for name, bound in cfg.thresholds.items() for check in _threshold_checks(metrics, name, bound.min, bound.max)]
+    checks = [
+        check
+        for name, bound in cfg.thresholds.items()
+        for check in _threshold_checks(metrics, name, bound.min, bound.max)
+    ]
     if champion is not None and champion.metrics is not None:
         compared = cfg.compare or tuple(cfg.thresholds)
         checks += [_champion_check(metrics, champion.metrics, name, cfg.tolerance, task) for name in compared]
@@ -64,7 +68,9 @@ def decide(metrics: Mapping[str, Any], cfg: GateConfig, *, task: Task, champion:
         "accepted": accepted,
         "checks": [asdict(check) for check in checks],
         "champion": None if champion is None else asdict(champion),
-        "decided_by": "thresholds and champion" if champion is not None and champion.metrics is not None else "thresholds only",
+        "decided_by": "thresholds and champion"
+        if champion is not None and champion.metrics is not None
+        else "thresholds only",
     }
 
 
@@ -83,7 +89,9 @@ def _threshold_checks(metrics: Mapping[str, Any], name: str, low: float | None, 
     return checks
 
 
-def _champion_check(metrics: Mapping[str, Any], baseline: Mapping[str, float], name: str, tolerance: float, task: Task) -> Check:
+def _champion_check(
+    metrics: Mapping[str, Any], baseline: Mapping[str, float], name: str, tolerance: float, task: Task
+) -> Check:
     value, reference = _value(metrics, name), baseline[name]
     if higher_is_better(task, name):
         bound = reference - tolerance
@@ -109,13 +117,22 @@ def find_champion(model_path: Path, test: pd.DataFrame, cfg: Config, *, root: Pa
         model = io.model_from_bytes(data, source=f"{model_path}@{rev}")
         metrics = score(model, test, target=cfg.data.target, task=cfg.task)
     except (ValueError, KeyError, TypeError) as exc:
-        return Champion(rev, commit, None, f"the model at {rev} cannot be scored on this test split ({exc}); thresholds alone decide")
+        return Champion(
+            rev,
+            commit,
+            None,
+            f"the model at {rev} cannot be scored on this test split ({exc}); thresholds alone decide",
+        )
     return Champion(rev, commit, metrics, f"model at {rev} scored on the current test split")
 
 
 def _resolve(rev: str, root: Path) -> str | None:
     result = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=root, capture_output=True, text=True, check=False
+        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return result.stdout.strip() if result.returncode == 0 else None
 

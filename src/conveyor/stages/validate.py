@@ -105,7 +105,13 @@ def _structure(df: pd.DataFrame, contract: Contract, target: str) -> list[Findin
     extra = [str(c) for c in df.columns if c not in contract.columns]
     if extra:
         findings.append(
-            Finding("warning", "unexpected_columns", None, f"{len(extra)} column(s) not in the contract are ignored", extra[:EXAMPLES])
+            Finding(
+                "warning",
+                "unexpected_columns",
+                None,
+                f"{len(extra)} column(s) not in the contract are ignored",
+                extra[:EXAMPLES],
+            )
         )
     return findings
 
@@ -154,7 +160,7 @@ def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
         if name == "not_nullable":
             message = f"{len(group)} missing value(s) but the contract says nullable: false"
             examples = []
-        findings.append(Finding("error", name, None if pd.isna(column) else str(column), message, examples))
+        findings.append(Finding("error", name, None if column is None or column != column else str(column), message, examples))
     return findings
 
 
@@ -167,7 +173,9 @@ def _table_checks(df: pd.DataFrame, contract: Contract) -> list[Finding]:
     checks = contract.checks
     findings: list[Finding] = []
     if len(df) < checks.min_rows:
-        findings.append(Finding("error", "min_rows", None, f"{len(df)} rows; the contract requires at least {checks.min_rows}"))
+        findings.append(
+            Finding("error", "min_rows", None, f"{len(df)} rows; the contract requires at least {checks.min_rows}")
+        )
     if len(df) == 0:
         return findings
     for name in contract.columns:
@@ -178,17 +186,35 @@ def _table_checks(df: pd.DataFrame, contract: Contract) -> list[Finding]:
             findings.append(Finding("error", "all_missing", name, "every value is missing"))
         elif missing > checks.max_missing_fraction:
             findings.append(
-                Finding("error", "max_missing_fraction", name, f"{missing:.1%} missing; the contract allows at most {checks.max_missing_fraction:.1%}")
+                Finding(
+                    "error",
+                    "max_missing_fraction",
+                    name,
+                    f"{missing:.1%} missing; the contract allows at most {checks.max_missing_fraction:.1%}",
+                )
             )
         elif missing > checks.max_missing_fraction / 2:
-            findings.append(Finding("warning", "max_missing_fraction", name, f"{missing:.1%} missing, over half the allowed {checks.max_missing_fraction:.1%}"))
+            findings.append(
+                Finding(
+                    "warning",
+                    "max_missing_fraction",
+                    name,
+                    f"{missing:.1%} missing, over half the allowed {checks.max_missing_fraction:.1%}",
+                )
+            )
     duplicated = df.duplicated()
     if duplicated.any():
         fraction = float(duplicated.mean())
         level: Level = "error" if fraction > checks.max_duplicate_fraction else "warning"
         rows = [int(i) for i in np.flatnonzero(duplicated.to_numpy())[:EXAMPLES]]
         findings.append(
-            Finding(level, "duplicate_rows", None, f"{int(duplicated.sum())} duplicated row(s) ({fraction:.1%}); the contract allows {checks.max_duplicate_fraction:.1%} (row numbers shown)", rows)
+            Finding(
+                level,
+                "duplicate_rows",
+                None,
+                f"{int(duplicated.sum())} duplicated row(s) ({fraction:.1%}); the contract allows {checks.max_duplicate_fraction:.1%} (row numbers shown)",
+                rows,
+            )
         )
     return findings
 
@@ -197,20 +223,46 @@ def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str)
     y = df[target]
     findings: list[Finding] = []
     if y.isna().any():
-        findings.append(Finding("error", "target_missing_values", target, f"{int(y.isna().sum())} row(s) have no label"))
+        findings.append(
+            Finding("error", "target_missing_values", target, f"{int(y.isna().sum())} row(s) have no label")
+        )
     labels = y.dropna()
     if task == "classification":
         counts = labels.astype(str).value_counts()
         if len(counts) < 2:
-            findings.append(Finding("error", "target_classes", target, f"classification needs at least two classes, found {len(counts)}", list(counts.index[:EXAMPLES])))
+            findings.append(
+                Finding(
+                    "error",
+                    "target_classes",
+                    target,
+                    f"classification needs at least two classes, found {len(counts)}",
+                    list(counts.index[:EXAMPLES]),
+                )
+            )
         else:
             rare = counts[counts / counts.sum() < RARE_CLASS_FRACTION]
             if len(rare):
-                findings.append(Finding("warning", "rare_classes", target, f"classes under {RARE_CLASS_FRACTION:.0%} of rows", [f"{k}: {v}" for k, v in rare.items()]))
+                findings.append(
+                    Finding(
+                        "warning",
+                        "rare_classes",
+                        target,
+                        f"classes under {RARE_CLASS_FRACTION:.0%} of rows",
+                        [f"{k}: {v}" for k, v in rare.items()],
+                    )
+                )
     else:
         not_numbers = pd.to_numeric(labels, errors="coerce").isna()
         if not_numbers.any():
-            findings.append(Finding("error", "target_numeric", target, "regression needs a numeric target", _examples(labels[not_numbers])))
+            findings.append(
+                Finding(
+                    "error",
+                    "target_numeric",
+                    target,
+                    "regression needs a numeric target",
+                    _examples(labels[not_numbers]),
+                )
+            )
     findings += _leakage(df, contract, target, task)
     return findings
 
@@ -233,7 +285,14 @@ def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> li
             target_values = pd.to_numeric(y[labelled], errors="coerce")
             leaks = bool(numeric.notna().all() and np.isclose(abs(numeric.corr(target_values)), 1.0))
         if leaks:
-            findings.append(Finding("error", "label_leakage", name, f"reproduces the target {target!r} exactly; a model would learn the answer, not the task"))
+            findings.append(
+                Finding(
+                    "error",
+                    "label_leakage",
+                    name,
+                    f"reproduces the target {target!r} exactly; a model would learn the answer, not the task",
+                )
+            )
     return findings
 
 
