@@ -160,7 +160,7 @@ def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
         if name == "not_nullable":
             message = f"{len(group)} missing value(s) but the contract says nullable: false"
             examples = []
-        findings.append(Finding("error", name, None if column is None or column != column else str(column), message, examples))
+        findings.append(Finding("error", name, column if isinstance(column, str) else None, message, examples))
     return findings
 
 
