@@ -6,11 +6,13 @@ Every error names the dotted key (``model.params.C``), what was found and what w
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 
 class ConfigError(ValueError):
@@ -36,9 +38,12 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _query_only_for_sql(self) -> DataConfig:
         if self.is_sql and not self.query:
-            raise ValueError("data.query is required when data.source is a SQLAlchemy URL")
+            raise ValueError("data.query: required when data.source is a SQLAlchemy URL (e.g. SELECT * FROM t)")
         if self.query and not self.is_sql:
-            raise ValueError("data.query is only used with a SQLAlchemy URL in data.source")
+            raise ValueError(
+                "data.query: only used with a SQLAlchemy URL in data.source (sqlite:///…, postgresql+psycopg://…); "
+                "set it to null for a file or http(s)/s3 URL"
+            )
         return self
 
     @property
@@ -84,7 +89,7 @@ class FeaturesConfig(_Section):
     def _disjoint(self) -> FeaturesConfig:
         both = set(self.numeric or ()) & set(self.categorical or ())
         if both:
-            raise ValueError(f"columns listed as both numeric and categorical: {sorted(both)}")
+            raise ValueError(f"features: columns listed as both numeric and categorical: {sorted(both)}")
         return self
 
 
@@ -104,7 +109,7 @@ class Bound(_Section):
     @model_validator(mode="after")
     def _one_side(self) -> Bound:
         if self.min is None and self.max is None:
-            raise ValueError("give min, max or both")
+            raise ValueError("expected min, max or both, e.g. {min: 0.9}")
         return self
 
 
@@ -129,10 +134,26 @@ class EvaluateConfig(_Section):
 
 
 class ServeConfig(_Section):
-    """Service limits; the packaged model carries them so the service enforces the same."""
+    """How the service runs; the packaged model carries these so every server of it behaves the same.
+
+    ``inference: auto`` serves with ONNX Runtime when the converted model matches scikit-learn on
+    the whole test split (labels equal, probabilities within ``proba_tolerance``), else with
+    scikit-learn; ``sklearn`` never converts. ``threads`` is the size of every native thread pool
+    (OpenMP, BLAS, ONNX Runtime) in each of the ``workers`` processes: keep
+    ``workers * threads`` at or below the cores the service gets. ``batching`` turns on adaptive
+    batching of the ``predict`` endpoint; ``max_latency_ms`` is the time after which a queued
+    request is shed with 503, so keep it far above the slowest normal request.
+    """
 
     max_records: Annotated[int, Field(ge=1)] = 1000
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    inference: Literal["auto", "sklearn"] = "auto"
+    proba_tolerance: Annotated[float, Field(gt=0.0, le=0.1)] = 1e-4
+    workers: Annotated[int, Field(ge=1)] = 1
+    threads: Annotated[int, Field(ge=1)] = 1
+    batching: bool = False
+    max_batch_size: Annotated[int, Field(ge=1)] = 1000
+    max_latency_ms: Annotated[int, Field(ge=100)] = 60_000
 
 
 class Config(_Section):
@@ -161,18 +182,19 @@ class Config(_Section):
                     raise ValueError(
                         f"{where}.{name}: unknown metric for task {self.task}; expected one of {sorted(known)}"
                     )
-        if self.target_in_features():
-            raise ValueError(f"features: the target column {self.data.target!r} cannot be a feature")
+        for kind in ("numeric", "categorical"):
+            if self.data.target in (getattr(self.features, kind) or ()):
+                raise ValueError(
+                    f"features.{kind}: lists the target column {self.data.target!r} (data.target); "
+                    "a model cannot take its own label as input"
+                )
         return self
-
-    def target_in_features(self) -> bool:
-        """Whether the label was listed among the features (a leak by construction)."""
-        listed = (*(self.features.numeric or ()), *(self.features.categorical or ()))
-        return self.data.target in listed
 
 
 def parse_config(raw: object, *, source: str = "params.yaml") -> Config:
     """Validate an already-parsed params mapping; raise :class:`ConfigError` naming the key."""
+    if raw is None:
+        raise ConfigError(f"{source}: the file is empty; expected the sections data, task, model, …")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     try:
@@ -191,20 +213,58 @@ def load_config(path: str | Path = "params.yaml") -> Config:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     return parse_config(raw, source=str(path))
 
 
 def _describe(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: {exc.error_count()} invalid setting(s)"]
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against the README's params reference)"
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        elif "input" in error and error["type"] not in {"value_error", "assertion_error"}:
-            message = f"{message}, got {error['input']!r}"
-        lines.append(f"  {key}: {message}")
-    return "\n".join(lines)
+    lines = [_explain(error) for error in exc.errors()]
+    if len(lines) == 1:
+        return f"{source}: {lines[0]}"
+    return "\n  ".join([f"{source}: {len(lines)} invalid settings:", *lines])
+
+
+def _explain(error: ErrorDetails) -> str:
+    """One error as ``dotted.key: what was wrong, what was expected``."""
+    loc = error["loc"]
+    key = ".".join(str(part) for part in loc)
+    kind = error["type"]
+    if kind == "value_error":
+        # Cross-field validators write "dotted.key: message" themselves, naming the key they mean.
+        message = str(error.get("ctx", {}).get("error", error["msg"]))
+        return message if _KEY_PREFIX.match(message) else f"{key or '(top level)'}: {message}"
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        return f"{key}: unknown key; expected one of {known}" if known else f"{key}: unknown key"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind in {"model_type", "dict_type", "model_attributes_type"}:
+        message = "expected a mapping of keys"
+    elif kind == "tuple_type":
+        message = "expected a list"
+    else:
+        message = error["msg"].replace("Input should be", "expected")
+    return f"{key}: {message}, got {error.get('input')!r}"
+
+
+_KEY_PREFIX = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)*: ")
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys the section at ``loc`` accepts, for an "unknown key" message."""
+    model: type[BaseModel] = Config
+    parts = list(loc)
+    while parts:
+        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == parts[0]), None)
+        if field is None:
+            return []
+        annotation, parts = field.annotation, parts[1:]
+        if get_origin(annotation) is dict and parts:
+            annotation, parts = get_args(annotation)[1], parts[1:]
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(f.alias or n for n, f in model.model_fields.items())

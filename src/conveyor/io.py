@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import skops.io as sio
@@ -87,10 +88,8 @@ def read_source(source: str, *, query: str | None = None, sql: bool = False) -> 
         raise DataError(f"{source}: the file is empty (no header, no rows)") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{source}: malformed CSV: {exc}".strip()) from None
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{source}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); re-save it as UTF-8"
-        ) from None
+    except UnicodeDecodeError:
+        raise DataError(f"{source}: not UTF-8 text{_first_bad_byte(source)}; re-save it as UTF-8") from None
     except csv.Error as exc:
         raise DataError(f"{source}: malformed CSV: {exc}") from None
     except (OSError, ValueError) as exc:
@@ -98,19 +97,45 @@ def read_source(source: str, *, query: str | None = None, sql: bool = False) -> 
     raise DataError(f"{source}: unknown format {suffix!r}; expected .csv or .parquet, or a SQLAlchemy URL")
 
 
+def _first_bad_byte(source: str) -> str:
+    # The decoder's offset is relative to the parser's chunk; the line number is what people need.
+    path = Path(source)
+    if not path.is_file() or path.suffix == ".gz":
+        return ""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f" (byte {data[exc.start]:#04x} on line {line})"
+    return ""
+
+
 def _read_sql(url: str, query: str) -> pd.DataFrame:
     import sqlalchemy
 
-    engine = sqlalchemy.create_engine(url)
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        # A malformed URL or a database driver that is not installed.
+        raise DataError(f"{redact_url(url)}: cannot use this SQLAlchemy URL: {exc}") from None
     try:
         with engine.connect() as connection:
             return pd.read_sql_query(sqlalchemy.text(query), connection)
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise DataError(
-            f"{engine.url.render_as_string(hide_password=True)}: query failed: {exc.__class__.__name__}: {exc.args[0] if exc.args else ''}"
-        ) from None
+        reason = str(exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc).strip().splitlines()[0]
+        raise DataError(f"{redact_url(url)}: query failed: {exc.__class__.__name__}: {reason}") from None
     finally:
         engine.dispose()
+
+
+def redact_url(source: str) -> str:
+    """``source`` with any password in it replaced by ``***``: reports are committed and shown in PRs."""
+    parts = urlsplit(source)
+    if parts.password is None:
+        return source
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

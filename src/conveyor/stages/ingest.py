@@ -29,15 +29,6 @@ def run(cfg: Config, *, out: Path, report: Path) -> dict[str, Any]:
     """Read the source, write it to ``out`` as Parquet and its summary to ``report``."""
     df = ingest(cfg.data)
     io.write_table(df, out)
-    summary = {"source": _redacted(cfg.data.source), **summarize(df)}
+    summary = {"source": io.redact_url(cfg.data.source), **summarize(df)}
     io.write_json(summary, report)
     return summary
-
-
-def _redacted(source: str) -> str:
-    # A SQLAlchemy URL may carry a password; reports are committed and shown in PRs.
-    if "://" in source and "@" in source:
-        scheme, rest = source.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
-    return source

@@ -145,8 +145,9 @@ def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
     coerce_failed = set(failures.loc[failures["check"].astype(str).str.startswith("coerce_dtype"), "column"])
     for (column, check), group in failures.groupby(["column", "check"], sort=False, dropna=False):
         name = str(check).split("(", 1)[0]
-        if name == "dtype" and column in coerce_failed:
-            continue  # the coercion failure already says it, with the values
+        if column in coerce_failed and name not in {"coerce_dtype", "not_nullable"}:
+            # The other checks ran on the uncoerced text and failed with a TypeError, not a finding.
+            continue
         spec = contract.columns.get(str(column))
         template = _CHECK_MESSAGES.get(name, f"failed check {check}")
         message = template.format(
