@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,11 @@ from typing import Any
 LIBRARIES = ("scikit-learn", "pandas", "numpy", "skops", "conveyor")
 
 
-def git_revision(root: Path | str = ".") -> str:
+def git_revision(root: Path | str = ".", *, outputs: Sequence[str | Path] = ()) -> str:
     """The commit checked out at ``root``, with ``-dirty`` when tracked files differ from it.
 
+    ``outputs`` are files the running stage writes: DVC deletes a stage's outputs before it runs
+    it, so a git-tracked output (``models/model.json``) would otherwise always look changed.
     ``unknown`` outside a git repository, so a model trained from an export is still traceable
     through its data and params hashes.
     """
@@ -26,7 +29,8 @@ def git_revision(root: Path | str = ".") -> str:
     if head.returncode != 0:
         return "unknown"
     # dvc.lock and reports change during every `dvc repro`; they are outputs, not the code.
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!reports").stdout.strip()
+    excluded = [f":!{path}" for path in ("dvc.lock", "reports", *outputs)]
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded).stdout.strip()
     return head.stdout.strip() + ("-dirty" if dirty else "")
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 from dvclive.live import Live
 from numpy.typing import NDArray
 from sklearn.inspection import permutation_importance
+from sklearn.metrics import roc_curve
 from sklearn.pipeline import Pipeline
 
 from conveyor import io
@@ -21,6 +22,12 @@ from conveyor.metrics import classification_metrics, regression_metrics
 from conveyor.predict import predict, predict_proba
 
 LATENCY_CALLS = 30
+# Every plot in dvc.yaml is a folder under <out>/plots. Each task fills its own folders; write()
+# leaves the other task's empty, because `dvc plots show` reports a declared path that does not
+# exist as an error but expands an empty folder to nothing.
+CLASSIFICATION_PLOTS = ("sklearn/confusion_matrix", "custom/roc", "sklearn/precision_recall", "sklearn/calibration")
+REGRESSION_PLOTS = ("custom/predicted_vs_actual", "custom/residuals")
+PLOT_FOLDERS = CLASSIFICATION_PLOTS + REGRESSION_PLOTS
 
 
 @dataclass(frozen=True)
@@ -130,9 +137,9 @@ def write(evaluation: Evaluation, out: Path) -> None:
         for name, value in evaluation.latency_ms.items():
             live.log_metric(f"latency/{name}", round(value, 4), plot=False)
         if evaluation.classes is not None and evaluation.proba is not None:
-            _classification_plots(live, evaluation)
+            _classification_plots(live, evaluation.y_true, evaluation.y_pred, evaluation.proba, evaluation.classes)
         else:
-            _regression_plots(live, evaluation)
+            _regression_plots(live, evaluation.y_true, evaluation.y_pred)
         live.log_plot(
             "importance",
             [{"feature": k, "importance": v["mean"]} for k, v in evaluation.importance.items()],
@@ -141,32 +148,49 @@ def write(evaluation: Evaluation, out: Path) -> None:
             template="bar_horizontal",
             title="Permutation importance",
         )
+    for folder in PLOT_FOLDERS:
+        # The other task's folders stay empty rather than absent: see PLOT_FOLDERS.
+        (out / "plots" / folder).mkdir(parents=True, exist_ok=True)
     io.write_json(evaluation.importance, out / "importance.json")
     io.write_json({"slices": evaluation.slices}, out / "slices.json")
 
 
-def _classification_plots(live: Live, evaluation: Evaluation) -> None:
-    assert evaluation.classes is not None
-    assert evaluation.proba is not None
-    live.log_sklearn_plot(
-        "confusion_matrix", evaluation.y_true.tolist(), evaluation.y_pred.tolist(), name="confusion_matrix.json"
-    )
-    for index, label in enumerate(evaluation.classes):
-        is_label = (evaluation.y_true == label).astype(int)
-        scores = evaluation.proba[:, index]
-        live.log_sklearn_plot("roc", is_label, scores, name=f"roc/{label}.json")
-        live.log_sklearn_plot("precision_recall", is_label, scores, name=f"precision_recall/{label}.json")
-        live.log_sklearn_plot("calibration", is_label, scores, name=f"calibration/{label}.json", n_bins=5)
+def _classification_plots(
+    live: Live, y_true: NDArray[Any], y_pred: NDArray[Any], proba: NDArray[np.float64], classes: list[str]
+) -> None:
+    live.log_sklearn_plot("confusion_matrix", y_true.tolist(), y_pred.tolist(), name="confusion_matrix/test.json")
+    for index, label in enumerate(classes):
+        is_label = (y_true == label).astype(int)
+        scores = proba[:, index]
+        name = _file_name(label)
+        fpr, tpr, thresholds = roc_curve(is_label, scores)
+        # roc_curve starts at threshold +inf ("nothing is positive"), which JSON cannot hold
+        # (dvclive would write a bare `Infinity`); no probability exceeds 1, so 1.0 means the same.
+        roc = [
+            {"fpr": float(f), "tpr": float(t), "threshold": float(min(h, 1.0))}
+            for f, t, h in zip(fpr, tpr, thresholds, strict=True)
+        ]
+        live.log_plot(f"roc/{name}", roc, x="fpr", y="tpr", template="simple", title=f"ROC, {label} against the rest")
+        live.log_sklearn_plot("precision_recall", is_label, scores, name=f"precision_recall/{name}.json")
+        live.log_sklearn_plot("calibration", is_label, scores, name=f"calibration/{name}.json", n_bins=5)
 
 
-def _regression_plots(live: Live, evaluation: Evaluation) -> None:
-    actual = evaluation.y_true.astype(float)
-    predicted = evaluation.y_pred.astype(float)
-    points = [{"actual": a, "predicted": p, "residual": p - a} for a, p in zip(actual, predicted, strict=True)]
+def _regression_plots(live: Live, y_true: NDArray[Any], y_pred: NDArray[Any]) -> None:
+    actual = y_true.astype(float)
+    predicted = y_pred.astype(float)
+    points = [
+        {"actual": float(a), "predicted": float(p), "residual": float(p - a)}
+        for a, p in zip(actual, predicted, strict=True)
+    ]
     live.log_plot(
-        "predicted_vs_actual", points, x="actual", y="predicted", template="scatter", title="Predicted vs actual"
+        "predicted_vs_actual/test", points, x="actual", y="predicted", template="scatter", title="Predicted vs actual"
     )
-    live.log_plot("residuals", points, x="predicted", y="residual", template="scatter", title="Residuals")
+    live.log_plot("residuals/test", points, x="predicted", y="residual", template="scatter", title="Residuals")
+
+
+def _file_name(label: str) -> str:
+    # Class labels come from the data; keep them from escaping their plot folder.
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).lstrip(".") or "_"
 
 
 def run(cfg: Config, *, model_path: Path, test: Path, out: Path) -> Evaluation:

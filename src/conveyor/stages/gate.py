@@ -101,22 +101,38 @@ def _champion_check(
 
 
 def find_champion(model_path: Path, test: pd.DataFrame, cfg: Config, *, root: Path) -> Champion:
-    """Fetch the model committed at ``gate.baseline_rev`` and score it on ``test``."""
-    import dvc.api
-    from dvc.exceptions import DvcException
+    """Fetch the model committed at ``gate.baseline_rev`` and score it on ``test``.
+
+    A revision that does not exist, one that does not track the model, and a model that is in
+    neither the local DVC cache nor a remote all mean "no champion". Any other failure (a remote
+    that cannot be reached, say) propagates: the gate must not quietly skip the comparison.
+    """
+    from dvc.api import DVCFileSystem
 
     rev = cfg.gate.baseline_rev
     commit = _resolve(rev, root)
     if commit is None:
         return Champion(rev, None, None, f"no git revision {rev!r} here: first run, so thresholds alone decide")
+    path = model_path.as_posix()
+    fs = DVCFileSystem(str(root), rev=commit)
     try:
-        data = dvc.api.read(str(model_path), repo=str(root), rev=commit, mode="rb")
-    except (DvcException, FileNotFoundError, OSError) as exc:
-        return Champion(rev, commit, None, f"no model at {rev} ({type(exc).__name__}: {exc}); thresholds alone decide")
+        if not fs.exists(path):
+            return Champion(rev, commit, None, f"{rev} does not track {path}; thresholds alone decide")
+        data = fs.read_bytes(path)
+    except FileNotFoundError:
+        return Champion(
+            rev,
+            commit,
+            None,
+            f"the model committed at {rev} is in neither the DVC cache nor a remote "
+            f"(`dvc pull {path}` on {rev} restores it); thresholds alone decide",
+        )
+    finally:
+        fs.close()
     try:
-        model = io.model_from_bytes(data, source=f"{model_path}@{rev}")
+        model = io.model_from_bytes(data, source=f"{path}@{rev}")
         metrics = score(model, test, target=cfg.data.target, task=cfg.task)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError) as exc:
         return Champion(
             rev,
             commit,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,18 @@ def train(df: pd.DataFrame, cfg: Config, contract: Contract) -> Pipeline:
     return pipeline.fit(model_frame(df, spec), target_values(df, cfg.data.target, task=cfg.task))
 
 
-def metadata(model: Pipeline, df: pd.DataFrame, cfg: Config, *, seconds: float, root: Path) -> dict[str, Any]:
-    """What traces a model to its origin: git revision, data and params hashes, versions, timing."""
+def metadata(
+    model: Pipeline, df: pd.DataFrame, cfg: Config, *, seconds: float, root: Path, outputs: Sequence[Path] = ()
+) -> dict[str, Any]:
+    """What traces a model to its origin: git revision, data and params hashes, versions, timing.
+
+    ``outputs`` are the files this training run writes; they do not count as uncommitted code.
+    """
     params = cfg.model_dump(mode="json", by_alias=True)
     preprocessor = model.named_steps["features"]
     classes = getattr(model, "classes_", None)
     return {
-        "git_revision": provenance.git_revision(root),
+        "git_revision": provenance.git_revision(root, outputs=outputs),
         "data_hash": io.table_hash(df),
         "train_rows": len(df),
         "task": cfg.task,
@@ -53,5 +59,6 @@ def run(cfg: Config, contract: Contract, *, data: Path, model_out: Path, metadat
     model = train(df, cfg, contract)
     seconds = time.perf_counter() - started
     io.save_model(model, model_out)
-    io.write_json(metadata(model, df, cfg, seconds=seconds, root=Path.cwd()), metadata_out)
+    info = metadata(model, df, cfg, seconds=seconds, root=Path.cwd(), outputs=(model_out, metadata_out))
+    io.write_json(info, metadata_out)
     return model
