@@ -87,6 +87,45 @@ def _schema_infer(args: argparse.Namespace) -> None:
     )
 
 
+def _report(args: argparse.Namespace) -> None:
+    from conveyor import report
+
+    baseline = args.baseline or _config(args).gate.baseline_rev
+    written = report.run(out=args.out, gate=args.gate, validation=args.validation, baseline=baseline, root=Path.cwd())
+    verdict = {True: "accepted", False: "rejected", None: "no fresh verdict"}[written.accepted]
+    print(f"report: {written.markdown} with {len(written.figures)} figure(s); gate: {verdict}")
+
+
+def _deploy_set_image(args: argparse.Namespace) -> None:
+    from conveyor import deploy
+
+    change = deploy.set_image(args.overlay, name=args.name, image=args.image, tag=args.tag)
+    was = f" (was {change.previous})" if change.changed else " (unchanged)"
+    print(f"deploy set-image: {change.path}: {change.name} -> {change.image}:{change.tag}{was}")
+
+
+def _add_report(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--out", type=Path, required=True, help="the Markdown file; images go to <stem>-images/ beside it")
+    sub.add_argument("--gate", type=Path, required=True, help="the gate's verdict (reports/gate.json)")
+    sub.add_argument("--validation", type=Path, required=True, help="the validate stage's report")
+    sub.add_argument("--baseline", help="git revision to compare with (default: gate.baseline_rev)")
+
+
+def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    deploy = commands.add_parser("deploy", help="Deployment manifest tools.", description="Deployment manifest tools.")
+    deploy_commands = deploy.add_subparsers(dest="deploy_command", required=True, metavar="COMMAND")
+    set_image = deploy_commands.add_parser("set-image", help="Point a kustomize overlay at an image tag.")
+    set_image.add_argument(
+        "--overlay", type=Path, required=True, help="kustomize directory, e.g. deploy/overlays/staging"
+    )
+    set_image.add_argument(
+        "--name", default="conveyor", help="the image name the base manifests use (default: conveyor)"
+    )
+    set_image.add_argument("--image", required=True, help="image repository, e.g. ghcr.io/owner/conveyor")
+    set_image.add_argument("--tag", required=True, help="image tag, e.g. the commit SHA")
+    set_image.set_defaults(handler=_deploy_set_image)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``conveyor`` argument parser with every command."""
     parser = argparse.ArgumentParser(prog="conveyor", description="Raw tabular data to an accepted, deployable model.")
@@ -127,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--test", type=Path, required=True)
     sub.add_argument("--metrics", type=Path, required=True)
     sub.add_argument("--out", type=Path, required=True)
+
+    _add_report(
+        command("report", _report, "Write the model report (Markdown + PNG plots) against the baseline revision.")
+    )
+    _add_deploy(commands)
 
     schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")

@@ -220,6 +220,11 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def parse_json(text: str) -> Any:
+    """Parse JSON that a tool printed; ``Infinity`` and ``NaN`` (which DVC emits) become ``None``."""
+    return _finite(json.loads(text))
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None

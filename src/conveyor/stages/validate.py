@@ -116,16 +116,17 @@ def _structure(df: pd.DataFrame, contract: Contract, target: str) -> list[Findin
     return findings
 
 
-_CHECK_MESSAGES = {
-    "coerce_dtype": "expected {type} values, found values that are not numbers",
-    "not_nullable": "has missing values but the contract says nullable: false",
-    "greater_than_or_equal_to": "values below the contract's min {min}",
-    "less_than_or_equal_to": "values above the contract's max {max}",
-    "is_integer": "expected whole numbers (type int), found fractions",
-    "isin": "values outside the contract's allowed set",
-    "is_text": "expected text values, found other types",
-    "field_uniqueness": "duplicate values in a unique key",
-    "multiple_fields_uniqueness": "duplicate values in a unique key",
+# pandera's check names, reported under the contract key a person would edit, with a message.
+_CHECKS: dict[str, tuple[str, str]] = {
+    "coerce_dtype": ("type", "expected {type} values, found values that are not numbers"),
+    "not_nullable": ("nullable", "{count} missing value(s) but the contract says nullable: false"),
+    "greater_than_or_equal_to": ("min", "values below the contract's min {min}"),
+    "less_than_or_equal_to": ("max", "values above the contract's max {max}"),
+    "is_integer": ("type", "expected whole numbers (type int), found fractions"),
+    "isin": ("categories", "values outside the contract's allowed set {allowed}"),
+    "is_text": ("type", "expected text values (type {type}), found other types"),
+    "field_uniqueness": ("unique", "duplicate values in a unique key"),
+    "multiple_fields_uniqueness": ("unique", "duplicate values in a unique key"),
 }
 
 
@@ -149,19 +150,19 @@ def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
             # The other checks ran on the uncoerced text and failed with a TypeError, not a finding.
             continue
         spec = contract.columns.get(str(column))
-        template = _CHECK_MESSAGES.get(name, f"failed check {check}")
+        check_name, template = _CHECKS.get(name, (name, "failed the contract check {check}"))
+        allowed = list(spec.categories) if spec is not None and spec.categories is not None else [0, 1]
         message = template.format(
             type=spec.type if spec else "?",
             min=spec.min if spec else "?",
             max=spec.max if spec else "?",
+            count=len(group),
+            allowed=allowed,
+            check=check,
         )
-        if name == "isin" and spec is not None and spec.categories is not None:
-            message += f" {list(spec.categories)}"
-        examples = _examples(group["failure_case"])
-        if name == "not_nullable":
-            message = f"{len(group)} missing value(s) but the contract says nullable: false"
-            examples = []
-        findings.append(Finding("error", name, column if isinstance(column, str) else None, message, examples))
+        # Missing values have no value worth showing; the count says it.
+        examples = [] if name == "not_nullable" else _examples(group["failure_case"])
+        findings.append(Finding("error", check_name, column if isinstance(column, str) else None, message, examples))
     return findings
 
 
