@@ -104,6 +104,24 @@ def _deploy_set_image(args: argparse.Namespace) -> None:
     print(f"deploy set-image: {change.path}: {change.name} -> {change.image}:{change.tag}{was}")
 
 
+def _package(args: argparse.Namespace) -> None:
+    from conveyor.stages import package
+
+    cfg = _config(args)
+    report = package.run(
+        cfg,
+        model_path=args.model,
+        metadata=args.metadata,
+        gate=args.gate,
+        metrics=args.metrics,
+        contract_path=Path(cfg.data.schema_path),
+        test=args.test,
+        bentofile=args.bentofile,
+        out=args.out,
+    )
+    print(f"package: model {report['model_tag']}, bento {report['bento_tag']}, inference {report['inference']}")
+
+
 def _add_report(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--out", type=Path, required=True, help="the Markdown file; images go to <stem>-images/ beside it")
     sub.add_argument("--gate", type=Path, required=True, help="the gate's verdict (reports/gate.json)")
@@ -124,6 +142,16 @@ def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     set_image.add_argument("--image", required=True, help="image repository, e.g. ghcr.io/owner/conveyor")
     set_image.add_argument("--tag", required=True, help="image tag, e.g. the commit SHA")
     set_image.set_defaults(handler=_deploy_set_image)
+
+
+def _add_package(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--model", type=Path, required=True)
+    sub.add_argument("--metadata", type=Path, required=True)
+    sub.add_argument("--gate", type=Path, required=True, help="the gate's verdict; a rejected model is not packaged")
+    sub.add_argument("--metrics", type=Path, required=True)
+    sub.add_argument("--test", type=Path, required=True, help="the test split, for the ONNX parity check")
+    sub.add_argument("--bentofile", type=Path, required=True)
+    sub.add_argument("--out", type=Path, required=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         command("report", _report, "Write the model report (Markdown + PNG plots) against the baseline revision.")
     )
     _add_deploy(commands)
+
+    _add_package(command("package", _package, "Save the accepted model to the BentoML store and build the bento."))
 
     schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")

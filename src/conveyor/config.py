@@ -152,7 +152,7 @@ class ServeConfig(_Section):
     workers: Annotated[int, Field(ge=1)] = 1
     threads: Annotated[int, Field(ge=1)] = 1
     batching: bool = False
-    max_batch_size: Annotated[int, Field(ge=1)] = 1000
+    max_batch_size: Annotated[int, Field(ge=2)] = 1000
     max_latency_ms: Annotated[int, Field(ge=100)] = 60_000
 
 

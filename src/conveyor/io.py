@@ -206,6 +206,17 @@ def model_from_bytes(data: bytes, *, source: str = "model") -> Pipeline:
     return model
 
 
+def write_bytes(data: bytes, path: str | Path) -> None:
+    """Write an opaque model file (such as an ONNX model), creating parent folders."""
+    _parent(path)
+    Path(path).write_bytes(data)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """Read an opaque model file written by :func:`write_bytes`."""
+    return Path(path).read_bytes()
+
+
 # --- reports --------------------------------------------------------------------------------
 
 

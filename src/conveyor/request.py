@@ -1,0 +1,105 @@
+"""The service's request model, generated from the data contract.
+
+One record is a pydantic model with a field per model input column: its type, range, allowed
+categories and nullability come from the contract, so a request the contract would refuse is
+refused at the door (a 4xx naming the field) and the OpenAPI page documents every field.
+
+Choices, applied the same way to every field:
+
+- Every field is required; a nullable column accepts an explicit ``null``, not an absent key
+  (an absent key is more often a client bug than a deliberate "unknown").
+- Types are strict: ``"39.1"`` is not a number, ``1.0`` is not an integer, ``true`` is not a number.
+- Floats must be finite: ``NaN`` and ``Infinity`` are refused (the JSON parser accepts them).
+- A category outside the contract's list is refused, not passed to the encoder: the model has
+  never seen it, and an explicit error is more useful to a client than a silent guess.
+- Unknown fields are refused (``extra="forbid"``), including the target column.
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, create_model
+
+from conveyor.contract import ColumnSpec, Contract
+
+
+class RecordBase(BaseModel):
+    """The base of every generated record model: frozen, unknown fields refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+def field_type(spec: ColumnSpec) -> Any:
+    """The annotated Python type one contract column accepts in a request."""
+    description = spec.description
+    base: Any
+    if spec.type == "float":
+        base = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=spec.min, le=spec.max)]
+    elif spec.type == "int":
+        base = Annotated[StrictInt, Field(ge=spec.min, le=spec.max)]
+    elif spec.type == "bool":
+        base = StrictBool
+    elif spec.type == "category" and spec.categories:
+        base = Literal[tuple(spec.categories)]
+    else:
+        base = StrictStr
+    if spec.nullable:
+        base = base | None
+    return Annotated[base, Field(description=description)]
+
+
+def record_model(contract: Contract, columns: Sequence[str], *, name: str = "Record") -> type[RecordBase]:
+    """A pydantic model for one input record: a required field per column in ``columns``.
+
+    ``columns`` are the model's input columns (from the packaged model's metadata); each must be
+    in the contract. Column names that are not Python identifiers become aliases, so the JSON
+    keys are always the contract's column names.
+    """
+    unknown = [column for column in columns if column not in contract.columns]
+    if unknown:
+        raise ValueError(f"model input columns not in the data contract: {unknown}")
+    fields: dict[str, Any] = {}
+    for index, column in enumerate(columns):
+        annotated = field_type(contract.columns[column])
+        if column.isidentifier() and not keyword.iskeyword(column) and not column.startswith("_"):
+            fields[column] = (annotated, ...)
+        else:
+            fields[f"field_{index}"] = (annotated, Field(..., alias=column))
+    return create_model(name, __base__=RecordBase, **fields)
+
+
+def records_frame(records: Sequence[BaseModel], columns: Sequence[str]) -> pd.DataFrame:
+    """The records as a DataFrame with every column, in ``columns`` order, ``None`` for nulls.
+
+    Built column by column so a column that is null in every record still exists (as object
+    dtype) instead of vanishing or turning into an all-NaN float column of the wrong kind;
+    :func:`conveyor.features.model_frame` then gives each column its canonical dtype.
+    """
+    rows = [record.model_dump(by_alias=True) for record in records]
+    return pd.DataFrame({column: pd.Series([row[column] for row in rows], dtype="object") for column in columns})
+
+
+def example_record(contract: Contract, columns: Sequence[str]) -> dict[str, Any]:
+    """A valid record: the middle of each numeric range, the first category.
+
+    It is the OpenAPI example and the service's warm-up input, so it must pass the record model.
+    """
+    example: dict[str, Any] = {}
+    for column in columns:
+        spec = contract.columns[column]
+        if spec.is_numeric and spec.type != "bool":
+            low = spec.min if spec.min is not None else (spec.max if spec.max is not None else 0.0)
+            high = spec.max if spec.max is not None else low
+            middle = (low + high) / 2
+            example[column] = round(middle) if spec.type == "int" else middle
+        elif spec.type == "bool":
+            example[column] = False
+        elif spec.categories:
+            example[column] = spec.categories[0]
+        else:
+            example[column] = ""
+    return example

@@ -1,0 +1,172 @@
+"""package: the accepted model into the BentoML model store, then the bento from ``bentofile.yaml``.
+
+Runs only when ``reports/gate.json`` says the model was accepted. The BentoML model carries a
+bundle (see :mod:`conveyor.serving`): the skops pipeline, the ONNX model when it matched
+scikit-learn on the whole test split, the data contract, and ``conveyor.json`` with the git
+revision, data and params hashes, gate metrics, library versions and ``serve`` settings.
+
+Model and bento versions are content hashes, so re-running with nothing changed finds both in
+the store and adds nothing. The store lives in ``$BENTOML_HOME`` (default ``~/bentoml``), outside
+the repository: if it was wiped, ``dvc repro --force package`` fills it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conveyor import io
+from conveyor.compiled import compile_pipeline
+from conveyor.config import Config
+from conveyor.contract import contract_to_dict
+from conveyor.serving import write_bundle
+
+MODEL_NAME = "conveyor-model"
+BENTO_NAME = "conveyor"
+
+
+class PackageRefused(ValueError):
+    """The gate did not accept the model (or never ran), so nothing is packaged."""
+
+
+def check_gate(verdict: Mapping[str, Any], *, source: str) -> None:
+    """Raise :class:`PackageRefused` unless ``verdict`` (the gate's report) accepted the model."""
+    if verdict.get("accepted") is not True:
+        failed = [
+            f"{c.get('kind')} {c.get('metric')}: {c.get('value')} {c.get('direction')} {c.get('bound')}"
+            for c in verdict.get("checks", [])
+            if not c.get("passed")
+        ]
+        raise PackageRefused(f"{source}: the gate did not accept this model, nothing packaged; failed checks: {failed}")
+
+
+def bundle_info(
+    model_meta: Mapping[str, Any], verdict: Mapping[str, Any], metrics: Mapping[str, Any], cfg: Config, inference: dict[str, Any]
+) -> dict[str, Any]:
+    """The content of ``conveyor.json``: what traces the packaged model, and how to serve it."""
+    keys = ("git_revision", "data_hash", "params_hash", "task", "target", "estimator", "features", "classes", "libraries")
+    return {key: model_meta.get(key) for key in keys} | {
+        "metrics": dict(metrics),
+        "gate": {"accepted": verdict["accepted"], "decided_by": verdict.get("decided_by")},
+        "serve": cfg.serve.model_dump(mode="json"),
+        "inference": inference,
+    }
+
+
+def content_version(*parts: bytes) -> str:
+    """A version string from content: the same inputs give the same BentoML version."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()[:20]
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, default=str).encode()
+
+
+def source_digest(bentofile: Path) -> bytes:
+    """What the bento ships besides the model, as bytes to hash: the bentofile, its pinned
+    requirements and every file its ``include`` patterns match (names included)."""
+    root = bentofile.parent
+    options = yaml.safe_load(io.read_bytes(bentofile)) or {}
+    files = {bentofile}
+    requirements = (options.get("python") or {}).get("requirements_txt")
+    if requirements:
+        files.add(root / requirements)
+    for pattern in options.get("include") or ():
+        files.update(path for path in root.glob(pattern) if path.is_file() and "__pycache__" not in path.parts)
+    return b"\0".join(str(f.relative_to(root)).encode() + b"\0" + io.read_bytes(f) for f in sorted(files))
+
+
+def labels(info: Mapping[str, Any], inference: str) -> dict[str, str]:
+    """BentoML labels: short, string-valued, enough to find a model by where it came from."""
+    return {
+        "git_revision": str(info["git_revision"]),
+        "data_hash": str(info["data_hash"])[:12],
+        "params_hash": str(info["params_hash"])[:12],
+        "estimator": str(info["estimator"]),
+        "inference": inference,
+    }
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
+def run(
+    cfg: Config,
+    *,
+    model_path: Path,
+    metadata: Path,
+    gate: Path,
+    metrics: Path,
+    contract_path: Path,
+    test: Path,
+    bentofile: Path,
+    out: Path,
+) -> dict[str, Any]:
+    """Check the gate, save the model (if new), build the bento (if new), write ``out``."""
+    check_gate(io.read_json(gate), source=str(gate))
+    import bentoml
+
+    root = bentofile.resolve().parent
+    model = io.load_model(model_path)
+    contract = io.read_contract(contract_path)
+    onnx, inference = compile_pipeline(
+        model,
+        io.read_table(test),
+        task=cfg.task,
+        tolerance=cfg.serve.proba_tolerance,
+        enabled=cfg.serve.inference == "auto",
+    )
+    info = bundle_info(io.read_json(metadata), io.read_json(gate), io.read_json(metrics), cfg, inference)
+    version = content_version(io.read_bytes(model_path), onnx or b"", _json(contract_to_dict(contract)), _json(info))
+    model_tag = f"{MODEL_NAME}:{version}"
+    info["model_tag"] = model_tag
+    try:
+        bentoml.models.get(model_tag)
+    except bentoml.exceptions.NotFound:
+        with bentoml.models.create(model_tag, labels=labels(info, inference["inference"]), metadata=info) as saved:
+            write_bundle(Path(saved.path), model=model, onnx=onnx, contract=contract, info=info)
+
+    bento_tag = f"{BENTO_NAME}:{content_version(version.encode(), source_digest(bentofile.resolve()))}"
+    try:
+        bentoml.bentos.get(bento_tag)
+    except bentoml.exceptions.NotFound:
+        with _environment("CONVEYOR_MODEL_TAG", model_tag):
+            bentoml.bentos.build_bentofile(
+                str(bentofile.resolve()),
+                version=bento_tag.split(":", 1)[1],
+                build_ctx=str(root),
+                labels=labels(info, inference["inference"]),
+            )
+    report = {
+        "model_tag": model_tag,
+        "bento_tag": bento_tag,
+        "git_revision": info["git_revision"],
+        "data_hash": info["data_hash"],
+        "params_hash": info["params_hash"],
+        "inference": inference["inference"],
+        "inference_reason": inference["reason"],
+        "parity": inference["parity"],
+        "metrics": info["metrics"],
+    }
+    io.write_json(report, out)
+    return report
