@@ -10,10 +10,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import BIN, ROOT, run
 
 from conveyor import deploy
 from conveyor.cli import main
-from conftest import BIN, ROOT, run
 
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("staging", "prod")
