@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]  # no stubs or py.typed
 import pytest
 import yaml
 from conftest import BIN, ROOT, run
