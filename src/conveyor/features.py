@@ -38,7 +38,7 @@ class FeatureSpec:
 
 
 def resolve_features(cfg: FeaturesConfig, contract: Contract, *, target: str) -> FeatureSpec:
-    """The feature columns: those listed in ``features``, else the contract's, minus target and drop."""
+    """The feature columns: those listed in ``features`` (null: the contract's), minus target and drop."""
     for key, names in (("numeric", cfg.numeric), ("categorical", cfg.categorical), ("drop", cfg.drop)):
         unknown = [name for name in names or () if name not in contract.columns]
         if unknown:
@@ -47,8 +47,11 @@ def resolve_features(cfg: FeaturesConfig, contract: Contract, *, target: str) ->
     if not_numeric:
         raise ConfigError(f"features.numeric: columns are not numeric in the data contract: {not_numeric}")
     excluded = {target, *cfg.drop}
-    numeric = tuple(c for c in (cfg.numeric or contract.numeric_columns()) if c not in excluded)
-    categorical = tuple(c for c in (cfg.categorical or contract.categorical_columns()) if c not in excluded)
+    # An explicit empty list means "none of this kind"; only null falls back to the contract.
+    listed_numeric = contract.numeric_columns() if cfg.numeric is None else cfg.numeric
+    listed_categorical = contract.categorical_columns() if cfg.categorical is None else cfg.categorical
+    numeric = tuple(c for c in listed_numeric if c not in excluded)
+    categorical = tuple(c for c in listed_categorical if c not in excluded)
     if not numeric and not categorical:
         raise ConfigError("features: no feature columns remain after removing the target and features.drop")
     return FeatureSpec(numeric=numeric, categorical=categorical)

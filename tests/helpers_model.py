@@ -1,0 +1,39 @@
+"""Configurations for model tests: the repository's own params with a few sections changed.
+
+Tests start from the real ``params.yaml`` (so they test what users run) and change only what
+the test is about, validated the same way a user's edit would be.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from conveyor.config import Config, parse_config
+
+# Regression on the default data: predict body mass from the other measurements.
+REGRESSION: dict[str, Any] = {
+    "task": "regression",
+    "data": {"target": "body_mass_g"},
+    "model": {"estimator": "ridge", "params": {"alpha": 1.0}},
+    "gate": {"thresholds": {"r2": {"min": 0.5}}, "compare": ["rmse"]},
+}
+
+
+def configured(params: Config, **sections: Any) -> Config:
+    """``params`` with each given section updated key by key (a non-mapping value replaces it)."""
+    raw = params.model_dump(mode="json", by_alias=True)
+    for name, value in sections.items():
+        raw[name] = {**raw[name], **value} if isinstance(value, dict) and isinstance(raw.get(name), dict) else value
+    return parse_config(raw, source="test params")
+
+
+def regression(params: Config, estimator: str = "ridge", **model_params: Any) -> Config:
+    """The regression configuration with ``estimator`` and its params."""
+    return configured(params, **(REGRESSION | {"model": {"estimator": estimator, "params": model_params}}))
+
+
+def labelled(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """The rows of ``df`` that have a value for the configured target (body mass has gaps)."""
+    return df[df[cfg.data.target].notna()].reset_index(drop=True)

@@ -1,0 +1,99 @@
+"""The estimator registry: every estimator builds, fits on penguins and survives a save and load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from helpers_model import configured, labelled, regression
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.pipeline import Pipeline
+
+from conveyor import io
+from conveyor.config import Config, ConfigError
+from conveyor.contract import Contract
+from conveyor.model import ESTIMATORS, Task, build_estimator, check_estimator
+from conveyor.predict import predict
+from conveyor.stages.train import train
+
+CASES = [(task, name) for task, registry in ESTIMATORS.items() for name in registry]
+
+
+def test_the_registry_covers_the_three_families_for_both_tasks() -> None:
+    assert set(ESTIMATORS["classification"]) == {"logistic_regression", "random_forest", "hist_gradient_boosting"}
+    assert set(ESTIMATORS["regression"]) == {"ridge", "random_forest", "hist_gradient_boosting"}
+
+
+def _config(params: Config, task: Task, name: str) -> Config:
+    # Small forests and few boosting rounds: the test is about the plumbing, not the score.
+    small = {"random_forest": {"n_estimators": 20, "random_state": 0}, "hist_gradient_boosting": {"max_iter": 20}}
+    model_params = small.get(name, {})
+    if task == "regression":
+        return regression(params, name, **model_params)
+    return configured(params, model={"estimator": name, "params": model_params})
+
+
+@pytest.mark.parametrize("case", CASES, ids=["-".join(case) for case in CASES])
+def test_every_estimator_fits_and_round_trips(
+    params: Config, contract: Contract, penguins: pd.DataFrame, tmp_path: Path, case: tuple[Task, str]
+) -> None:
+    task, name = case
+    cfg = _config(params, task, name)
+    df = labelled(penguins, cfg)
+    model = train(df, cfg, contract)
+    path = tmp_path / "model.skops"
+    io.save_model(model, path)
+    loaded = io.load_model(path)
+    expected = predict(model, df)
+    assert len(expected) == len(df)
+    np.testing.assert_array_equal(predict(loaded, df), expected)
+    if task == "classification":
+        assert set(expected) <= {"Adelie", "Chinstrap", "Gentoo"}
+    else:
+        assert expected.dtype == np.float64
+        # Body mass is 2.7-6.3 kg: a fitted regressor stays in that world.
+        assert 2000 < float(np.median(expected.astype(np.float64))) < 7000
+
+
+class Payload(BaseEstimator, TransformerMixin):  # type: ignore[misc]
+    """A step no Conveyor pipeline contains: stands in for code smuggled into a model file."""
+
+    def transform(self, x: pd.DataFrame) -> pd.DataFrame:
+        """Nothing; loading it is the risk, not running it."""
+        return x
+
+
+def test_a_file_with_an_untrusted_type_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tampered.skops"
+    sio.dump(Pipeline([("payload", Payload())]), path)
+    with pytest.raises(io.DataError, match=r"refusing to load types that are not trusted: \[.*Payload'\]"):
+        io.load_model(path)
+
+
+def test_a_file_that_is_not_a_pipeline_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dict.skops"
+    sio.dump({"not": "a model"}, path)
+    with pytest.raises(io.DataError, match="expected a scikit-learn Pipeline, found dict"):
+        io.load_model(path)
+
+
+def test_check_estimator_names_the_key() -> None:
+    with pytest.raises(ValueError, match=r"model.estimator: 'ridge' is not a classification estimator"):
+        check_estimator("classification", "ridge", {})
+    with pytest.raises(ValueError, match=r"model.params.n_trees: not a parameter of RandomForestRegressor"):
+        check_estimator("regression", "random_forest", {"n_trees": 10})
+
+
+def test_params_reach_the_estimator(params: Config) -> None:
+    cfg = configured(params, model={"estimator": "logistic_regression", "params": {"C": 0.25, "max_iter": 50}})
+    estimator = build_estimator("classification", cfg.model)
+    assert estimator.get_params()["C"] == 0.25
+    assert estimator.get_params()["max_iter"] == 50
+
+
+def test_an_unknown_estimator_in_params_is_a_config_error(params: Config) -> None:
+    with pytest.raises(ConfigError, match=r"model.estimator: 'xgboost' is not a classification estimator"):
+        configured(params, model={"estimator": "xgboost", "params": {}})
