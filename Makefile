@@ -56,3 +56,40 @@ bench: setup ## Benchmarks: pipeline and serving timings, written to benchmarks/
 
 clean: ## Remove the environments and caches (not data, not the DVC cache)
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+
+# --- CI/CD (the GitHub workflows run these; see README, "CI/CD") ------------------------------
+# The image is ghcr.io/<owner>/<repo> in lowercase (registries reject uppercase; GitHub owners may
+# have it), tagged with the commit. Both can be overridden: `make image IMAGE=… TAG=…`.
+IMAGE ?= ghcr.io/$(shell printf '%s' '$(or $(GITHUB_REPOSITORY),local/conveyor)' | tr '[:upper:]' '[:lower:]')
+TAG ?= $(shell git rev-parse HEAD)
+OVERLAY ?= deploy/overlays/staging
+BENTOML ?= bentoml
+DOCKER ?= docker
+# Read when `image` runs (recursive `=`), from what the package stage wrote.
+BENTO_TAG = $(shell $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))["bento_tag"])')
+
+.PHONY: ci-repro push-data report image set-image lint-workflows
+
+ci-repro: setup ## CI: add the remote $DVC_REMOTE_URL (if set) to .dvc/config.local, then `dvc repro --pull`
+ifneq ($(DVC_REMOTE_URL),)
+	dvc remote add --local --default --force ci $(DVC_REMOTE_URL)
+endif
+	dvc repro --pull
+
+push-data: setup ## `dvc push` data and models to the DVC remote (says so and skips when none is set)
+	@if [ -n "$$(dvc remote list)" ]; then dvc push; else echo "push-data: no DVC remote configured, nothing pushed"; fi
+
+report: setup ## Write report/report.md and its PNG plots: gate verdict, diffs against the baseline
+	conveyor report --out report/report.md --gate reports/gate.json --validation reports/validation.json
+
+image: ## Containerize the bento from `make bento` as $(IMAGE):$(TAG) and push it (needs Docker)
+	@test -f reports/package.json || { echo "image: reports/package.json is missing: run \`make bento\` first" >&2; exit 1; }
+	$(BENTOML) containerize $(BENTO_TAG) --image-tag $(IMAGE):$(TAG)
+	$(DOCKER) push $(IMAGE):$(TAG)
+
+set-image: setup ## Point $(OVERLAY) at $(IMAGE):$(TAG) (`conveyor deploy set-image`)
+	conveyor deploy set-image --overlay $(OVERLAY) --image $(IMAGE) --tag $(TAG)
+
+lint-workflows: setup ## zizmor (offline) and the GitHub-workflow JSON schema on .github/workflows
+	zizmor --offline .github/workflows
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
