@@ -76,6 +76,21 @@ def commit_all(repo: Path, message: str) -> None:
     run(repo, "git", "commit", "--quiet", "--allow-empty", "--message", message)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private BentoML store for the session: the package stage must never fill ``~/bentoml``."""
+    home = tmp_path_factory.mktemp("bentoml")
+    previous = os.environ.get("BENTOML_HOME")
+    os.environ["BENTOML_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if previous is None:
+            os.environ.pop("BENTOML_HOME", None)
+        else:
+            os.environ["BENTOML_HOME"] = previous
+
+
 @pytest.fixture(scope="session")
 def reproduced_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the repository after a full ``dvc repro``, committed on ``main``.

@@ -8,7 +8,8 @@ Choices, applied the same way to every field:
 
 - Every field is required; a nullable column accepts an explicit ``null``, not an absent key
   (an absent key is more often a client bug than a deliberate "unknown").
-- Types are strict: ``"39.1"`` is not a number, ``1.0`` is not an integer, ``true`` is not a number.
+- Types are strict: ``"39.1"`` is not a number and ``true`` is not a number. An integer column
+  accepts ``181`` and ``181.0`` (pandas writes integer columns with gaps as floats) but not ``181.5``.
 - Floats must be finite: ``NaN`` and ``Infinity`` are refused (the JSON parser accepts them).
 - A category outside the contract's list is refused, not passed to the encoder: the model has
   never seen it, and an explicit error is more useful to a client than a silent guess.
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, create_model
 
 from conveyor.contract import ColumnSpec, Contract
 
@@ -33,6 +34,13 @@ class RecordBase(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+def _number_only(value: Any) -> Any:
+    # Lax integer parsing would also take "181" and true; only JSON numbers may become integers.
+    if isinstance(value, (str, bool)):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
 def field_type(spec: ColumnSpec) -> Any:
     """The annotated Python type one contract column accepts in a request."""
     description = spec.description
@@ -40,7 +48,7 @@ def field_type(spec: ColumnSpec) -> Any:
     if spec.type == "float":
         base = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=spec.min, le=spec.max)]
     elif spec.type == "int":
-        base = Annotated[StrictInt, Field(ge=spec.min, le=spec.max)]
+        base = Annotated[int, BeforeValidator(_number_only), Field(strict=False, ge=spec.min, le=spec.max)]
     elif spec.type == "bool":
         base = StrictBool
     elif spec.type == "category" and spec.categories:

@@ -1,0 +1,93 @@
+"""The ONNX path: used only when it agrees with scikit-learn on every test row, else a stated fallback."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+
+from conveyor.compiled import ConversionError, OnnxPredictor, compile_pipeline, parity, to_onnx
+from conveyor.config import Config
+from conveyor.contract import Contract
+from conveyor.features import spec_of
+from conveyor.stages.train import train
+from helpers_model import configured, labelled, regression
+
+TOLERANCE = 1e-4
+
+
+def fitted(cfg: Config, contract: Contract, data: pd.DataFrame) -> tuple[Pipeline, pd.DataFrame]:
+    """A pipeline trained on the even rows, and the odd rows as its test split."""
+    data = labelled(data, cfg)
+    return train(data.iloc[::2], cfg, contract), data.iloc[1::2].reset_index(drop=True)
+
+
+@pytest.mark.parametrize(
+    "features", [{}, {"encoding": "ordinal", "scaling": "minmax", "categorical_imputation": "most_frequent"}]
+)
+def test_logistic_regression_matches_on_every_row_and_is_served_with_onnx(
+    params: Config, contract: Contract, penguins: pd.DataFrame, features: dict[str, str]
+) -> None:
+    cfg = configured(params, features=features)
+    pipeline, test = fitted(cfg, contract, penguins)
+    onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE)
+    assert onnx is not None
+    assert report["inference"] == "onnx"
+    assert report["parity"] == report["parity"] | {"rows": len(test), "labels_equal": True, "passed": True}
+    assert report["parity"]["max_abs_difference"] <= TOLERANCE
+
+
+def test_rows_with_missing_values_and_unseen_categories_agree(
+    params: Config, contract: Contract, penguins: pd.DataFrame
+) -> None:
+    pipeline, test = fitted(params, contract, penguins)
+    awkward = test.head(4).copy()
+    awkward.loc[0, ["bill_length_mm", "body_mass_g"]] = np.nan
+    awkward.loc[1, "sex"] = None
+    awkward.loc[2, "island"] = "Atlantis"
+    result = parity(pipeline, OnnxPredictor(to_onnx(pipeline), spec_of(pipeline)), awkward, task="classification", tolerance=TOLERANCE)
+    assert result["passed"], result
+
+
+def test_regression_matches_within_relative_tolerance(params: Config, contract: Contract, penguins: pd.DataFrame) -> None:
+    cfg = regression(params)
+    pipeline, test = fitted(cfg, contract, penguins)
+    onnx, report = compile_pipeline(pipeline, test, task="regression", tolerance=TOLERANCE)
+    assert report["inference"] == "onnx", report
+    assert onnx is not None
+    predicted = OnnxPredictor(onnx, spec_of(pipeline)).predict(test)
+    assert predicted.shape == (len(test),)
+
+
+def test_hist_gradient_boosting_falls_back_to_scikit_learn_and_says_why(
+    params: Config, contract: Contract, penguins: pd.DataFrame
+) -> None:
+    cfg = configured(params, model={"estimator": "hist_gradient_boosting", "params": {"max_iter": 20}})
+    pipeline, test = fitted(cfg, contract, penguins)
+    with pytest.raises(ConversionError, match="HistGradientBoostingClassifier"):
+        to_onnx(pipeline)
+    onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE)
+    assert onnx is None
+    assert report["inference"] == "sklearn"
+    assert "HistGradientBoostingClassifier" in report["reason"]
+    assert report["parity"] is None
+
+
+def test_a_model_that_disagrees_beyond_tolerance_is_not_used(
+    params: Config, contract: Contract, penguins: pd.DataFrame
+) -> None:
+    # A random forest's float32 thresholds move a few probabilities by around 1e-2 on this data.
+    cfg = configured(params, model={"estimator": "random_forest", "params": {"n_estimators": 30, "random_state": 0}})
+    pipeline, test = fitted(cfg, contract, penguins)
+    strict, report = compile_pipeline(pipeline, test, task="classification", tolerance=1e-9)
+    assert strict is None
+    assert report["inference"] == "sklearn"
+    assert report["parity"]["passed"] is False
+    assert "beyond tolerance" in report["reason"]
+
+
+def test_sklearn_only_skips_conversion(params: Config, contract: Contract, penguins: pd.DataFrame) -> None:
+    pipeline, test = fitted(params, contract, penguins)
+    onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE, enabled=False)
+    assert (onnx, report["inference"], report["parity"]) == (None, "sklearn", None)

@@ -1,0 +1,104 @@
+"""The request model generated from the data contract: every refusal names the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from conveyor.contract import Contract, parse_contract
+from conveyor.features import FeatureSpec, model_frame
+from conveyor.request import example_record, record_model, records_frame
+
+COLUMNS = ("bill_length_mm", "flipper_length_mm", "island", "sex")
+GOOD: dict[str, Any] = {"bill_length_mm": 39.1, "flipper_length_mm": 181, "island": "Torgersen", "sex": "male"}
+
+
+def errors(contract: Contract, record: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """(location, error type) for each problem pydantic finds in ``record`` sent as JSON."""
+    with pytest.raises(ValidationError) as caught:
+        record_model(contract, COLUMNS).model_validate_json(json.dumps(record))
+    return [(tuple(e["loc"]), e["type"]) for e in caught.value.errors()]
+
+
+def test_a_valid_record_passes_with_explicit_nulls(contract: Contract) -> None:
+    model = record_model(contract, COLUMNS)
+    record = model.model_validate_json(json.dumps(GOOD | {"sex": None, "bill_length_mm": None}))
+    assert record.model_dump() == GOOD | {"sex": None, "bill_length_mm": None}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"bill_length_mm": "39.1"}, (("bill_length_mm",), "float_type")),
+        ({"bill_length_mm": True}, (("bill_length_mm",), "float_type")),
+        ({"flipper_length_mm": 181.5}, (("flipper_length_mm",), "int_from_float")),
+        ({"flipper_length_mm": "181"}, (("flipper_length_mm",), "value_error")),
+        ({"flipper_length_mm": True}, (("flipper_length_mm",), "value_error")),
+        ({"bill_length_mm": 19.9}, (("bill_length_mm",), "greater_than_equal")),
+        ({"flipper_length_mm": 261}, (("flipper_length_mm",), "less_than_equal")),
+        ({"island": "Atlantis"}, (("island",), "literal_error")),
+        ({"island": None}, (("island",), "literal_error")),
+        ({"species": "Adelie"}, (("species",), "extra_forbidden")),
+    ],
+)
+def test_each_bad_value_is_refused_by_name(contract: Contract, change: dict[str, Any], expected: Any) -> None:
+    assert errors(contract, GOOD | change) == [expected]
+
+
+def test_an_integral_float_is_an_integer(contract: Contract) -> None:
+    record = record_model(contract, COLUMNS).model_validate_json(json.dumps(GOOD | {"flipper_length_mm": 181.0}))
+    assert record.model_dump()["flipper_length_mm"] == 181
+
+
+def test_a_missing_key_is_refused_even_for_a_nullable_column(contract: Contract) -> None:
+    record = {k: v for k, v in GOOD.items() if k != "sex"}
+    assert errors(contract, record) == [(("sex",), "missing")]
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_floats_are_refused(contract: Contract, literal: str) -> None:
+    body = json.dumps(GOOD).replace("39.1", literal)
+    with pytest.raises(ValidationError) as caught:
+        record_model(contract, COLUMNS).model_validate_json(body)
+    assert [(e["loc"], e["type"]) for e in caught.value.errors()] == [(("bill_length_mm",), "finite_number")]
+
+
+def test_the_schema_documents_every_field(contract: Contract) -> None:
+    schema = record_model(contract, COLUMNS).model_json_schema()
+    assert schema["required"] == list(COLUMNS)
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["island"]["enum"] == ["Biscoe", "Dream", "Torgersen"]
+    assert {"minimum": 20.0, "maximum": 80.0, "type": "number"} in schema["properties"]["bill_length_mm"]["anyOf"]
+
+
+def test_column_names_that_are_not_identifiers_stay_json_keys() -> None:
+    contract = parse_contract({"columns": {"bill length": {"type": "float"}, "_id": {"type": "bool"}}})
+    model = record_model(contract, ("bill length", "_id"))
+    record = model.model_validate_json('{"bill length": 1.5, "_id": true}')
+    assert record.model_dump(by_alias=True) == {"bill length": 1.5, "_id": True}
+    assert sorted(model.model_json_schema()["properties"]) == ["_id", "bill length"]
+
+
+def test_columns_outside_the_contract_are_an_error(contract: Contract) -> None:
+    with pytest.raises(ValueError, match=r"not in the data contract: \['wingspan'\]"):
+        record_model(contract, ("island", "wingspan"))
+
+
+def test_records_frame_keeps_all_null_columns_and_model_frame_types_them(contract: Contract) -> None:
+    model = record_model(contract, COLUMNS)
+    records = [model.model_validate(GOOD | {"bill_length_mm": None, "sex": None})] * 2
+    frame = records_frame(records, COLUMNS)
+    assert list(frame.columns) == list(COLUMNS)
+    canonical = model_frame(frame, FeatureSpec(numeric=COLUMNS[:2], categorical=COLUMNS[2:]))
+    assert canonical["bill_length_mm"].isna().all()
+    assert str(canonical["bill_length_mm"].dtype) == "float64"
+    assert canonical["sex"].tolist() == ["__missing__", "__missing__"]
+
+
+def test_the_example_record_is_valid_for_every_contract_column(contract: Contract) -> None:
+    columns = tuple(name for name, spec in contract.columns.items() if spec.feature)
+    example = example_record(contract, columns)
+    assert record_model(contract, columns).model_validate(example).model_dump() == example
