@@ -200,7 +200,7 @@ def parse_config(raw: object, *, source: str = "params.yaml") -> Config:
     try:
         return Config.model_validate(raw, by_alias=True)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, source)) from None
+        raise ConfigError(describe_errors(exc, source=source, root=Config)) from None
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:
@@ -213,21 +213,31 @@ def load_config(path: str | Path = "params.yaml") -> Config:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"{path}: {yaml_problem(exc)}") from None
     return parse_config(raw, source=str(path))
 
 
-def _describe(exc: ValidationError, source: str) -> str:
-    lines = [_explain(error) for error in exc.errors()]
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML syntax error in one line, with where it is: ``not valid YAML at line 3, column 2: …``."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"not valid YAML{where}: {problem}"
+
+
+def describe_errors(exc: ValidationError, *, source: str, root: type[BaseModel]) -> str:
+    """A pydantic error as text for people: ``source: dotted.key: problem, got value``, one line per error.
+
+    ``root`` is the model that was validated; unknown keys are answered with the keys it accepts there.
+    Shared by ``params.yaml`` and the data contract, so both files report mistakes the same way.
+    """
+    lines = [_explain(error, root) for error in exc.errors()]
     if len(lines) == 1:
         return f"{source}: {lines[0]}"
     return "\n  ".join([f"{source}: {len(lines)} invalid settings:", *lines])
 
 
-def _explain(error: ErrorDetails) -> str:
+def _explain(error: ErrorDetails, root: type[BaseModel]) -> str:
     """One error as ``dotted.key: what was wrong, what was expected``."""
     loc = error["loc"]
     key = ".".join(str(part) for part in loc)
@@ -237,7 +247,7 @@ def _explain(error: ErrorDetails) -> str:
         message = str(error.get("ctx", {}).get("error", error["msg"]))
         return message if _KEY_PREFIX.match(message) else f"{key or '(top level)'}: {message}"
     if kind == "extra_forbidden":
-        known = _known_keys(loc[:-1])
+        known = _known_keys(root, loc[:-1])
         return f"{key}: unknown key; expected one of {known}" if known else f"{key}: unknown key"
     if kind == "missing":
         return f"{key}: required key is missing"
@@ -247,15 +257,15 @@ def _explain(error: ErrorDetails) -> str:
         message = "expected a list"
     else:
         message = error["msg"].replace("Input should be", "expected")
-    return f"{key}: {message}, got {error.get('input')!r}"
+    return f"{key or '(top level)'}: {message}, got {error.get('input')!r}"
 
 
 _KEY_PREFIX = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)*: ")
 
 
-def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+def _known_keys(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     """The keys the section at ``loc`` accepts, for an "unknown key" message."""
-    model: type[BaseModel] = Config
+    model = root
     parts = list(loc)
     while parts:
         field = next((f for n, f in model.model_fields.items() if (f.alias or n) == parts[0]), None)

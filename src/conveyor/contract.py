@@ -15,11 +15,14 @@ This module turns it into a pandera schema (validate stage), infers one from a s
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any, Literal
 
 import pandas as pd
 import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from conveyor.config import describe_errors
 
 ColumnType = Literal["int", "float", "bool", "category", "string"]
 NUMERIC_TYPES: frozenset[str] = frozenset({"int", "float", "bool"})
@@ -80,7 +83,7 @@ class Contract(_Strict):
         for key in self.unique:
             unknown = [name for name in key if name not in self.columns]
             if unknown:
-                raise ValueError(f"unique key {list(key)} names columns not in the contract: {unknown}")
+                raise ValueError(f"unique: the key {list(key)} names columns not in the contract: {unknown}")
         return self
 
     def numeric_columns(self) -> tuple[str, ...]:
@@ -97,10 +100,7 @@ def parse_contract(raw: object, *, source: str = "contract") -> Contract:
     try:
         return Contract.model_validate(raw)
     except ValidationError as exc:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ContractError(f"{source}: invalid data contract: {details}") from None
+        raise ContractError(describe_errors(exc, source=source, root=Contract)) from None
 
 
 def contract_to_dict(contract: Contract) -> dict[str, Any]:
@@ -170,7 +170,8 @@ def infer_contract(
     become free text (not features). Numeric bounds are the sample's range widened by
     ``range_margin`` times its width on each side (never crossing zero for non-negative data),
     so ordinary new data passes while unit mistakes do not. Columns whose every value is distinct
-    and whose name ends in ``id`` are recorded as a unique key and excluded from the features.
+    and whose name says id (``id``, ``house_id``, ``houseId``) are recorded as a unique key, with
+    no bounds or category list, and excluded from the features.
     Review the result before committing it: it describes the sample, not the world.
     """
     if target not in df.columns:
@@ -180,25 +181,38 @@ def infer_contract(
     for name in df.columns:
         series = df[name]
         nullable = bool(series.isna().any()) and name != target
-        is_key = series.notna().all() and series.is_unique and str(name).lower().endswith("id")
+        is_key = name != target and bool(series.notna().all()) and series.is_unique and _looks_like_id(str(name))
         if is_key:
             unique.append((str(name),))
-        columns[str(name)] = _infer_column(series, nullable, not is_key, max_categories, range_margin)
+        columns[str(name)] = (
+            _infer_key(series) if is_key else _infer_column(series, nullable, max_categories, range_margin)
+        )
     missing = float(df.isna().mean().max()) if len(df) else 0.0
     checks = DatasetChecks(
         min_rows=max(1, min(len(df) // 2, 1000)),
         max_missing_fraction=min(1.0, round(max(0.2, 2 * missing), 3)),
-        max_duplicate_fraction=0.0 if not df.duplicated().any() else round(float(df.duplicated().mean()) * 2, 3),
+        max_duplicate_fraction=min(1.0, round(float(df.duplicated().mean()) * 2, 3)),
     )
     return Contract(columns=columns, unique=tuple(unique), checks=checks)
 
 
-def _infer_column(
-    series: pd.Series, nullable: bool, feature: bool, max_categories: int, range_margin: float
-) -> ColumnSpec:
+def _looks_like_id(name: str) -> bool:
+    # "id", "penguin_id", "penguinId", "PenguinID"; not "valid" or "squid".
+    return bool(re.search(r"(^|[^A-Za-z])[iI][dD]$|[a-z](Id|ID)$", name))
+
+
+def _infer_key(series: pd.Series) -> ColumnSpec:
+    # Identifiers are not features and have no range or category list: new rows bring new ids.
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return ColumnSpec(type="int" if bool((series % 1 == 0).all()) else "float", feature=False)
+    return ColumnSpec(type="string", feature=False)
+
+
+def _infer_column(series: pd.Series, nullable: bool, max_categories: int, range_margin: float) -> ColumnSpec:
     values = series.dropna()
-    if pd.api.types.is_bool_dtype(series):
-        return ColumnSpec(type="bool", nullable=nullable, feature=feature)
+    # A boolean column with gaps is read as objects (True, False, NaN), not as a bool dtype.
+    if pd.api.types.is_bool_dtype(series) or (len(values) and all(isinstance(v, bool) for v in values)):
+        return ColumnSpec(type="bool", nullable=nullable)
     if pd.api.types.is_numeric_dtype(series):
         is_int = bool((values % 1 == 0).all())
         low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
@@ -212,15 +226,18 @@ def _infer_column(
         return ColumnSpec(
             type="int" if is_int else "float",
             nullable=nullable,
-            min=_round(lower),
-            max=_round(upper),
-            feature=feature,
+            min=_round(lower, up=False),
+            max=_round(upper, up=True),
         )
     distinct = sorted({str(v) for v in values})
     if len(distinct) <= max_categories:
-        return ColumnSpec(type="category", nullable=nullable, categories=tuple(distinct), feature=feature)
+        return ColumnSpec(type="category", nullable=nullable, categories=tuple(distinct))
     return ColumnSpec(type="string", nullable=nullable, feature=False)
 
 
-def _round(value: float) -> float:
-    return float(f"{value:.6g}")
+def _round(value: float, *, up: bool) -> float:
+    # Six significant digits keep the file readable; rounding outwards keeps the sample inside.
+    if value == 0 or not math.isfinite(value):
+        return value
+    step = 10.0 ** (math.floor(math.log10(abs(value))) - 5)
+    return float(f"{(math.ceil if up else math.floor)(value / step) * step:.6g}")

@@ -21,7 +21,8 @@ import skops.io as sio
 import yaml
 from sklearn.pipeline import Pipeline
 
-from conveyor.contract import Contract, contract_to_dict, parse_contract
+from conveyor.config import yaml_problem
+from conveyor.contract import Contract, ContractError, contract_to_dict, parse_contract
 
 
 class DataError(ValueError):
@@ -170,6 +171,8 @@ def read_contract(path: str | Path) -> Contract:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: data contract not found (data.schema in params.yaml)") from None
+    except yaml.YAMLError as exc:
+        raise ContractError(f"{path}: {yaml_problem(exc)}") from None
     return parse_contract(raw, source=str(path))
 
 
