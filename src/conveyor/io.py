@@ -123,9 +123,12 @@ def _read_sql(url: str, query: str) -> pd.DataFrame:
     try:
         with engine.connect() as connection:
             return pd.read_sql_query(sqlalchemy.text(query), connection)
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        reason = str(exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc).strip().splitlines()[0]
-        raise DataError(f"{redact_url(url)}: query failed: {exc.__class__.__name__}: {reason}") from None
+    except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        # pandas wraps errors of the query itself; SQLAlchemy's (and the driver's) say what went wrong.
+        cause = exc.__cause__ if isinstance(exc.__cause__, sqlalchemy.exc.SQLAlchemyError) else exc
+        reason = cause.orig if isinstance(cause, sqlalchemy.exc.DBAPIError) else cause
+        first_line = (str(reason).strip().splitlines() or [""])[0]
+        raise DataError(f"{redact_url(url)}: query failed: {type(reason).__name__}: {first_line}") from None
     finally:
         engine.dispose()
 
