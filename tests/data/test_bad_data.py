@@ -97,6 +97,16 @@ def test_text_in_a_number_column_is_one_finding_with_the_text(contract: Contract
     assert [(f.column, f.check, f.examples) for f in result.errors] == [("year", "type", ["2007a"])]
 
 
+@pytest.mark.parametrize(
+    ("renamed", "hint"), [("Bill Length (mm)", "'Bill Length (mm)'"), ("bill_lenght_mm", "'bill_lenght_mm'"), ("x", "")]
+)
+def test_a_renamed_column_is_pointed_out(penguins: pd.DataFrame, contract: Contract, renamed: str, hint: str) -> None:
+    penguins = penguins.rename(columns={"bill_length_mm": renamed})
+    errors = validate.validate(penguins, contract, target="species", task="classification").errors
+    (message,) = [f.message for f in errors if f.column == "bill_length_mm"]
+    assert message.endswith(f"; the data has {hint}" if hint else "missing from the data")
+
+
 def test_examples_are_capped(contract: Contract) -> None:
     df = io.read_source(str(PENGUINS))
     df.loc[:, "bill_length_mm"] = range(100, 100 + len(df))

@@ -6,6 +6,7 @@ Every finding is a :class:`Finding` with a level: ``error`` stops ``dvc repro`` 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -90,19 +91,19 @@ def validate(df: pd.DataFrame, contract: Contract, *, target: str, task: str) ->
 
 
 def _structure(df: pd.DataFrame, contract: Contract, target: str) -> list[Finding]:
+    extra = [str(c) for c in df.columns if c not in contract.columns]
     findings = [
         Finding(
             "error",
             "target_present" if name == target else "column_present",
             name,
-            "required by the data contract but missing from the data",
+            "required by the data contract but missing from the data" + _did_you_mean(name, extra),
         )
         for name in contract.columns
         if name not in df.columns
     ]
     if target not in contract.columns:
         findings.append(Finding("error", "target_present", target, "data.target is not a column of the data contract"))
-    extra = [str(c) for c in df.columns if c not in contract.columns]
     if extra:
         findings.append(
             Finding(
@@ -114,6 +115,15 @@ def _structure(df: pd.DataFrame, contract: Contract, target: str) -> list[Findin
             )
         )
     return findings
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    # A renamed or re-cased header ("Species", "bill length mm") is the usual cause of a missing column.
+    def key(text: str) -> str:
+        return "".join(ch for ch in text.lower() if ch.isalnum())
+
+    close = [c for c in candidates if key(c) == key(name)] or difflib.get_close_matches(name, candidates, n=1)
+    return f"; the data has {close[0]!r}" if close else ""
 
 
 # pandera's check names, reported under the contract key a person would edit, with a message.
