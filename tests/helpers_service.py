@@ -19,6 +19,8 @@ def make_bundle(directory: Path, cfg: Config, contract: Contract, data: pd.DataF
     pipeline = train(data, cfg, contract)
     onnx, inference = compile_pipeline(pipeline, data, task=cfg.task, tolerance=cfg.serve.proba_tolerance)
     meta = metadata(pipeline, data, cfg, seconds=0.0, root=directory)
-    info = package.bundle_info(meta, {"accepted": True}, {"accuracy": 1.0}, cfg, inference) | {"model_tag": "conveyor-model:test"}
+    info = package.bundle_info(meta, {"accepted": True}, {"accuracy": 1.0}, cfg, inference) | {
+        "model_tag": "conveyor-model:test"
+    }
     write_bundle(directory, model=pipeline, onnx=onnx, contract=contract, info=info)
     return Bundle.load(directory)

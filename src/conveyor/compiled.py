@@ -115,9 +115,7 @@ def to_onnx(model: Pipeline) -> bytes:
         raise ConversionError(f"skl2onnx could not convert {type(estimator).__name__}: {type(exc).__name__}") from exc
 
 
-def parity(
-    model: Pipeline, compiled: Predictor, test: pd.DataFrame, *, task: str, tolerance: float
-) -> dict[str, Any]:
+def parity(model: Pipeline, compiled: Predictor, test: pd.DataFrame, *, task: str, tolerance: float) -> dict[str, Any]:
     """Compare the compiled predictor with the pipeline on every row of ``test``.
 
     Classification passes when all labels are equal and the largest absolute probability

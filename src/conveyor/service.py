@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import bentoml
 from pydantic import Field
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from conveyor.serving import Bundle, Engine, RequestGuard
 
@@ -68,24 +68,26 @@ class Conveyor:
         gc.collect()
         gc.freeze()
 
-    @bentoml.api(batchable=SERVE.batching, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms)
+    @bentoml.api(  # type: ignore[untyped-decorator]
+        batchable=SERVE.batching, max_batch_size=SERVE.max_batch_size, max_latency_ms=SERVE.max_latency_ms
+    )
     def predict(self, records: Records) -> list[Any]:
         """One prediction per record: a class label (classification) or a value (regression)."""
         return self.engine.predict(records)
 
-    @bentoml.api
+    @bentoml.api  # type: ignore[untyped-decorator]
     def predict_proba(self, records: Records) -> list[dict[str, float]]:
         """For each record, the probability of every class (classification models only)."""
         if not BUNDLE.is_classifier:
             raise bentoml.exceptions.InvalidArgument("predict_proba needs a classification model")
         return self.engine.predict_proba(records)
 
-    @bentoml.api(route="/metadata")
+    @bentoml.api(route="/metadata")  # type: ignore[untyped-decorator]
     def metadata(self) -> dict[str, Any]:
         """The served model's tag, commit, data hash, metrics, inference path, features and contract."""
         return self.engine.metadata()
 
 
-Conveyor.add_asgi_middleware(
+Conveyor.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard, paths=JSON_APIS, fields=("records",), max_body_bytes=SERVE.max_body_bytes
 )

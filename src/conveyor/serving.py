@@ -65,7 +65,9 @@ class Bundle:
     def spec(self) -> FeatureSpec:
         """The model's input columns."""
         features = self.info["features"]
-        return FeatureSpec(numeric=tuple(features.get("numeric", ())), categorical=tuple(features.get("categorical", ())))
+        return FeatureSpec(
+            numeric=tuple(features.get("numeric", ())), categorical=tuple(features.get("categorical", ()))
+        )
 
     @property
     def is_classifier(self) -> bool:
@@ -132,7 +134,10 @@ class Engine:
             "metrics": info["metrics"],
             "inference": info["inference"],
             "libraries": info["libraries"],
-            "limits": {"max_records": self.bundle.serve.max_records, "max_body_bytes": self.bundle.serve.max_body_bytes},
+            "limits": {
+                "max_records": self.bundle.serve.max_records,
+                "max_body_bytes": self.bundle.serve.max_body_bytes,
+            },
             "contract": contract_to_dict(self.bundle.contract),
         }
 
@@ -201,7 +206,9 @@ class RequestGuard:
             if not declared.isdigit():
                 raise RequestError(400, ["header", "content-length"], "not a number")
             if int(declared) > self.max_body_bytes:
-                raise RequestError(413, ["body"], f"body of {int(declared)} bytes exceeds the limit of {self.max_body_bytes}")
+                raise RequestError(
+                    413, ["body"], f"body of {int(declared)} bytes exceeds the limit of {self.max_body_bytes}"
+                )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -224,10 +231,14 @@ class RequestGuard:
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(400, ["body"], f"not valid JSON: {exc}") from None
         if not isinstance(data, dict):
-            raise RequestError(400, ["body"], f"expected a JSON object with {list(self.fields)}, got {type(data).__name__}")
+            raise RequestError(
+                400, ["body"], f"expected a JSON object with {list(self.fields)}, got {type(data).__name__}"
+            )
         unknown = sorted(set(data) - set(self.fields))
         if unknown:
-            raise RequestError(400, ["body", unknown[0]], f"unknown field(s) {unknown}; expected only {list(self.fields)}")
+            raise RequestError(
+                400, ["body", unknown[0]], f"unknown field(s) {unknown}; expected only {list(self.fields)}"
+            )
         missing = [name for name in self.fields if name not in data]
         if missing:
             raise RequestError(400, ["body", missing[0]], "field required")

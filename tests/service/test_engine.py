@@ -21,8 +21,14 @@ from conveyor.contract import Contract
 from conveyor.predict import predict
 from conveyor.serving import MODEL_FILE, Bundle, Engine, Message, RequestGuard, Scope
 
-
 LIMIT = 2048
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory, params: Config, contract: Contract) -> Bundle:
+    """The default model (logistic regression, served through ONNX) as a bundle on disk."""
+    data = io.read_source(str(Path(__file__).resolve().parents[2] / "data" / "penguins.csv"))
+    return make_bundle(tmp_path_factory.mktemp("bundle"), params, contract, data)
 
 
 def as_records(bundle: Bundle, df: pd.DataFrame) -> list[Any]:
@@ -130,7 +136,10 @@ def test_the_guard_refuses_what_bentoml_lets_through(
 
 def test_the_guard_passes_good_requests_and_other_paths_untouched(client: Client) -> None:
     body = b'{"records": [{"a": NaN}]}'  # NaN is the record model's to refuse, with the field's name
-    assert client.post("/predict", content=body, headers={"content-type": "application/json; charset=utf-8"}).content == body
+    assert (
+        client.post("/predict", content=body, headers={"content-type": "application/json; charset=utf-8"}).content
+        == body
+    )
     assert client.post("/metadata", content=b"whatever", headers={"content-type": "text/plain"}).status_code == 200
 
 

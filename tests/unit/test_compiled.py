@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers_model import configured, labelled, regression
 from sklearn.pipeline import Pipeline
 
 from conveyor.compiled import ConversionError, OnnxPredictor, compile_pipeline, parity, to_onnx
@@ -12,7 +13,6 @@ from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.features import spec_of
 from conveyor.stages.train import train
-from helpers_model import configured, labelled, regression
 
 TOLERANCE = 1e-4
 
@@ -46,11 +46,19 @@ def test_rows_with_missing_values_and_unseen_categories_agree(
     awkward.loc[0, ["bill_length_mm", "body_mass_g"]] = np.nan
     awkward.loc[1, "sex"] = None
     awkward.loc[2, "island"] = "Atlantis"
-    result = parity(pipeline, OnnxPredictor(to_onnx(pipeline), spec_of(pipeline)), awkward, task="classification", tolerance=TOLERANCE)
+    result = parity(
+        pipeline,
+        OnnxPredictor(to_onnx(pipeline), spec_of(pipeline)),
+        awkward,
+        task="classification",
+        tolerance=TOLERANCE,
+    )
     assert result["passed"], result
 
 
-def test_regression_matches_within_relative_tolerance(params: Config, contract: Contract, penguins: pd.DataFrame) -> None:
+def test_regression_matches_within_relative_tolerance(
+    params: Config, contract: Contract, penguins: pd.DataFrame
+) -> None:
     cfg = regression(params)
     pipeline, test = fitted(cfg, contract, penguins)
     onnx, report = compile_pipeline(pipeline, test, task="regression", tolerance=TOLERANCE)

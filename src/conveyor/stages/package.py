@@ -48,10 +48,24 @@ def check_gate(verdict: Mapping[str, Any], *, source: str) -> None:
 
 
 def bundle_info(
-    model_meta: Mapping[str, Any], verdict: Mapping[str, Any], metrics: Mapping[str, Any], cfg: Config, inference: dict[str, Any]
+    model_meta: Mapping[str, Any],
+    verdict: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    cfg: Config,
+    inference: dict[str, Any],
 ) -> dict[str, Any]:
     """The content of ``conveyor.json``: what traces the packaged model, and how to serve it."""
-    keys = ("git_revision", "data_hash", "params_hash", "task", "target", "estimator", "features", "classes", "libraries")
+    keys = (
+        "git_revision",
+        "data_hash",
+        "params_hash",
+        "task",
+        "target",
+        "estimator",
+        "features",
+        "classes",
+        "libraries",
+    )
     return {key: model_meta.get(key) for key in keys} | {
         "metrics": dict(metrics),
         "gate": {"accepted": verdict["accepted"], "decided_by": verdict.get("decided_by")},
