@@ -54,6 +54,15 @@ format: setup ## Format and autofix with ruff
 bench: setup ## Benchmarks: pipeline and serving timings, written to benchmarks/results/
 	python benchmarks/run.py
 
+# The model this checkout packaged (reports/package.json), not merely the newest in the store.
+serve: run ## `make run`, then `bentoml serve` here on port 3000 (docs at /, e.g. `make serve SERVE_ARGS="--port 8000"`)
+	CONVEYOR_MODEL_TAG=$$($(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))["model_tag"])') \
+		bentoml serve $(SERVE_ARGS)
+
+bento: setup ## Re-export requirements/serve.txt from uv.lock, then `dvc repro` (its package stage builds the bento)
+	PYTHONPATH=$(TOOLS) $(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header --quiet -o requirements/serve.txt
+	dvc repro
+
 clean: ## Remove the environments and caches (not data, not the DVC cache)
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
 
