@@ -89,10 +89,11 @@ def dvc(root: Path, *args: str) -> tuple[str, str]:
 
 
 def stale_stages(status: Mapping[str, Any]) -> list[str]:
-    """Stages that ``dvc status --json`` lists as not up to date, apart from the gate.
+    """Stages that ``dvc status gate --with-deps --json`` lists as not up to date, apart from the gate.
 
-    A rejected model leaves only the gate unfinished (its verdict is fresh); any other stage
-    means the pipeline stopped earlier and the reports on disk are from an older run.
+    A rejected model leaves only the gate unfinished (its verdict is fresh); a stage upstream of
+    it means the pipeline stopped earlier and the reports on disk are from an older run. Stages
+    after the gate (packaging) do not run when it rejects, and do not matter here.
     """
     return sorted(name for name in status if name.split(":")[-1] != GATE_STAGE)
 
@@ -239,7 +240,7 @@ def build(
 def run(*, out: Path, gate: Path, validation: Path, baseline: str, root: Path) -> Report:
     """Ask DVC and git for the comparison, render the plots, write ``out`` and its images."""
     resolved = resolve_baseline(baseline, root=root)
-    stale = stale_stages(io.parse_json(dvc(root, "status", "--json")[0] or "{}"))
+    stale = stale_stages(io.parse_json(dvc(root, "status", GATE_STAGE, "--with-deps", "--json")[0] or "{}"))
     notes = []
     if resolved.rev:
         metrics_table, errors = dvc(root, "metrics", "diff", resolved.rev, "--md")
