@@ -1,4 +1,4 @@
-"""Configurations for model tests: the repository's own params with a few sections changed.
+"""Helpers for model and pipeline tests: the repository's own params with a few things changed.
 
 Tests start from the real ``params.yaml`` (so they test what users run) and change only what
 the test is about, validated the same way a user's edit would be.
@@ -6,9 +6,13 @@ the test is about, validated the same way a user's edit would be.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from conveyor.config import Config, parse_config
 
@@ -37,3 +41,22 @@ def regression(params: Config, estimator: str = "ridge", **model_params: Any) ->
 def labelled(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """The rows of ``df`` that have a value for the configured target (body mass has gaps)."""
     return df[df[cfg.data.target].notna()].reset_index(drop=True)
+
+
+def edit_params(repo: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply ``change`` to the parsed ``params.yaml`` of ``repo`` and write it back."""
+    path = repo / "params.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(raw)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a ``dvc repro`` ran, in order, from its output."""
+    return re.findall(r"^Running stage '([^']+)':", output, flags=re.MULTILINE)
+
+
+def stages_from(repo: Path, first: str) -> list[str]:
+    """``first`` and every stage after it in ``repo``'s ``dvc.yaml`` (which lists them in pipeline order)."""
+    names = list(yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
+    return names[names.index(first) :]

@@ -49,8 +49,12 @@ class Champion:
     reason: str
 
 
-class GateRejected(RuntimeError):
-    """The model did not pass the gate; the message lists the failed checks."""
+class GateRejected(ValueError):
+    """The model did not pass the gate; the message lists the failed checks.
+
+    A ``ValueError`` like every other verdict on the user's data or model, so the CLI prints the
+    reasons as one message instead of a traceback.
+    """
 
 
 def decide(metrics: Mapping[str, Any], cfg: GateConfig, *, task: Task, champion: Champion | None) -> dict[str, Any]:
