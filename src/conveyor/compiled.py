@@ -15,6 +15,7 @@ which is what makes string tensors possible.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -24,13 +25,22 @@ from numpy.typing import NDArray
 from sklearn.pipeline import Pipeline
 
 from conveyor import predict as sk
-from conveyor.features import FeatureSpec, model_frame, spec_of
+from conveyor.features import MISSING_CATEGORY, FeatureSpec, model_frame, spec_of
+from conveyor.request import rows_frame
 
 Inference = Literal["onnx", "sklearn"]
+Feed = dict[str, NDArray[Any]]
+
+
+Rows = Sequence[Mapping[str, Any]]
 
 
 class Predictor(Protocol):
-    """What the service predicts through: labels (or values) and class probabilities."""
+    """What the service predicts through: labels (or values) and class probabilities.
+
+    ``*_rows`` take records the request model has already validated, as dicts with ``None``
+    for null: the service's input, which needs no DataFrame on the ONNX path.
+    """
 
     def predict(self, df: pd.DataFrame) -> NDArray[np.generic]:
         """Labels or values of shape (n_samples,)."""
@@ -38,6 +48,14 @@ class Predictor(Protocol):
 
     def predict_proba(self, df: pd.DataFrame) -> NDArray[np.float64]:
         """Probabilities of shape (n_samples, n_classes)."""
+        ...
+
+    def predict_rows(self, rows: Rows) -> NDArray[np.generic]:
+        """:meth:`predict` for validated records."""
+        ...
+
+    def predict_proba_rows(self, rows: Rows) -> NDArray[np.float64]:
+        """:meth:`predict_proba` for validated records."""
         ...
 
 
@@ -54,6 +72,14 @@ class SklearnPredictor:
     def predict_proba(self, df: pd.DataFrame) -> NDArray[np.float64]:
         """Probabilities of shape (n_samples, n_classes), through :func:`conveyor.predict.predict_proba`."""
         return sk.predict_proba(self.model, df)
+
+    def predict_rows(self, rows: Rows) -> NDArray[np.generic]:
+        """:meth:`predict` on the records as a DataFrame."""
+        return self.predict(rows_frame(rows, spec_of(self.model).columns))
+
+    def predict_proba_rows(self, rows: Rows) -> NDArray[np.float64]:
+        """:meth:`predict_proba` on the records as a DataFrame."""
+        return self.predict_proba(rows_frame(rows, spec_of(self.model).columns))
 
 
 class OnnxPredictor:
@@ -74,21 +100,52 @@ class OnnxPredictor:
         self.session = ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
         self.outputs = [output.name for output in self.session.get_outputs()]
 
-    def _run(self, df: pd.DataFrame) -> list[Any]:
+    def feed(self, df: pd.DataFrame) -> Feed:
+        """The input tensors for ``df``, after :func:`conveyor.features.model_frame`."""
         frame = model_frame(df, self.spec)
         feed = {name: frame[name].to_numpy(np.float32).reshape(-1, 1) for name in self.spec.numeric}
-        feed |= {name: frame[name].to_numpy(object).reshape(-1, 1) for name in self.spec.categorical}
-        return list(self.session.run(None, feed))
+        return feed | {name: frame[name].to_numpy(object).reshape(-1, 1) for name in self.spec.categorical}
+
+    def feed_rows(self, rows: Rows) -> Feed:
+        """The input tensors for validated records, without pandas.
+
+        The same canonical values ``model_frame`` gives (numbers as floats with NaN for null,
+        categories as strings with ``MISSING_CATEGORY`` for null); the record model has already
+        checked the types, and a test holds the two feeds equal on the whole data set. A pandas
+        round trip costs about 10 ms per call here, the ONNX model 0.1 ms.
+        """
+        feed = {
+            name: np.array([[np.nan if row[name] is None else row[name]] for row in rows], dtype=np.float32)
+            for name in self.spec.numeric
+        }
+        return feed | {
+            name: np.array([[MISSING_CATEGORY if row[name] is None else str(row[name])] for row in rows], dtype=object)
+            for name in self.spec.categorical
+        }
+
+    def _labels(self, feed: Feed) -> NDArray[np.generic]:
+        return np.asarray(self.session.run([self.outputs[0]], feed)[0]).ravel()
+
+    def _proba(self, feed: Feed) -> NDArray[np.float64]:
+        if "probabilities" not in self.outputs:
+            raise TypeError("predict_proba needs a classifier; this model has no probabilities output")
+        return np.asarray(self.session.run(["probabilities"], feed)[0], dtype=np.float64)
 
     def predict(self, df: pd.DataFrame) -> NDArray[np.generic]:
         """Labels or values of shape (n_samples,)."""
-        return np.asarray(self._run(df)[0]).ravel()
+        return self._labels(self.feed(df))
 
     def predict_proba(self, df: pd.DataFrame) -> NDArray[np.float64]:
         """Probabilities of shape (n_samples, n_classes), columns in the pipeline's class order."""
-        if "probabilities" not in self.outputs:
-            raise TypeError("predict_proba needs a classifier; this model has no probabilities output")
-        return np.asarray(self._run(df)[self.outputs.index("probabilities")], dtype=np.float64)
+        return self._proba(self.feed(df))
+
+    def predict_rows(self, rows: Rows) -> NDArray[np.generic]:
+        """:meth:`predict` for validated records."""
+        return self._labels(self.feed_rows(rows))
+
+    def predict_proba_rows(self, rows: Rows) -> NDArray[np.float64]:
+        """:meth:`predict_proba` for validated records."""
+        return self._proba(self.feed_rows(rows))
 
 
 class ConversionError(RuntimeError):

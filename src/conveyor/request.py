@@ -19,7 +19,7 @@ Choices, applied the same way to every field:
 from __future__ import annotations
 
 import keyword
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import pandas as pd
@@ -80,14 +80,13 @@ def record_model(contract: Contract, columns: Sequence[str], *, name: str = "Rec
     return create_model(name, __base__=RecordBase, **fields)
 
 
-def records_frame(records: Sequence[BaseModel], columns: Sequence[str]) -> pd.DataFrame:
-    """The records as a DataFrame with every column, in ``columns`` order, ``None`` for nulls.
+def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """Validated records (as dicts, ``None`` for null) as a DataFrame with every column, in ``columns`` order.
 
     Built column by column so a column that is null in every record still exists (as object
     dtype) instead of vanishing or turning into an all-NaN float column of the wrong kind;
     :func:`conveyor.features.model_frame` then gives each column its canonical dtype.
     """
-    rows = [record.model_dump(by_alias=True) for record in records]
     return pd.DataFrame({column: pd.Series([row[column] for row in rows], dtype="object") for column in columns})
 
 

@@ -24,7 +24,7 @@ from conveyor.compiled import OnnxPredictor, Predictor, SklearnPredictor
 from conveyor.config import ServeConfig
 from conveyor.contract import Contract, contract_to_dict
 from conveyor.features import FeatureSpec
-from conveyor.request import RecordBase, example_record, record_model, records_frame
+from conveyor.request import RecordBase, example_record, record_model
 
 MODEL_FILE = "model.skops"
 ONNX_FILE = "model.onnx"
@@ -108,14 +108,14 @@ class Engine:
 
     def predict(self, records: Sequence[BaseModel]) -> list[Any]:
         """One label (classification) or value (regression) per record."""
-        values = self.predictor.predict(records_frame(records, self.columns))
+        values = self.predictor.predict_rows(_rows(records))
         if self.bundle.is_classifier:
             return [str(v) for v in values]
         return [float(v) for v in np.asarray(values, dtype=np.float64)]
 
     def predict_proba(self, records: Sequence[BaseModel]) -> list[dict[str, float]]:
         """For each record, the probability of each class."""
-        proba = self.predictor.predict_proba(records_frame(records, self.columns))
+        proba = self.predictor.predict_proba_rows(_rows(records))
         return [dict(zip(self.classes, map(float, row), strict=True)) for row in proba]
 
     def metadata(self) -> dict[str, Any]:
@@ -140,6 +140,10 @@ class Engine:
             },
             "contract": contract_to_dict(self.bundle.contract),
         }
+
+
+def _rows(records: Sequence[BaseModel]) -> list[dict[str, Any]]:
+    return [record.model_dump(by_alias=True) for record in records]
 
 
 Scope = MutableMapping[str, Any]

@@ -99,3 +99,20 @@ def test_sklearn_only_skips_conversion(params: Config, contract: Contract, pengu
     pipeline, test = fitted(params, contract, penguins)
     onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE, enabled=False)
     assert (onnx, report["inference"], report["parity"]) == (None, "sklearn", None)
+
+
+def test_the_records_feed_is_the_model_frame_feed(params: Config, contract: Contract, penguins: pd.DataFrame) -> None:
+    pipeline, _ = fitted(params, contract, penguins)
+    predictor = OnnxPredictor(to_onnx(pipeline), spec_of(pipeline))
+    data = penguins.copy()
+    data.loc[::7, "sex"] = None
+    data.loc[::5, "bill_length_mm"] = np.nan
+    rows = [
+        {str(k): v for k, v in row.items()} for row in data.astype(object).where(data.notna(), None).to_dict("records")
+    ]
+    from_frame, from_rows = predictor.feed(data), predictor.feed_rows(rows)
+    assert from_frame.keys() == from_rows.keys()
+    for name, tensor in from_frame.items():
+        assert tensor.dtype == from_rows[name].dtype, name
+        assert np.array_equal(tensor, from_rows[name], equal_nan=tensor.dtype != object), name
+    assert np.array_equal(predictor.predict_rows(rows), predictor.predict(data))

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from conveyor.contract import Contract, parse_contract
 from conveyor.features import FeatureSpec, model_frame
-from conveyor.request import example_record, record_model, records_frame
+from conveyor.request import example_record, record_model, rows_frame
 
 COLUMNS = ("bill_length_mm", "flipper_length_mm", "island", "sex")
 GOOD: dict[str, Any] = {"bill_length_mm": 39.1, "flipper_length_mm": 181, "island": "Torgersen", "sex": "male"}
@@ -87,10 +87,9 @@ def test_columns_outside_the_contract_are_an_error(contract: Contract) -> None:
         record_model(contract, ("island", "wingspan"))
 
 
-def test_records_frame_keeps_all_null_columns_and_model_frame_types_them(contract: Contract) -> None:
-    model = record_model(contract, COLUMNS)
-    records = [model.model_validate(GOOD | {"bill_length_mm": None, "sex": None})] * 2
-    frame = records_frame(records, COLUMNS)
+def test_rows_frame_keeps_all_null_columns_and_model_frame_types_them(contract: Contract) -> None:
+    record = record_model(contract, COLUMNS).model_validate(GOOD | {"bill_length_mm": None, "sex": None})
+    frame = rows_frame([record.model_dump()] * 2, COLUMNS)
     assert list(frame.columns) == list(COLUMNS)
     canonical = model_frame(frame, FeatureSpec(numeric=COLUMNS[:2], categorical=COLUMNS[2:]))
     assert canonical["bill_length_mm"].isna().all()
