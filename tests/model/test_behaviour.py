@@ -1,19 +1,58 @@
 """Behavioural tests of trained models (Made-With-ML style): invariance, minimum functionality,
-direction. They hold for every estimator family, so a model that breaks them is broken."""
+direction, and single serving-style records. They hold for every estimator family, so a model
+that breaks them is broken.
+
+Serving: a JSON record has ``null`` for a missing value, and a client may leave a key out. Built
+into a one-row frame, a missing number is NaN (or ``None`` in an object column) and a missing
+category is ``None`` or NaN of any dtype: ``features.model_frame`` must turn all of these into the
+same input, so one record alone gets exactly the answer it gets inside a batch.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers_model import labelled, regression
-from numpy.typing import NDArray
+from helpers_model import configured, labelled, regression
 from sklearn.pipeline import Pipeline
 
 from conveyor.config import Config
 from conveyor.contract import Contract
+from conveyor.features import spec_of
+from conveyor.io import read_source
 from conveyor.predict import predict, predict_proba
+from conveyor.stages.split import split
 from conveyor.stages.train import train
+
+PENGUINS = Path(__file__).resolve().parents[2] / "data" / "penguins.csv"
+
+# The default model plus the two tree families, each small enough to train in well under a second.
+ESTIMATORS = {
+    "logistic_regression": {"C": 1.0, "max_iter": 1000},
+    "random_forest": {"n_estimators": 50, "random_state": 0},
+    "hist_gradient_boosting": {"max_iter": 50, "random_state": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def penguin_split(params: Config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The default data's train and test frames, as the split stage makes them."""
+    df = read_source(str(PENGUINS))
+    return split(df, params.split, target="species", stratify=True)
+
+
+@pytest.fixture(scope="module", params=sorted(ESTIMATORS))
+def classifier(
+    request: pytest.FixtureRequest, params: Config, contract: Contract, penguin_split: tuple[pd.DataFrame, pd.DataFrame]
+) -> Pipeline:
+    """A species classifier of each estimator family, trained on the train split."""
+    name = str(request.param)
+    cfg = configured(params, model={"estimator": name, "params": ESTIMATORS[name]})
+    return train(penguin_split[0], cfg, contract)
+
 
 # Textbook penguins (the species' typical measurements in the Palmer data).
 TYPICAL = [
@@ -24,20 +63,16 @@ TYPICAL = [
 ]  # fmt: skip
 
 
-def _proba(model: Pipeline, df: pd.DataFrame) -> NDArray[np.float64]:
-    return predict_proba(model, df)
-
-
 def test_invariant_to_a_dropped_column(classifier: Pipeline, penguin_split: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     test = penguin_split[1]
     other_years = test.assign(year=2031)  # params.yaml drops year: the model must not see it
-    np.testing.assert_array_equal(_proba(classifier, other_years), _proba(classifier, test))
+    np.testing.assert_array_equal(predict_proba(classifier, other_years), predict_proba(classifier, test))
 
 
 def test_invariant_to_extra_columns(classifier: Pipeline, penguin_split: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     test = penguin_split[1]
     noisy = test.assign(observer="someone", tag_number=np.arange(len(test)))
-    np.testing.assert_array_equal(_proba(classifier, noisy), _proba(classifier, test))
+    np.testing.assert_array_equal(predict_proba(classifier, noisy), predict_proba(classifier, test))
 
 
 def test_invariant_to_row_and_column_order(
@@ -46,7 +81,9 @@ def test_invariant_to_row_and_column_order(
     test = penguin_split[1]
     order = np.random.default_rng(0).permutation(len(test))
     shuffled = test.iloc[order][list(reversed(test.columns))]
-    np.testing.assert_allclose(_proba(classifier, shuffled), _proba(classifier, test)[order], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        predict_proba(classifier, shuffled), predict_proba(classifier, test)[order], rtol=0, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize(("species", "record"), TYPICAL, ids=[f"{s}-{r['island']}" for s, r in TYPICAL])
@@ -66,7 +103,7 @@ def test_a_longer_bill_points_from_adelie_to_chinstrap(classifier: Pipeline) -> 
     base = dict(TYPICAL[2][1])
     bills = pd.DataFrame([base | {"bill_length_mm": length} for length in (36.0, 42.0, 48.0, 54.0)])
     chinstrap = list(classifier.classes_).index("Chinstrap")
-    p_chinstrap = _proba(classifier, bills)[:, chinstrap]
+    p_chinstrap = predict_proba(classifier, bills)[:, chinstrap]
     assert p_chinstrap[-1] > 0.5 > p_chinstrap[0]
     assert predict(classifier, bills.iloc[[0]])[0] == "Adelie"
 
@@ -79,3 +116,54 @@ def test_longer_flippers_mean_a_heavier_penguin(params: Config, contract: Contra
     masses = predict(model, flippers).astype(np.float64)
     assert np.all(np.diff(masses) > 0)
     assert 4000 < masses[1] < 6500
+
+
+# --- single records, as a service receives them ----------------------------------------------
+
+ROWS = 24
+
+
+def _records(test: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:
+    """Test rows as JSON-like dicts with gaps: some values null, some keys left out."""
+    rng = np.random.default_rng(1)
+    records = []
+    for row in test[columns].head(ROWS).to_dict(orient="records"):
+        record: dict[str, Any] = {str(k): (None if pd.isna(v) else v) for k, v in row.items()}
+        for column in rng.choice(columns, size=2, replace=False):
+            if rng.random() < 0.5:
+                record[str(column)] = None
+            else:
+                del record[str(column)]
+        records.append(record)
+    return records
+
+
+def test_single_records_match_the_batch(classifier: Pipeline, penguin_split: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    columns = list(spec_of(classifier).columns)
+    records = _records(penguin_split[1], columns)
+    batch = pd.DataFrame(records, columns=columns)
+    batch_labels, batch_proba = predict(classifier, batch), predict_proba(classifier, batch)
+    for index, record in enumerate(records):
+        one = pd.DataFrame([record], columns=columns)  # a key left out becomes NaN
+        assert predict(classifier, one)[0] == batch_labels[index], record
+        np.testing.assert_allclose(predict_proba(classifier, one)[0], batch_proba[index], rtol=0, atol=1e-9)
+
+
+def test_object_columns_with_none_match_numeric_columns_with_nan(
+    classifier: Pipeline, penguin_split: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    columns = list(spec_of(classifier).columns)
+    records = _records(penguin_split[1], columns)
+    typed = pd.DataFrame(records, columns=columns)
+    # What a service builds from validated records: every column object dtype, None for null.
+    untyped = pd.DataFrame({c: pd.Series([r.get(c) for r in records], dtype="object") for c in columns})
+    np.testing.assert_allclose(predict_proba(classifier, untyped), predict_proba(classifier, typed), rtol=0, atol=1e-12)
+
+
+def test_a_record_with_every_value_missing_still_gets_an_answer(classifier: Pipeline) -> None:
+    columns = list(spec_of(classifier).columns)
+    empty = pd.DataFrame([dict.fromkeys(columns)], columns=columns)
+    proba = predict_proba(classifier, empty)
+    assert proba.shape == (1, len(classifier.classes_))
+    assert np.isclose(proba.sum(), 1.0)
+    assert predict(classifier, empty)[0] in set(classifier.classes_)
