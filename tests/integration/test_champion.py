@@ -51,7 +51,7 @@ def test_a_worse_model_on_a_branch_is_rejected_against_the_champion(reproduced_r
         # The champion was scored again on the same test split: its metrics are main's.
         assert check["baseline"] == pytest.approx(champion[name], abs=1e-9)
     assert gate["champion"]["commit"] == run(repo, "git", "rev-parse", "main").stdout.strip()
-    assert stages_run(result.stdout) == ["train", "evaluate", "gate"]
+    assert stages_run(result.stdout) == ["train", "evaluate", "gate"]  # nothing downstream ran
 
 
 def _drop_from_cache(repo: Path, rev: str, path: str) -> None:
