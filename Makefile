@@ -91,7 +91,7 @@ endif
 	dvc repro --pull
 
 push-data: setup ## `dvc push` data and models to the DVC remote (says so and skips when none is set)
-	@if [ -n "$$(dvc remote list)" ]; then dvc push; else echo "push-data: no DVC remote configured, nothing pushed"; fi
+	@if [ -n "$$(dvc remote list)" ]; then dvc push --run-cache; else echo "push-data: no DVC remote configured, nothing pushed"; fi
 
 report: setup ## Write report/report.md and its PNG plots: gate verdict, diffs against the baseline
 	conveyor report --out report/report.md --gate reports/gate.json --validation reports/validation.json
