@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, clone_of, run, tool_env
+from conftest import BIN, clone_of, run, tool_env
+from helpers_make import make
 
 BUCKET = "conveyor-dvc"
 START_TIMEOUT_S = 30
@@ -60,11 +61,6 @@ def s3(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
         server.terminate()
         server.wait(timeout=10)
         log.close()
-
-
-def make(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """A Makefile target in ``repo`` with this environment (``-o setup``: nothing to install)."""
-    return run(repo, "make", "--no-print-directory", "-f", ROOT / "Makefile", "-o", "setup", *args, f"BIN={BIN}")
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, run
+from conftest import ROOT
+from helpers_make import make
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 STAND_INS = Path(__file__).parent / "stand-ins"
@@ -26,7 +27,7 @@ WRITE_NEEDS = {
 
 
 def load(path: Path) -> dict[Any, Any]:
-    document = yaml.safe_load(path.read_text())
+    document: dict[Any, Any] = yaml.safe_load(path.read_text())
     # YAML 1.1 reads the key `on` as True.
     document["on"] = document.pop(True)
     return document
@@ -45,8 +46,7 @@ def test_there_are_the_three_workflows_and_the_fork_commenter() -> None:
 
 
 def test_zizmor_and_the_workflow_schema_pass() -> None:
-    # `-o setup`: the environment is this one; the target's own commands are what is tested.
-    result = run(ROOT, "make", "--no-print-directory", "-o", "setup", "lint-workflows")
+    result = make(ROOT, "lint-workflows")
     assert "No findings to report" in result.stdout + result.stderr
     assert "validation done" in result.stdout
 
@@ -122,14 +122,9 @@ def test_make_image_containerizes_the_packaged_bento_and_pushes_it(tmp_path: Pat
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "package.json").write_text(json.dumps({"bento_tag": "conveyor:abc123"}))
     log = tmp_path / "calls.jsonl"
-    run(
+    make(
         tmp_path,
-        "make",
-        "--no-print-directory",
-        "-f",
-        ROOT / "Makefile",
         "image",
-        f"BIN={BIN}",
         f"BENTOML={STAND_INS / 'bin' / 'bentoml'}",
         f"DOCKER={STAND_INS / 'bin' / 'docker'}",
         "GITHUB_REPOSITORY=Acme/Conveyor",
@@ -145,14 +140,8 @@ def test_make_image_containerizes_the_packaged_bento_and_pushes_it(tmp_path: Pat
 
 def test_make_set_image_points_the_overlay_at_the_commit(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
-    run(
+    make(
         tmp_path,
-        "make",
-        "--no-print-directory",
-        "-f",
-        ROOT / "Makefile",
-        "-o",
-        "setup",
         "set-image",
         "GITHUB_REPOSITORY=Acme/Conveyor",
         "TAG=feedface",
