@@ -36,7 +36,7 @@ def check(
     }
 
 
-REJECTED = {
+REJECTED: dict[str, Any] = {
     "accepted": False,
     "checks": [
         check("accuracy", 0.95, 0.9, direction=">=", baseline=None, passed=True),
@@ -77,7 +77,11 @@ def test_verdict_accepted_and_missing_and_not_reached() -> None:
 
 
 def test_stale_stages_ignore_the_gate_itself() -> None:
-    status = {"gate": [{"changed outs": {}}], "train": [{"changed deps": {}}], "dvc.yaml:split": []}
+    status: dict[str, list[Any]] = {
+        "gate": [{"changed outs": {}}],
+        "train": [{"changed deps": {}}],
+        "dvc.yaml:split": [],
+    }
     assert report.stale_stages(status) == ["dvc.yaml:split", "train"]
     assert report.stale_stages({"gate": []}) == []
 
