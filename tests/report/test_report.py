@@ -127,6 +127,7 @@ def test_render_plots_writes_pngs_and_relabels_the_workspace(tmp_path: Path) -> 
     assert report._relabel(spec)["encoding"]["color"]["scale"]["domain"] == ["candidate", "main"]
 
 
+@pytest.mark.slow
 def test_resolve_baseline_in_a_shallow_clone_says_so(reproduced_repo: Path, tmp_path: Path) -> None:
     shallow = tmp_path / "shallow"
     run(tmp_path, "git", "clone", "--quiet", "--depth=1", f"file://{reproduced_repo}", shallow)
@@ -141,6 +142,7 @@ def test_resolve_baseline_in_a_shallow_clone_says_so(reproduced_repo: Path, tmp_
     assert "fetch-depth: 0" in baseline.problem
 
 
+@pytest.mark.slow
 def test_resolve_baseline_falls_back_to_the_remote_branch(reproduced_repo: Path, tmp_path: Path) -> None:
     clone = tmp_path / "clone"
     run(tmp_path, "git", "clone", "--quiet", str(reproduced_repo), clone)

@@ -47,7 +47,8 @@ def act(repo: Path, event: dict[str, object], work: Path) -> subprocess.Complete
     for uses in sorted(remote_actions(repo / WORKFLOW)):
         folder = STAND_IN_FOR.get(uses.split("@")[0], "unavailable")
         mappings += ["--local-repository", f"{uses}={STAND_INS / folder}"]
-    uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+    installed = ROOT / ".tools" / "bin" / "uv"  # where `make setup` puts it
+    uv = str(installed) if installed.exists() else shutil.which("uv") or "uv"
     stand_in_env = {
         "STAND_IN_SOURCE": str(repo),
         "STAND_IN_CACHE": str(repo),
