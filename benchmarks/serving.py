@@ -19,17 +19,12 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,16 +32,11 @@ from typing import Any
 import pandas as pd
 from pipeline import ENV, fresh_copy
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers_process import free_port, running
+
 SECONDS = int(os.environ.get("CONVEYOR_BENCH_SECONDS", "10"))
 CELLS = (("single", 1, 1), ("single", 8, 2), ("single", 32, 2), ("batch100", 8, 2))  # body, connections, wrk threads
-READY_TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _median_ms(action: Callable[[], object], calls: int) -> float:
@@ -70,8 +60,9 @@ def in_process(repo: Path, bundle_dir: Path) -> dict[str, dict[str, float]]:
     thousand = test.sample(1000, replace=True, random_state=0).reset_index(drop=True)
     onnx = Bundle.load(bundle_dir).predictor()
     calls: dict[str, Callable[[pd.DataFrame], object]] = {
-        "sklearn": lambda df: predict(model, df),
-        "onnx": onnx.predict,
+        "sklearn (conveyor.predict)": lambda df: predict(model, df),
+        "onnx, DataFrame in": onnx.predict,
+        "onnx, records in (the service's path)": lambda df: onnx.predict_rows(_records(df)),
     }
     results = {}
     for name, call in calls.items():
@@ -81,6 +72,10 @@ def in_process(repo: Path, bundle_dir: Path) -> dict[str, dict[str, float]]:
     return results
 
 
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(k): v for k, v in row.items()} for row in df.astype(object).where(df.notna(), None).to_dict("records")]
+
+
 def request_bodies(repo: Path) -> dict[str, bytes]:
     """A one-record and a 100-record body from the test split (missing values as null)."""
     from conveyor import io
@@ -88,43 +83,9 @@ def request_bodies(repo: Path) -> dict[str, bytes]:
     meta = io.read_json(repo / "models/model.json")
     columns = [c for kind in ("numeric", "categorical") for c in meta["features"].get(kind, [])]
     test = io.read_table(repo / "data/split/test.parquet")[columns]
-    rows = test.astype(object).where(test.notna(), None).to_dict("records")
+    rows = _records(test)
     hundred = [rows[i % len(rows)] for i in range(100)]
     return {"single": json.dumps({"records": rows[:1]}).encode(), "batch100": json.dumps({"records": hundred}).encode()}
-
-
-def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> float:
-    started = time.perf_counter()
-    while time.perf_counter() - started < READY_TIMEOUT:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return time.perf_counter() - started
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"not ready after {READY_TIMEOUT} s: {url}")
-
-
-@contextmanager
-def server(command: list[str], cwd: Path, env: dict[str, str], port: int, log: Path) -> Iterator[float]:
-    """Start ``command`` in its own process group; yield seconds to ready; stop it and its workers."""
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        yield _ready(f"http://127.0.0.1:{port}/readyz", process, log)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
@@ -180,7 +141,7 @@ def measure_server(
     name: str, command: list[str], cwd: Path, env: dict[str, str], *, port: int, bodies: dict[str, bytes], workdir: Path
 ) -> dict[str, Any]:
     """Cold start, then every load cell against one server."""
-    with server(command, cwd, env, port, workdir / f"{name}.log") as cold_start:
+    with running(command, cwd=cwd, env=env, port=port, log=workdir / f"{name}.log") as cold_start:
         cells = {
             f"{body}_c{connections}": load(
                 f"http://127.0.0.1:{port}/predict", bodies[body], connections, threads, workdir
@@ -296,7 +257,12 @@ def targets(results: dict[str, Any]) -> list[str]:
     cells = results[best]["cells"]
     baseline = results["minimal_app"]["cells"]["single_c32"]["req_per_s"]
     ratio = cells["single_c32"]["req_per_s"] / baseline
-    rows_share = 100 * 100 * cells["batch100_c8"]["req_per_s"] / results["in_process"]["sklearn"]["rows_per_s_1000"]
+    rows_share = (
+        100
+        * 100
+        * cells["batch100_c8"]["req_per_s"]
+        / results["in_process"]["sklearn (conveyor.predict)"]["rows_per_s_1000"]
+    )
     errors = sum(cell["non_2xx"] + cell["socket_errors"] for cell in cells.values())
     checks = [
         (f"single record, c32: {ratio:.1f}x the minimal app", ratio >= 4),

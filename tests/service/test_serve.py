@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import tool_env
+from helpers_process import free_port, running
 
 from conveyor import io
 
@@ -32,54 +28,17 @@ JSON = {"content-type": "application/json"}
 READY_SECONDS = 90
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(reproduced_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """``bentoml serve`` at the repository root on a free port, stopped (with its workers) after the module."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "bentoml.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=reproduced_repo,
-            env=tool_env(),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        deadline = time.monotonic() + READY_SECONDS
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"bentoml serve did not become ready:\n{log.read_text(errors='replace')[-3000:]}")
+    command = ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with (
+        running(command, cwd=reproduced_repo, env=tool_env(), port=port, log=log),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
         yield client
-    finally:
-        client.close()
-        stop(process)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop ``process`` and the workers it started (its own process group)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 def post(server: httpx.Client, path: str, body: Any, headers: dict[str, str] = JSON) -> httpx.Response:

@@ -151,7 +151,9 @@ def run(
         enabled=cfg.serve.inference == "auto",
     )
     info = bundle_info(io.read_json(metadata), io.read_json(gate), io.read_json(metrics), cfg, inference)
-    version = content_version(io.read_bytes(model_path), onnx or b"", _json(contract_to_dict(contract)), _json(info))
+    # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
+    # model, contract and parity report it is derived from do not.
+    version = content_version(io.read_bytes(model_path), _json(contract_to_dict(contract)), _json(info))
     model_tag = f"{MODEL_NAME}:{version}"
     info["model_tag"] = model_tag
     try:
