@@ -53,6 +53,23 @@ def test_a_rejected_model_is_never_packaged(tmp_path: Path, params: Config) -> N
     assert not list(Path(os.environ["BENTOML_HOME"]).glob("models/conveyor-model/*"))
 
 
+def test_model_metadata_with_gaps_is_storable() -> None:
+    """Regression models have no classes and a scikit-learn fallback has no parity: BentoML refuses
+    ``None`` in metadata, so it must be dropped, not break packaging (seen with HistGradientBoosting)."""
+    import bentoml
+
+    info = {"classes": None, "inference": {"inference": "sklearn", "parity": None}, "features": {"numeric": ["a"]}}
+    stored = package.store_metadata(info)
+    assert stored == {"inference": {"inference": "sklearn"}, "features": {"numeric": ["a"]}}
+    with bentoml.models.create("metadata-probe:v1", metadata=stored) as saved:
+        assert saved.info.metadata == stored
+    with (
+        pytest.raises(ValueError, match="basic python types"),
+        bentoml.models.create("metadata-probe:v2", metadata=info),
+    ):
+        pass
+
+
 def store_versions(kind: str, name: str) -> set[str]:
     """Versions of ``name`` in the session's BentoML store (``kind`` is models or bentos)."""
     return {p.name for p in (Path(os.environ["BENTOML_HOME"]) / kind / name).iterdir() if p.name != "latest"}

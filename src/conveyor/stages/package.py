@@ -111,6 +111,16 @@ def labels(info: Mapping[str, Any], inference: str) -> dict[str, str]:
     }
 
 
+def store_metadata(value: Any) -> Any:
+    """``value`` without ``None`` entries: BentoML's model metadata accepts only basic types, and
+    ``None`` appears legitimately (no classes in regression, no parity for a fallback)."""
+    if isinstance(value, Mapping):
+        return {k: store_metadata(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple)):
+        return [store_metadata(v) for v in value]
+    return value
+
+
 @contextmanager
 def _environment(name: str, value: str) -> Iterator[None]:
     previous = os.environ.get(name)
@@ -159,7 +169,9 @@ def run(
     try:
         bentoml.models.get(model_tag)
     except bentoml.exceptions.NotFound:
-        with bentoml.models.create(model_tag, labels=labels(info, inference["inference"]), metadata=info) as saved:
+        with bentoml.models.create(
+            model_tag, labels=labels(info, inference["inference"]), metadata=store_metadata(info)
+        ) as saved:
             write_bundle(Path(saved.path), model=model, onnx=onnx, contract=contract, info=info)
 
     bento_tag = f"{BENTO_NAME}:{content_version(version.encode(), source_digest(bentofile.resolve()))}"
