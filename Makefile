@@ -81,7 +81,7 @@ BENTO_TAG = $(shell $(BIN)/python -c 'import json; print(json.load(open("reports
 
 .PHONY: ci-repro push-data report image set-image lint-workflows
 
-ci-repro: setup ## CI: add the remote $DVC_REMOTE_URL (if set) to .dvc/config.local, then `dvc repro --pull`
+ci-repro: setup ## CI: add the remote $DVC_REMOTE_URL (if set) to .dvc/config.local, `dvc repro --pull`, re-run the gate
 	@# A pull request's checkout has origin/main but no local main, which the gate compares with.
 	@git rev-parse --verify --quiet $(BASELINE) >/dev/null || git branch --quiet --track $(BASELINE) origin/$(BASELINE) 2>/dev/null \
 		|| echo "ci-repro: neither $(BASELINE) nor origin/$(BASELINE) is here (a shallow clone?): the gate has no champion"
@@ -89,6 +89,8 @@ ifneq ($(DVC_REMOTE_URL),)
 	dvc remote add --local --default --force ci $(DVC_REMOTE_URL)
 endif
 	dvc repro --pull
+	@# The champion is the model on $(BASELINE) now, not when this branch last ran the gate.
+	dvc repro --force --single-item gate
 
 push-data: setup ## `dvc push` data and models to the DVC remote (says so and skips when none is set)
 	@if [ -n "$$(dvc remote list)" ]; then dvc push --run-cache; else echo "push-data: no DVC remote configured, nothing pushed"; fi

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -40,9 +39,9 @@ def _run(cwd: Path, *args: str) -> str:
     return result.stdout
 
 
-def _timed(action: Callable[[], object]) -> float:
+def _seconds(cwd: Path, *args: str) -> float:
     started = time.perf_counter()
-    action()
+    _run(cwd, *args)
     return time.perf_counter() - started
 
 
@@ -74,16 +73,16 @@ def measure(runs: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory(prefix="conveyor-bench-") as tmp:
         for index in range(runs):
             # A new copy each time: no outputs, no cache, no run-cache, as on a fresh clone.
-            repo = fresh_copy(Path(tmp), f"cold-{index}")
-            timings["cold"].append(_timed(lambda repo=repo: _run(repo, "dvc", "repro")))
+            cold = fresh_copy(Path(tmp), f"cold-{index}")
+            timings["cold"].append(_seconds(cold, "dvc", "repro"))
         repo = Path(tmp) / f"cold-{runs - 1}"
         for index in range(runs):
-            timings["noop"].append(_timed(lambda: _run(repo, "dvc", "repro")))
-            timings["dvc_status"].append(_timed(lambda: _run(repo, "dvc", "status")))
-            timings["import"].append(_timed(lambda: _run(repo, sys.executable, "-c", IMPORT_FLOOR)))
+            timings["noop"].append(_seconds(repo, "dvc", "repro"))
+            timings["dvc_status"].append(_seconds(repo, "dvc", "status"))
+            timings["import"].append(_seconds(repo, sys.executable, "-c", IMPORT_FLOOR))
             # A value never used before, so DVC's run-cache cannot skip the retraining.
             _set_c(repo, round(0.9 - 0.1 * index, 2))
-            timings["param_change"].append(_timed(lambda: _run(repo, "dvc", "repro")))
+            timings["param_change"].append(_seconds(repo, "dvc", "repro"))
     return timings
 
 
@@ -94,9 +93,19 @@ def main(results_dir: Path, *, runs: int = 3) -> str:
     median = {name: statistics.median(values) for name, values in timings.items()}
     stages = 6
     rows = [
-        ("cold `dvc repro`", median["cold"], f"{median['cold'] / (stages * median['import']):.2f}x six stage-process floors", "< 30 s"),
+        (
+            "cold `dvc repro`",
+            median["cold"],
+            f"{median['cold'] / (stages * median['import']):.2f}x six stage-process floors",
+            "< 30 s",
+        ),
         ("no-op `dvc repro`", median["noop"], f"{median['noop'] / median['dvc_status']:.2f}x `dvc status`", "< 2 s"),
-        ("`model.params` change (train, evaluate, gate rerun)", median["param_change"], f"{median['param_change'] / (3 * median['import']):.2f}x three stage-process floors", ""),
+        (
+            "`model.params` change (train, evaluate, gate rerun)",
+            median["param_change"],
+            f"{median['param_change'] / (3 * median['import']):.2f}x three stage-process floors",
+            "",
+        ),
         ("baseline: `dvc status`", median["dvc_status"], "1.00x", ""),
         ("baseline: one stage-process import floor", median["import"], "1.00x", ""),
     ]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import pipeline  # noqa: E402  (the sections live beside this script, not in the package)
-import serving  # noqa: E402
+import pipeline
+import serving
 
 SECTIONS = {"pipeline": pipeline.main, "serving": serving.main}
 

@@ -81,7 +81,7 @@ def test_infer_on_another_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[
     # A new batch (new ids, same distribution) passes; a repeated id does not.
     fresh = houses(seed=1).assign(house_id=lambda d: d["house_id"] + 10_000)
     assert validate(fresh, contract, target="price", task="regression").passed
-    fresh.loc[1, "house_id"] = fresh.loc[0, "house_id"]
+    fresh.loc[1, "house_id"] = int(fresh["house_id"].iloc[0])
     errors = validate(fresh, contract, target="price", task="regression").errors
     assert [(f.column, f.check) for f in errors] == [("house_id", "unique")]
 
