@@ -14,7 +14,6 @@ export PATH := $(BIN):$(PATH)
 # Bytecode compiled once at install: each stage is a fresh process, and some environments set
 # PYTHONDONTWRITEBYTECODE, which would make every process recompile scikit-learn (≈4 s).
 export UV_COMPILE_BYTECODE := 1
-export UV_PYTHON := $(PYTHON)
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: help setup run repro test test-fast lint format bench serve bento clean
@@ -23,10 +22,12 @@ help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(UV):
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --target $(TOOLS) uv==$(UV_VERSION)
+	@# A venv of its own: `python -m venv` builds on the base interpreter even when .venv is active.
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
-	PYTHONPATH=$(TOOLS) $(UV) sync --frozen
+	$(UV) sync --frozen
 	@touch $@
 
 setup: $(VENV)/.synced ## Create .venv from uv.lock (installs uv itself into .tools/ first)
@@ -60,7 +61,7 @@ serve: run ## `make run`, then `bentoml serve` here on port 3000 (docs at /, e.g
 		bentoml serve $(SERVE_ARGS)
 
 bento: setup ## Re-export requirements/serve.txt from uv.lock, then `dvc repro` (its package stage builds the bento)
-	PYTHONPATH=$(TOOLS) $(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header --quiet -o requirements/serve.txt
+	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header --quiet -o requirements/serve.txt
 	dvc repro
 
 clean: ## Remove the environments and caches (not data, not the DVC cache)
