@@ -52,7 +52,9 @@ format: setup ## Format and autofix with ruff
 	ruff format .
 	ruff check --fix .
 
-bench: setup ## Benchmarks: pipeline and serving timings, written to benchmarks/results/
+bench: setup ## Benchmarks (pipeline, serving) into benchmarks/results/RESULTS.md; needs wrk (installed if root)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "bench: the serving section needs wrk: apt-get install wrk" >&2; exit 1; }
 	python benchmarks/run.py
 
 # The model this checkout packaged (reports/package.json), not merely the newest in the store.

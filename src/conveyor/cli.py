@@ -144,14 +144,24 @@ def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     set_image.set_defaults(handler=_deploy_set_image)
 
 
-def _add_package(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--model", type=Path, required=True)
-    sub.add_argument("--metadata", type=Path, required=True)
-    sub.add_argument("--gate", type=Path, required=True, help="the gate's verdict; a rejected model is not packaged")
-    sub.add_argument("--metrics", type=Path, required=True)
-    sub.add_argument("--test", type=Path, required=True, help="the test split, for the ONNX parity check")
-    sub.add_argument("--bentofile", type=Path, required=True)
-    sub.add_argument("--out", type=Path, required=True)
+# The pipeline's commands in dvc.yaml order: handler, help, and the file options each requires.
+STAGE_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, tuple[str, ...]]] = {
+    "ingest": (_ingest, "Read data.source into the raw Parquet table.", ("out", "report")),
+    "validate": (_validate, "Check the raw table against the data contract.", ("data", "out", "report")),
+    "split": (_split, "Split the validated table into train and test.", ("data", "train", "test")),
+    "train": (_train, "Fit the feature + estimator pipeline.", ("data", "model", "metadata")),
+    "evaluate": (
+        _evaluate,
+        "Metrics, plots, importance, slices and latency on the test split.",
+        ("model", "test", "out"),
+    ),
+    "gate": (_gate, "Accept or reject the model (thresholds and champion).", ("model", "test", "metrics", "out")),
+    "package": (
+        _package,
+        "Save the accepted model to the BentoML store and build the bento.",
+        ("model", "metadata", "gate", "metrics", "test", "bentofile", "out"),
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,42 +175,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    sub = command("ingest", _ingest, "Read data.source into the raw Parquet table.")
-    sub.add_argument("--out", type=Path, required=True)
-    sub.add_argument("--report", type=Path, required=True)
-
-    sub = command("validate", _validate, "Check the raw table against the data contract.")
-    sub.add_argument("--data", type=Path, required=True)
-    sub.add_argument("--out", type=Path, required=True)
-    sub.add_argument("--report", type=Path, required=True)
-
-    sub = command("split", _split, "Split the validated table into train and test.")
-    sub.add_argument("--data", type=Path, required=True)
-    sub.add_argument("--train", type=Path, required=True)
-    sub.add_argument("--test", type=Path, required=True)
-
-    sub = command("train", _train, "Fit the feature + estimator pipeline.")
-    sub.add_argument("--data", type=Path, required=True)
-    sub.add_argument("--model", type=Path, required=True)
-    sub.add_argument("--metadata", type=Path, required=True)
-
-    sub = command("evaluate", _evaluate, "Metrics, plots, importance, slices and latency on the test split.")
-    sub.add_argument("--model", type=Path, required=True)
-    sub.add_argument("--test", type=Path, required=True)
-    sub.add_argument("--out", type=Path, required=True)
-
-    sub = command("gate", _gate, "Accept or reject the model (thresholds and champion).")
-    sub.add_argument("--model", type=Path, required=True)
-    sub.add_argument("--test", type=Path, required=True)
-    sub.add_argument("--metrics", type=Path, required=True)
-    sub.add_argument("--out", type=Path, required=True)
-
+    for name, (handler, help_text, paths) in STAGE_COMMANDS.items():
+        sub = command(name, handler, help_text)
+        for option in paths:
+            sub.add_argument(f"--{option}", type=Path, required=True)
     _add_report(
         command("report", _report, "Write the model report (Markdown + PNG plots) against the baseline revision.")
     )
     _add_deploy(commands)
-
-    _add_package(command("package", _package, "Save the accepted model to the BentoML store and build the bento."))
 
     schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")
