@@ -59,8 +59,7 @@ bench: setup ## Benchmarks (pipeline, serving) into benchmarks/results/RESULTS.m
 
 # The model this checkout packaged (reports/package.json), not merely the newest in the store.
 serve: run ## `make run`, then `bentoml serve` here on port 3000 (docs at /, e.g. `make serve SERVE_ARGS="--port 8000"`)
-	CONVEYOR_MODEL_TAG=$$($(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))["model_tag"])') \
-		bentoml serve $(SERVE_ARGS)
+	bentoml serve $(SERVE_ARGS)
 
 bento: setup ## Re-export requirements/serve.txt from uv.lock, then `dvc repro` (its package stage builds the bento)
 	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header --quiet -o requirements/serve.txt
@@ -92,8 +91,10 @@ ifneq ($(DVC_REMOTE_URL),)
 	dvc remote add --local --default --force ci $(DVC_REMOTE_URL)
 endif
 	dvc repro --pull
-	@# The champion is the model on $(BASELINE) now, not when this branch last ran the gate.
+	@# The champion is the model on $(BASELINE) now, not when this branch last ran the gate;
+	@# then whatever follows the gate catches up with its new verdict.
 	dvc repro --force --single-item gate
+	dvc repro
 
 push-data: setup ## `dvc push` data and models to the DVC remote (says so and skips when none is set)
 	@if [ -n "$$(dvc remote list)" ]; then dvc push --run-cache; else echo "push-data: no DVC remote configured, nothing pushed"; fi

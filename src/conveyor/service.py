@@ -1,8 +1,8 @@
 """The BentoML service: the model that passed the gate, behind a strict, typed HTTP API.
 
-``bentoml serve`` at the repository root (or ``make serve``) serves the model the package stage
-saved as ``conveyor-model`` (``CONVEYOR_MODEL_TAG`` picks another version); inside a bento, the
-model the bento carries. Everything but the BentoML wiring lives in :mod:`conveyor.serving`.
+``bentoml serve`` at the repository root (or ``make serve``) serves the model this checkout's
+package stage saved (its tag is in ``reports/package.json``; ``CONVEYOR_MODEL_TAG`` picks another
+version); inside a bento, the model the bento carries. Everything but the BentoML wiring lives in :mod:`conveyor.serving`.
 
 Import-time work is light on purpose (the bundle's JSON and contract only): the request model,
 limits and worker settings must exist before the class is decorated. The model itself is loaded
@@ -19,10 +19,28 @@ import bentoml
 from pydantic import Field
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
+from conveyor import io
 from conveyor.serving import Bundle, Engine, RequestGuard
 
 MODEL_NAME = "conveyor-model"
-MODEL = bentoml.models.BentoModel(os.environ.get("CONVEYOR_MODEL_TAG", f"{MODEL_NAME}:latest"))
+PACKAGE_REPORT = Path("reports/package.json")
+
+
+def model_tag() -> str:
+    """``CONVEYOR_MODEL_TAG``, else the model this checkout packaged, else the newest one.
+
+    Not simply the newest: switching back to a branch whose model is already in the store
+    re-packages nothing, so "latest" would still be the other branch's model. A bento has no
+    ``reports/`` and carries one model, which "latest" then names.
+    """
+    if tag := os.environ.get("CONVEYOR_MODEL_TAG"):
+        return tag
+    if PACKAGE_REPORT.is_file():
+        return str(io.read_json(PACKAGE_REPORT)["model_tag"])
+    return f"{MODEL_NAME}:latest"
+
+
+MODEL = bentoml.models.BentoModel(model_tag())
 _stored = MODEL.stored
 if _stored is None:
     raise RuntimeError(

@@ -32,7 +32,9 @@ def test_only_an_explicit_acceptance_passes(verdict: dict[str, Any]) -> None:
         package.check_gate(verdict, source="gate.json")
 
 
-def test_a_rejected_model_is_never_packaged(tmp_path: Path, params: Config) -> None:
+def test_a_rejected_model_is_never_packaged(tmp_path: Path, params: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A store of its own: the session's store holds whatever other tests packaged.
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     gate = tmp_path / "gate.json"
     io.write_json(REJECTED, gate)
     out = tmp_path / "package.json"
