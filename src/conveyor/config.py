@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from conveyor.registry import check_estimator, metric_names
+
 
 class ConfigError(ValueError):
     """A params file that cannot be used; the message names the key and what was expected."""
@@ -94,7 +96,7 @@ class FeaturesConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """An estimator from the registry (``conveyor.model.ESTIMATORS``) and its keyword arguments."""
+    """An estimator from the registry (``conveyor.registry.ESTIMATORS``) and its keyword arguments."""
 
     estimator: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -170,10 +172,6 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        # Imported here, not at the top: both modules import this one.
-        from conveyor.metrics import metric_names
-        from conveyor.model import check_estimator
-
         check_estimator(self.task, self.model.estimator, self.model.params)
         known = metric_names(self.task)
         for where, names in (("gate.thresholds", self.gate.thresholds), ("gate.compare", self.gate.compare)):

@@ -13,16 +13,17 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
-import skops.io as sio
 import yaml
-from sklearn.pipeline import Pipeline
 
 from conveyor.config import yaml_problem
 from conveyor.contract import Contract, ContractError, contract_to_dict, parse_contract
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 class DataError(ValueError):
@@ -191,6 +192,8 @@ def write_contract(contract: Contract, path: str | Path) -> None:
 
 def save_model(model: Pipeline, path: str | Path) -> None:
     """Save a fitted pipeline with skops."""
+    import skops.io as sio  # here, not at the top: stages that never touch a model skip its 1-2 s import
+
     _parent(path)
     sio.dump(model, path)
 
@@ -202,6 +205,9 @@ def load_model(path: str | Path) -> Pipeline:
 
 def model_from_bytes(data: bytes, *, source: str = "model") -> Pipeline:
     """Load a skops-serialized pipeline from memory, refusing untrusted types."""
+    import skops.io as sio
+    from sklearn.pipeline import Pipeline
+
     untrusted = set(sio.get_untrusted_types(data=data))
     refused = sorted(untrusted - set(TRUSTED_TYPES))
     if refused:

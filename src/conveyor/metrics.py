@@ -1,4 +1,4 @@
-"""Metrics for both tasks, with the direction in which each one improves.
+"""Metrics for both tasks (their names and directions live in :mod:`conveyor.registry`).
 
 Evaluate, the gate (for the champion) and the report all compute or read metrics through
 this module, so a metric means the same thing everywhere.
@@ -7,7 +7,6 @@ this module, so a metric means the same thing everywhere.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -17,31 +16,7 @@ from sklearn.pipeline import Pipeline
 
 from conveyor.features import target_values
 from conveyor.predict import predict, predict_proba
-
-Task = Literal["classification", "regression"]
-
-HIGHER_IS_BETTER: dict[Task, dict[str, bool]] = {
-    "classification": {
-        "accuracy": True,
-        "balanced_accuracy": True,
-        "f1_macro": True,
-        "precision_macro": True,
-        "recall_macro": True,
-        "roc_auc": True,
-        "log_loss": False,
-    },
-    "regression": {"rmse": False, "mae": False, "r2": True},
-}
-
-
-def metric_names(task: Task) -> frozenset[str]:
-    """The metrics computed for ``task``."""
-    return frozenset(HIGHER_IS_BETTER[task])
-
-
-def higher_is_better(task: Task, name: str) -> bool:
-    """Whether a larger value of metric ``name`` is an improvement."""
-    return HIGHER_IS_BETTER[task][name]
+from conveyor.registry import Task
 
 
 def classification_metrics(

@@ -12,7 +12,7 @@ from conftest import clone_of, commit_all, run
 from helpers_model import edit_params, stages_from, stages_run
 
 from conveyor import io
-from conveyor.metrics import metric_names
+from conveyor.registry import metric_names
 
 pytestmark = pytest.mark.slow
 

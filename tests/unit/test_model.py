@@ -15,8 +15,9 @@ from sklearn.pipeline import Pipeline
 from conveyor import io
 from conveyor.config import Config, ConfigError
 from conveyor.contract import Contract
-from conveyor.model import ESTIMATORS, Task, build_estimator, check_estimator
+from conveyor.model import build_estimator
 from conveyor.predict import predict
+from conveyor.registry import ESTIMATORS, Task, check_estimator
 from conveyor.stages.train import train
 
 CASES = [(task, name) for task, registry in ESTIMATORS.items() for name in registry]

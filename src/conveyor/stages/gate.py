@@ -18,7 +18,8 @@ import pandas as pd
 
 from conveyor import io
 from conveyor.config import Config, GateConfig
-from conveyor.metrics import Task, higher_is_better, score
+from conveyor.metrics import score
+from conveyor.registry import Task, higher_is_better
 
 
 @dataclass(frozen=True)
