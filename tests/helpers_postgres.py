@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from helpers_process import free_port
 
 SERVER_USER = "postgres"
 DATABASE_USER = "conveyor"
@@ -30,14 +30,6 @@ def server_bin() -> Path | None:
         return found[-1].parent
     on_path = shutil.which("pg_ctl")
     return Path(on_path).parent if on_path else None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager
@@ -55,7 +47,12 @@ def running_postgres(password: str) -> Iterator[str]:
             shutil.rmtree(base)
             pytest.skip(f"PostgreSQL will not run as root and there is no {SERVER_USER!r} user to run it as")
         os.chown(base, account.pw_uid, account.pw_gid)
-        as_user = ["runuser", "-u", SERVER_USER, "--"]
+        # runuser lives in /usr/sbin, which a non-login PATH may lack.
+        runuser = shutil.which("runuser", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+        if runuser is None:
+            shutil.rmtree(base)
+            pytest.skip(f"PostgreSQL will not run as root and there is no runuser to run it as {SERVER_USER!r}")
+        as_user = [runuser, "-u", SERVER_USER, "--"]
 
     def server_command(*args: str) -> None:
         subprocess.run([*as_user, *args], cwd=base, check=True, capture_output=True, text=True, timeout=120)
