@@ -7,7 +7,6 @@ This is what CI does with a configured remote (`make ci-repro` with DVC_REMOTE_U
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import time
 import urllib.error
@@ -18,16 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import BIN, clone_of, run, tool_env
 from helpers_make import make
+from helpers_process import free_port
 
 BUCKET = "conveyor-dvc"
 START_TIMEOUT_S = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
