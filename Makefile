@@ -74,8 +74,6 @@ clean: ## Remove the environments and caches (not data, not the DVC cache)
 IMAGE ?= ghcr.io/$(shell printf '%s' '$(or $(GITHUB_REPOSITORY),local/conveyor)' | tr '[:upper:]' '[:lower:]')
 TAG ?= $(shell git rev-parse HEAD)
 OVERLAY ?= deploy/overlays/staging
-# The branch the gate and the report compare with: keep in step with gate.baseline_rev.
-BASELINE ?= main
 BENTOML ?= bentoml
 DOCKER ?= docker
 # Read when `image` runs (recursive `=`), from what the package stage wrote.
@@ -84,14 +82,11 @@ BENTO_TAG = $(shell $(BIN)/python -c 'import json; print(json.load(open("reports
 .PHONY: ci-repro push-data report image set-image lint-workflows
 
 ci-repro: setup ## CI: add the remote $DVC_REMOTE_URL (if set) to .dvc/config.local, `dvc repro --pull`, re-run the gate
-	@# A pull request's checkout has origin/main but no local main, which the gate compares with.
-	@git rev-parse --verify --quiet $(BASELINE) >/dev/null || git branch --quiet --track $(BASELINE) origin/$(BASELINE) 2>/dev/null \
-		|| echo "ci-repro: neither $(BASELINE) nor origin/$(BASELINE) is here (a shallow clone?): the gate has no champion"
 ifneq ($(DVC_REMOTE_URL),)
 	dvc remote add --local --default --force ci $(DVC_REMOTE_URL)
 endif
 	dvc repro --pull
-	@# The champion is the model on $(BASELINE) now, not when this branch last ran the gate;
+	@# The champion is the model on gate.baseline_rev now, not when this branch last ran the gate;
 	@# then whatever follows the gate catches up with its new verdict.
 	dvc repro --force --single-item gate
 	dvc repro

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import io
+from conveyor.provenance import git, resolve_revision
 
 # DVC calls the uncommitted side of a diff "workspace"; in a review it is the candidate model.
 CANDIDATE = "candidate"
@@ -60,11 +61,10 @@ def resolve_baseline(requested: str, *, root: Path) -> Baseline:
 
     A shallow clone is named as such: it is the usual reason a CI job cannot see ``main``.
     """
-    for candidate in (requested, f"origin/{requested}"):
-        commit = _git(root, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")
-        if commit:
-            return Baseline(requested, candidate, commit, None)
-    if _git(root, "rev-parse", "--is-shallow-repository") == "true":
+    found = resolve_revision(requested, root)
+    if found is not None:
+        return Baseline(requested, *found, None)
+    if git(root, "rev-parse", "--is-shallow-repository") == "true":
         problem = (
             f"this is a shallow clone, so the baseline revision {requested!r} is not in its history. "
             "Fetch the full history (actions/checkout with `fetch-depth: 0`, or `git fetch --unshallow`) "
@@ -73,11 +73,6 @@ def resolve_baseline(requested: str, *, root: Path) -> Baseline:
     else:
         problem = f"there is no git revision {requested!r} here (first model, or the branch was not fetched)."
     return Baseline(requested, None, None, problem)
-
-
-def _git(root: Path, *args: str) -> str | None:
-    result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
-    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def dvc(root: Path, *args: str) -> tuple[str, str]:

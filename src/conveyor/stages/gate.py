@@ -8,7 +8,6 @@ alone decide, and ``reports/gate.json`` says why.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import pandas as pd
 from conveyor import io
 from conveyor.config import Config, GateConfig
 from conveyor.metrics import score
+from conveyor.provenance import resolve_revision
 from conveyor.registry import Task, higher_is_better
 
 
@@ -115,9 +115,10 @@ def find_champion(model_path: Path, test: pd.DataFrame, cfg: Config, *, root: Pa
     from dvc.api import DVCFileSystem
 
     rev = cfg.gate.baseline_rev
-    commit = _resolve(rev, root)
-    if commit is None:
+    found = resolve_revision(rev, root)
+    if found is None:
         return Champion(rev, None, None, f"no git revision {rev!r} here: first run, so thresholds alone decide")
+    commit = found[1]
     path = model_path.as_posix()
     fs = DVCFileSystem(str(root), rev=commit)
     try:
@@ -145,17 +146,6 @@ def find_champion(model_path: Path, test: pd.DataFrame, cfg: Config, *, root: Pa
             f"the model at {rev} cannot be scored on this test split ({exc}); thresholds alone decide",
         )
     return Champion(rev, commit, metrics, f"model at {rev} scored on the current test split")
-
-
-def _resolve(rev: str, root: Path) -> str | None:
-    result = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def run(cfg: Config, *, model_path: Path, test: Path, metrics: Path, out: Path) -> dict[str, Any]:

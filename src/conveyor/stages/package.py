@@ -13,7 +13,6 @@ the repository: if it was wiped, ``dvc repro --force package`` fills it again.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from conveyor import io
 from conveyor.compiled import compile_pipeline
 from conveyor.config import Config
 from conveyor.contract import contract_to_dict
+from conveyor.provenance import canonical_json
 from conveyor.serving import write_bundle
 
 MODEL_NAME = "conveyor-model"
@@ -80,10 +80,6 @@ def content_version(*parts: bytes) -> str:
     for part in parts:
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()[:20]
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, default=str).encode()
 
 
 def source_digest(bentofile: Path) -> bytes:
@@ -163,7 +159,9 @@ def run(
     info = bundle_info(io.read_json(metadata), io.read_json(gate), io.read_json(metrics), cfg, inference)
     # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
     # model, contract and parity report it is derived from do not.
-    version = content_version(io.read_bytes(model_path), _json(contract_to_dict(contract)), _json(info))
+    version = content_version(
+        io.read_bytes(model_path), canonical_json(contract_to_dict(contract)), canonical_json(info)
+    )
     model_tag = f"{MODEL_NAME}:{version}"
     info["model_tag"] = model_tag
     try:
