@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -176,7 +177,10 @@ def run(
     try:
         bentoml.bentos.get(bento_tag)
     except bentoml.exceptions.NotFound:
-        with _environment("CONVEYOR_MODEL_TAG", model_tag):
+        # BentoML's build runs `uv` from PATH; this environment's own (a dev dependency) comes first,
+        # so a machine with no global uv builds the same bento, whoever started this process.
+        tools_first = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        with _environment("CONVEYOR_MODEL_TAG", model_tag), _environment("PATH", tools_first):
             bentoml.bentos.build_bentofile(
                 str(bentofile.resolve()),
                 version=bento_tag.split(":", 1)[1],
