@@ -136,3 +136,13 @@ def in_tmp(tmp_path: Path) -> Iterator[Path]:
         yield tmp_path
     finally:
         os.chdir(previous)
+
+
+@pytest.fixture(scope="session")
+def trained_model_file(tmp_path_factory: pytest.TempPathFactory, params: Config, contract: Contract) -> Path:
+    """The default model trained on the embedded data and saved as the train stage saves it."""
+    from conveyor.stages.train import train
+
+    path = tmp_path_factory.mktemp("model") / "model.skops"
+    io.save_model(train(io.read_source(str(ROOT / "data" / "penguins.csv")), params, contract), path)
+    return path

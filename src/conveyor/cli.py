@@ -11,11 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from conveyor.config import Config, ConfigError, load_config
-from conveyor.contract import Contract, ContractError
-
-# Errors a user can fix: shown as one clear message, not a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, ContractError, ValueError, FileNotFoundError)
+from conveyor.config import Config, load_config
+from conveyor.contract import Contract
+from conveyor.errors import ConveyorError
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -32,7 +30,7 @@ def _ingest(args: argparse.Namespace) -> None:
     from conveyor.stages import ingest
 
     summary = ingest.run(_config(args), out=args.out, report=args.report)
-    print(f"ingest: {summary['rows']} rows, {len(summary['columns'])} columns, hash {summary['hash'][:12]}")
+    print(f"ingest: {summary.rows} rows, {len(summary.columns)} columns, hash {summary.hash[:12]}")
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -71,8 +69,15 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _gate(args: argparse.Namespace) -> None:
     from conveyor.stages import gate
 
-    verdict = gate.run(_config(args), model_path=args.model, test=args.test, metrics=args.metrics, out=args.out)
-    print(f"gate: accepted ({verdict['decided_by']}; {len(verdict['checks'])} checks passed)")
+    verdict = gate.run(
+        _config(args),
+        model_path=args.model,
+        test=args.test,
+        evaluation=args.evaluation,
+        out=args.out,
+        champion_out=args.champion,
+    )
+    print(f"gate: accepted; {len(verdict.checks)} threshold check(s) passed")
 
 
 def _schema_infer(args: argparse.Namespace) -> None:
@@ -91,7 +96,14 @@ def _report(args: argparse.Namespace) -> None:
     from conveyor import report
 
     baseline = args.baseline or _config(args).gate.baseline_rev
-    written = report.run(out=args.out, gate=args.gate, validation=args.validation, baseline=baseline, root=Path.cwd())
+    written = report.run(
+        out=args.out,
+        gate=args.gate,
+        champion=args.champion,
+        validation=args.validation,
+        baseline=baseline,
+        root=Path.cwd(),
+    )
     verdict = {True: "accepted", False: "rejected", None: "no fresh verdict"}[written.accepted]
     print(f"report: {written.markdown} with {len(written.figures)} figure(s); gate: {verdict}")
 
@@ -113,18 +125,21 @@ def _package(args: argparse.Namespace) -> None:
         model_path=args.model,
         metadata=args.metadata,
         gate=args.gate,
-        metrics=args.metrics,
+        evaluation=args.evaluation,
         contract_path=Path(cfg.data.schema_path),
         test=args.test,
         bentofile=args.bentofile,
         out=args.out,
     )
-    print(f"package: model {report['model_tag']}, bento {report['bento_tag']}, inference {report['inference']}")
+    print(f"package: model {report.model_tag}, bento {report.bento_tag}, inference {report.inference}")
 
 
 def _add_report(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--out", type=Path, required=True, help="the Markdown file; images go to <stem>-images/ beside it")
     sub.add_argument("--gate", type=Path, required=True, help="the gate's verdict (reports/gate.json)")
+    sub.add_argument(
+        "--champion", type=Path, required=True, help="the gate's champion comparison (reports/champion.json)"
+    )
     sub.add_argument("--validation", type=Path, required=True, help="the validate stage's report")
     sub.add_argument("--baseline", help="git revision to compare with (default: gate.baseline_rev)")
 
@@ -155,11 +170,15 @@ STAGE_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, tuple
         "Metrics, plots, importance, slices and latency on the test split.",
         ("model", "test", "out"),
     ),
-    "gate": (_gate, "Accept or reject the model (thresholds and champion).", ("model", "test", "metrics", "out")),
+    "gate": (
+        _gate,
+        "Accept or reject the model (thresholds and champion).",
+        ("model", "test", "evaluation", "out", "champion"),
+    ),
     "package": (
         _package,
         "Save the accepted model to the BentoML store and build the bento.",
-        ("model", "metadata", "gate", "metrics", "test", "bentofile", "out"),
+        ("model", "metadata", "gate", "evaluation", "test", "bentofile", "out"),
     ),
 }
 
@@ -198,11 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; user errors print one message and return 1."""
+    """Run one command; expected failures (:class:`ConveyorError`) print one message and return 1.
+
+    Anything else is a bug, in Conveyor or a library, and keeps its traceback.
+    """
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except USER_ERRORS as exc:
+    except ConveyorError as exc:
         print(f"conveyor {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0

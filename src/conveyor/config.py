@@ -14,12 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from conveyor.errors import ConfigError
 from conveyor.registry import check_estimator, metric_names
-
-
-class ConfigError(ValueError):
-    """A params file that cannot be used; the message names the key and what was expected."""
-
 
 # YAML has lists, not tuples; strict mode would refuse them, and tuples keep the config immutable.
 Names = Annotated[tuple[str, ...], Field(strict=False)]
@@ -119,13 +115,16 @@ class GateConfig(_Section):
     """When a trained model is accepted.
 
     ``thresholds`` must all hold. Where a champion exists at ``baseline_rev``, each metric in
-    ``compare`` may regress by at most ``tolerance`` (absolute, in the metric's own units).
+    ``compare`` may regress by at most ``tolerance`` (absolute, in the metric's own units). A
+    champion that cannot be scored on the current data (a column removed, say) rejects the model
+    unless ``incompatible_champion`` is ``thresholds_only``.
     """
 
     thresholds: dict[str, Bound] = Field(default_factory=dict)
     compare: Names = ()
     tolerance: Annotated[float, Field(ge=0.0)] = 0.0
     baseline_rev: str = Field(default="main", min_length=1)
+    incompatible_champion: Literal["reject", "thresholds_only"] = "reject"
 
 
 class EvaluateConfig(_Section):

@@ -23,13 +23,10 @@ import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from conveyor.config import describe_errors
+from conveyor.errors import ContractError
 
 ColumnType = Literal["int", "float", "bool", "category", "string"]
 NUMERIC_TYPES: frozenset[str] = frozenset({"int", "float", "bool"})
-
-
-class ContractError(ValueError):
-    """A contract file that cannot be used; the message names the column and key."""
 
 
 class _Strict(BaseModel):

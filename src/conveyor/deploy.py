@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from conveyor.errors import ConveyorError
+
 KUSTOMIZATION = "kustomization.yaml"
 # OCI distribution spec: a repository path (optionally behind a registry host[:port]) and a tag.
 _IMAGE = re.compile(
@@ -22,7 +24,7 @@ _IMAGE = re.compile(
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-class DeployError(ValueError):
+class DeployError(ConveyorError):
     """A bad overlay, image or tag; the message names the file or field and what was expected."""
 
 

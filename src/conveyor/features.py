@@ -16,8 +16,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler
 
-from conveyor.config import ConfigError, FeaturesConfig
+from conveyor.config import FeaturesConfig
 from conveyor.contract import Contract
+from conveyor.errors import ConfigError, DataError
 
 # Missing categories travel as this string rather than NaN: string tensors (ONNX) have no NaN,
 # and as a value of its own the encoder can learn that "missing" carries information.
@@ -105,12 +106,19 @@ def model_frame(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """
     missing = [c for c in spec.columns if c not in df.columns]
     if missing:
-        raise KeyError(f"input lacks feature columns {missing}")
-    frame = {name: pd.to_numeric(df[name], errors="raise").astype("float64") for name in spec.numeric}
+        raise DataError(f"the data lacks the model's feature columns {missing}")
+    frame = {name: _numbers(df[name], name) for name in spec.numeric}
     for name in spec.categorical:
         column = df[name].astype("object")
         frame[name] = column.where(column.notna(), MISSING_CATEGORY).map(str).astype("object")
     return pd.DataFrame(frame, index=df.index, columns=list(spec.columns))
+
+
+def _numbers(column: pd.Series, name: str) -> pd.Series:
+    try:
+        return pd.to_numeric(column, errors="raise").astype("float64")
+    except (ValueError, TypeError):
+        raise DataError(f"column {name!r}: the model takes numbers, the data has {column.dtype} values") from None
 
 
 def spec_of(pipeline: Pipeline) -> FeatureSpec:

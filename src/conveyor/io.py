@@ -8,26 +8,33 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io as bytes_io
 import json
 import math
 import os
-from collections.abc import Mapping
+import stat
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 
-from conveyor.config import yaml_problem
-from conveyor.contract import Contract, ContractError, contract_to_dict, parse_contract
+from conveyor.artifacts import Artifact
+from conveyor.config import describe_errors, yaml_problem
+from conveyor.contract import Contract, contract_to_dict, parse_contract
+from conveyor.errors import ArtifactError, ContractError, DataError
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-
-class DataError(ValueError):
-    """Data that cannot be read or does not meet its contract; the message says where and why."""
+ArtifactT = TypeVar("ArtifactT", bound=Artifact)
+# Said wherever a file a stage wrote for another is missing or corrupt.
+REBUILD = "run `dvc repro` to rebuild it"
 
 
 # Every type a Conveyor pipeline is made of, beyond what skops trusts by default. A model file
@@ -78,6 +85,7 @@ def read_source(source: str, *, query: str | None = None, sql: bool = False) -> 
     """
     if sql:
         return _read_sql(source, query or "")
+    _require_regular_file(source)
     suffix = Path(source.split("?", 1)[0]).suffix.lower()
     try:
         if suffix in {".parquet", ".pq"}:
@@ -97,6 +105,22 @@ def read_source(source: str, *, query: str | None = None, sql: bool = False) -> 
     except (OSError, ValueError) as exc:
         raise DataError(f"{source}: cannot be read: {exc}") from None
     raise DataError(f"{source}: unknown format {suffix!r}; expected .csv or .parquet, or a SQLAlchemy URL")
+
+
+def _require_regular_file(source: str) -> None:
+    # A FIFO, device or socket would block the reader (and DVC's hashing) forever with no message.
+    if "://" in source:
+        return
+    try:
+        mode = os.stat(source).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{source}: file not found (data.source in params.yaml)") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{source}: is a folder; data.source must name a CSV or Parquet file, or a URL")
+    if not stat.S_ISREG(mode):
+        raise DataError(
+            f"{source}: not a regular file (a pipe, device or socket); data.source must name a file or a URL"
+        )
 
 
 def _first_bad_byte(source: str) -> str:
@@ -143,15 +167,76 @@ def redact_url(source: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
+# --- writing: every output appears whole or not at all ----------------------------------------
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed onto ``path`` only if the block succeeds.
+
+    A stage killed mid-write (``kill -9``, a full disk) then leaves the previous file or none,
+    never a torn one that the next stage would read. The temporary name is hidden and carries
+    the process id; a leftover from a killed run is removed by the next write of the same file.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        yield temporary
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_bytes(data: bytes, path: str | Path) -> None:
+    """Write a file whole (see :func:`atomic_path`), creating parent folders."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
+
+
+def write_text(text: str, path: str | Path) -> None:
+    """Write a UTF-8 text file whole (see :func:`atomic_path`)."""
+    write_bytes(text.encode("utf-8"), path)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """A file's bytes; a missing file or a folder in its place is an :class:`ArtifactError` naming it."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: not found; {REBUILD}") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: is a folder where a file should be; remove it, then {REBUILD}") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes: which exact model or table a report is about."""
+    return hashlib.sha256(read_bytes(path)).hexdigest()
+
+
+# --- tables written by the stages ------------------------------------------------------------
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a Parquet file written by :func:`write_table`."""
-    return pd.read_parquet(path)
+    import pyarrow as pa
+
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: not found; {REBUILD}") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{path}: is a folder where a file should be; remove it, then {REBUILD}") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise ArtifactError(f"{path}: not a readable Parquet file ({exc}); {REBUILD}") from None
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
-    """Write ``df`` as Parquet, creating parent folders."""
-    _parent(path)
-    df.to_parquet(path, index=False)
+    """Write ``df`` as Parquet, whole or not at all."""
+    with atomic_path(path) as temporary:
+        df.to_parquet(temporary, index=False)
 
 
 def table_hash(df: pd.DataFrame) -> str:
@@ -175,6 +260,8 @@ def read_contract(path: str | Path) -> Contract:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError(f"{path}: data contract not found (data.schema in params.yaml)") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder; data.schema in params.yaml must name the contract file") from None
     except yaml.YAMLError as exc:
         raise ContractError(f"{path}: {yaml_problem(exc)}") from None
     return parse_contract(raw, source=str(path))
@@ -182,33 +269,75 @@ def read_contract(path: str | Path) -> Contract:
 
 def write_contract(contract: Contract, path: str | Path) -> None:
     """Write a data contract as YAML."""
-    _parent(path)
-    text = yaml.safe_dump(contract_to_dict(contract), sort_keys=False, allow_unicode=True)
-    Path(path).write_text(text, encoding="utf-8")
+    write_text(yaml.safe_dump(contract_to_dict(contract), sort_keys=False, allow_unicode=True), path)
 
 
 # --- models ---------------------------------------------------------------------------------
 
 
 def save_model(model: Pipeline, path: str | Path) -> None:
-    """Save a fitted pipeline with skops."""
+    """Save a fitted pipeline with skops, byte for byte the same for the same model (see :func:`model_bytes`)."""
+    write_bytes(model_bytes(model), path)
+
+
+def model_bytes(model: Pipeline) -> bytes:
+    """``model`` as a skops archive whose bytes depend on the model alone.
+
+    skops names array files and object references after Python object ids and stamps each zip
+    entry with the current time, so two identical trainings would differ. Here ids become their
+    order of first appearance in the schema, and every entry gets the same fixed time and mode.
+    """
     import skops.io as sio  # here, not at the top: stages that never touch a model skip its 1-2 s import
 
-    _parent(path)
-    sio.dump(model, path)
+    archive = zipfile.ZipFile(bytes_io.BytesIO(sio.dumps(model)))
+    schema = json.loads(archive.read("schema.json"))
+    numbering: dict[str, str] = {}
+
+    def renumber(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: _renumbered(key, value, numbering, renumber) for key, value in node.items()}
+        if isinstance(node, list):
+            return [renumber(item) for item in node]
+        return node
+
+    normalized = renumber(schema)
+    buffer = bytes_io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as out:
+        _add_entry(out, "schema.json", json.dumps(normalized, indent=2).encode())
+        for original, number in numbering.items():
+            if f"{original}.npy" in archive.namelist():
+                _add_entry(out, f"{number}.npy", archive.read(f"{original}.npy"))
+    return buffer.getvalue()
+
+
+def _renumbered(key: str, value: Any, numbering: dict[str, str], renumber: Any) -> Any:
+    if key == "__id__" and isinstance(value, int):
+        return int(numbering.setdefault(str(value), str(len(numbering))))
+    if key == "file" and isinstance(value, str) and value.endswith(".npy"):
+        return numbering.setdefault(value.removesuffix(".npy"), str(len(numbering))) + ".npy"
+    return renumber(value)
+
+
+def _add_entry(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    entry.external_attr = 0o644 << 16
+    archive.writestr(entry, data)
 
 
 def load_model(path: str | Path) -> Pipeline:
     """Load a pipeline saved by :func:`save_model`, refusing any type not on ``TRUSTED_TYPES``."""
-    return model_from_bytes(Path(path).read_bytes(), source=str(path))
+    return model_from_bytes(read_bytes(path), source=str(path))
 
 
 def model_from_bytes(data: bytes, *, source: str = "model") -> Pipeline:
-    """Load a skops-serialized pipeline from memory, refusing untrusted types."""
+    """Load a skops-serialized pipeline from memory, refusing untrusted types and corrupt archives."""
     import skops.io as sio
     from sklearn.pipeline import Pipeline
 
-    untrusted = set(sio.get_untrusted_types(data=data))
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{source}: not a readable skops model ({type(exc).__name__}: {exc}); {REBUILD}") from None
     refused = sorted(untrusted - set(TRUSTED_TYPES))
     if refused:
         raise DataError(f"{source}: refusing to load types that are not trusted: {refused}")
@@ -218,29 +347,36 @@ def model_from_bytes(data: bytes, *, source: str = "model") -> Pipeline:
     return model
 
 
-def write_bytes(data: bytes, path: str | Path) -> None:
-    """Write an opaque model file (such as an ONNX model), creating parent folders."""
-    _parent(path)
-    Path(path).write_bytes(data)
-
-
-def read_bytes(path: str | Path) -> bytes:
-    """Read an opaque model file written by :func:`write_bytes`."""
-    return Path(path).read_bytes()
-
-
-# --- reports --------------------------------------------------------------------------------
+# --- reports and artifacts ------------------------------------------------------------------
 
 
 def write_json(data: Mapping[str, Any], path: str | Path) -> None:
     """Write a report as indented JSON; NaN and infinities become ``null`` (JSON has neither)."""
-    _parent(path)
-    Path(path).write_text(json.dumps(_finite(data), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    write_text(json.dumps(_finite(data), indent=2, sort_keys=False) + "\n", path)
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON report."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """Read a JSON report; a missing or malformed file is an :class:`ArtifactError` naming it."""
+    text = read_bytes(path).decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc}); {REBUILD}") from None
+
+
+def write_artifact(artifact: Artifact, path: str | Path) -> None:
+    """Write one of :mod:`conveyor.artifacts`' models as indented JSON, whole or not at all."""
+    write_json(artifact.model_dump(mode="json"), path)
+
+
+def read_artifact(path: str | Path, kind: type[ArtifactT]) -> ArtifactT:
+    """Read and validate an artifact; a missing, malformed or outdated file names itself and the fix."""
+    raw = read_json(path)
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as exc:
+        problems = describe_errors(exc, source=str(path), root=kind).replace(":\n  ", ": ").replace("\n  ", "; ")
+        raise ArtifactError(f"{problems} (not a {kind.__name__}; {REBUILD})") from None
 
 
 def parse_json(text: str) -> Any:
@@ -256,7 +392,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
     return value
-
-
-def _parent(path: str | Path) -> None:
-    os.makedirs(Path(path).parent, exist_ok=True)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import io
+from conveyor.artifacts import Champion, GateVerdict, ValidationReport
+from conveyor.errors import ConveyorError
 from conveyor.provenance import git, resolve_revision
 
 # DVC calls the uncommitted side of a diff "workspace"; in a review it is the candidate model.
@@ -25,7 +27,7 @@ CANDIDATE = "candidate"
 GATE_STAGE = "gate"
 
 
-class ReportError(ValueError):
+class ReportError(ConveyorError):
     """DVC could not answer a question the report needs (e.g. not a DVC repository); carries its error."""
 
 
@@ -93,10 +95,11 @@ def stale_stages(status: Mapping[str, Any]) -> list[str]:
     return sorted(name for name in status if name.split(":")[-1] != GATE_STAGE)
 
 
-def verdict_section(gate: Mapping[str, Any] | None, stale: Sequence[str]) -> list[str]:
-    """The gate's verdict and every check (value, bound, baseline) as Markdown lines."""
-    from conveyor.stages.gate import Check
+def verdict_section(gate: GateVerdict | None, champion: Champion | None, stale: Sequence[str]) -> list[str]:
+    """The gate's verdict and every check (value, bound, baseline) as Markdown lines.
 
+    ``champion`` is shown only when it belongs to the model the verdict is about.
+    """
     if stale:
         return [
             "## Gate: ⚠️ not reached",
@@ -106,17 +109,18 @@ def verdict_section(gate: Mapping[str, Any] | None, stale: Sequence[str]) -> lis
         ]
     if gate is None:
         return ["## Gate: ⚠️ no verdict", "", "`reports/gate.json` is missing: the gate has not run."]
-    checks = [Check(**c) for c in gate["checks"]]
-    lines = [f"## Gate: {'✅ accepted' if gate['accepted'] else '❌ rejected'}", ""]
+    if champion is not None and champion.challenger_sha256 != gate.model_sha256:
+        champion = None
+    checks = [*gate.checks, *(champion.checks if champion else [])]
+    lines = [f"## Gate: {'✅ accepted' if gate.accepted else '❌ rejected'}", ""]
     failed = [c for c in checks if not c.passed]
     if failed:
         lines += ["Failed checks:", "", *(f"- {c}" for c in failed), ""]
-    champion = gate.get("champion")
-    decided = f"Decided by {gate['decided_by']}"
-    if champion:
-        at = f" at `{champion['commit'][:12]}`" if champion.get("commit") else ""
-        decided += f"; champion `{champion['rev']}`{at}: {champion['reason']}"
-    lines += [decided + ".", "", "| Check | Metric | Value | Bound | Baseline | Result |", "|---|---|---|---|---|---|"]
+    if champion is None:
+        lines += ["Champion: unknown (`reports/champion.json` is missing or from another model).", ""]
+    else:
+        lines += [f"Champion `{champion.rev}` ({champion.status.replace('_', ' ')}): {champion.reason}.", ""]
+    lines += ["| Check | Metric | Value | Bound | Baseline | Result |", "|---|---|---|---|---|---|"]
     lines += [
         f"| {c.kind} | {c.metric} | {_number(c.value)} | {c.direction} {c.bound:.4f} | {_number(c.baseline)} | "
         f"{'✅ passed' if c.passed else '❌ failed'} |"
@@ -135,23 +139,22 @@ def diff_section(title: str, table: str, *, unchanged: str) -> list[str]:
     return [f"## {title}", "", body if body else unchanged]
 
 
-def validation_section(validation: Mapping[str, Any] | None) -> list[str]:
+def validation_section(validation: ValidationReport | None) -> list[str]:
     """Rows, columns and every warning or error the validate stage recorded."""
     if validation is None:
         return ["## Data validation", "", "`reports/validation.json` is missing: validation has not run."]
-    errors, warnings = validation.get("errors", []), validation.get("warnings", [])
+    errors, warnings = validation.errors, validation.warnings
     lines = [
         "## Data validation",
         "",
-        f"{'✅ passed' if validation['passed'] else '❌ failed'}: {validation['rows']} rows, "
-        f"{validation['columns']} columns, {len(errors)} error(s), {len(warnings)} warning(s).",
+        f"{'✅ passed' if validation.passed else '❌ failed'}: {validation.rows} rows, "
+        f"{validation.columns} columns, {len(errors)} error(s), {len(warnings)} warning(s).",
     ]
     findings = [("error", f) for f in errors] + [("warning", f) for f in warnings]
     if findings:
         lines.append("")
         lines += [
-            f"- {level}: [{f['check']}] {'`' + f['column'] + '`: ' if f.get('column') else ''}{f['message']}"
-            for level, f in findings
+            f"- {level}: [{f.check}] {'`' + f.column + '`: ' if f.column else ''}{f.message}" for level, f in findings
         ]
     return lines
 
@@ -205,8 +208,9 @@ def plots_section(figures: Sequence[Figure], baseline: Baseline) -> list[str]:
 
 def build(
     *,
-    gate: Mapping[str, Any] | None,
-    validation: Mapping[str, Any] | None,
+    gate: GateVerdict | None,
+    champion: Champion | None,
+    validation: ValidationReport | None,
     stale: Sequence[str],
     baseline: Baseline,
     metrics_table: str,
@@ -222,7 +226,7 @@ def build(
     lines += [f"> ⚠️ {note}" for note in notes]
     if notes:
         lines.append("")
-    lines += [*verdict_section(gate, stale), ""]
+    lines += [*verdict_section(gate, champion, stale), ""]
     if baseline.rev:
         lines += diff_section(f"Metrics against {against}", metrics_table, unchanged="No metric changed.")
         lines += ["", *diff_section(f"Params against {against}", params_table, unchanged="No param changed.")]
@@ -232,7 +236,7 @@ def build(
     return "\n".join(lines) + "\n"
 
 
-def run(*, out: Path, gate: Path, validation: Path, baseline: str, root: Path) -> Report:
+def run(*, out: Path, gate: Path, champion: Path, validation: Path, baseline: str, root: Path) -> Report:
     """Ask DVC and git for the comparison, render the plots, write ``out`` and its images."""
     resolved = resolve_baseline(baseline, root=root)
     stale = stale_stages(io.parse_json(dvc(root, "status", GATE_STAGE, "--with-deps", "--json")[0] or "{}"))
@@ -249,10 +253,11 @@ def run(*, out: Path, gate: Path, validation: Path, baseline: str, root: Path) -
         plots = io.parse_json(dvc(root, "plots", "show", "--json")[0])
     image_dir = out.parent / f"{out.stem}-images"
     figures = render_plots(plots, image_dir, link_base=image_dir.name)
-    verdict = io.read_json(gate) if gate.exists() else None
+    verdict = io.read_artifact(gate, GateVerdict) if gate.exists() else None
     markdown = build(
         gate=verdict,
-        validation=io.read_json(validation) if validation.exists() else None,
+        champion=io.read_artifact(champion, Champion) if champion.exists() else None,
+        validation=io.read_artifact(validation, ValidationReport) if validation.exists() else None,
         stale=stale,
         baseline=resolved,
         metrics_table=metrics_table,
@@ -262,5 +267,5 @@ def run(*, out: Path, gate: Path, validation: Path, baseline: str, root: Path) -
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown, encoding="utf-8")
-    accepted = None if stale or verdict is None else bool(verdict["accepted"])
+    accepted = None if stale or verdict is None else verdict.accepted
     return Report(out, [image_dir / Path(f.link).name for f in figures], accepted)

@@ -17,7 +17,7 @@ from helpers_corrupt import CORRUPTIONS, PENGUINS, Corruption, clean_frame
 from conveyor import cli, io
 from conveyor.config import Config, parse_config
 from conveyor.contract import Contract, parse_contract
-from conveyor.io import DataError
+from conveyor.errors import DataError
 from conveyor.stages import ingest, validate
 from conveyor.stages.validate import ValidationFailed, ValidationResult
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from conveyor import cli, io
-from conveyor.contract import ContractError, infer_contract
+from conveyor.contract import infer_contract
+from conveyor.errors import ContractError
 from conveyor.stages.validate import validate
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,9 +21,10 @@ import yaml
 from helpers_postgres import running_postgres
 
 from conveyor import io
+from conveyor.artifacts import IngestReport
 from conveyor.config import Config, parse_config
 from conveyor.contract import Contract, conform
-from conveyor.io import DataError
+from conveyor.errors import DataError
 from conveyor.stages import ingest
 from conveyor.stages.validate import validate
 
@@ -40,16 +41,16 @@ def params_for(source: str, query: str | None = None) -> Config:
     return parse_config(raw)
 
 
-def ingest_and_check(source: str, out: Path, contract: Contract, query: str | None = None) -> dict[str, Any]:
+def ingest_and_check(source: str, out: Path, contract: Contract, query: str | None = None) -> IngestReport:
     """Ingest ``source`` into ``out``; check validate accepts it and it matches the committed CSV."""
     summary = ingest.run(params_for(source, query), out=out / "raw.parquet", report=out / "ingest.json")
     raw = io.read_table(out / "raw.parquet")
     assert validate(raw, contract, target="species", task="classification").passed
     expected = conform(io.read_source(str(PENGUINS)), contract)
     pd.testing.assert_frame_equal(conform(raw, contract), expected)
-    assert io.read_json(out / "ingest.json") == summary
-    assert summary["rows"] == 344
-    assert list(summary["columns"]) == list(expected.columns)
+    assert io.read_artifact(out / "ingest.json", IngestReport) == summary
+    assert summary.rows == 344
+    assert list(summary.columns) == list(expected.columns)
     return summary
 
 
@@ -64,13 +65,13 @@ def load_penguins(url: str) -> None:
 
 def test_csv(tmp_path: Path, contract: Contract) -> None:
     summary = ingest_and_check(str(PENGUINS), tmp_path, contract)
-    assert summary["source"] == str(PENGUINS)
+    assert summary.source == str(PENGUINS)
 
 
 def test_parquet_hashes_like_the_csv(tmp_path: Path, contract: Contract) -> None:
     io.read_source(str(PENGUINS)).to_parquet(tmp_path / "penguins.parquet", index=False)
     from_parquet = ingest_and_check(str(tmp_path / "penguins.parquet"), tmp_path, contract)
-    assert from_parquet["hash"] == io.table_hash(io.read_source(str(PENGUINS)))
+    assert from_parquet.hash == io.table_hash(io.read_source(str(PENGUINS)))
 
 
 def test_unknown_format_is_refused(tmp_path: Path) -> None:
@@ -89,7 +90,7 @@ def test_sqlite(tmp_path: Path, contract: Contract) -> None:
     url = f"sqlite:///{tmp_path / 'penguins.db'}"
     load_penguins(url)
     summary = ingest_and_check(url, tmp_path, contract, QUERY)
-    assert summary["source"] == url
+    assert summary.source == url
 
 
 def test_sqlite_query_error_names_the_problem(tmp_path: Path) -> None:
@@ -139,7 +140,7 @@ def test_http(http_folder: tuple[str, Path], tmp_path: Path, contract: Contract,
     else:
         df.to_parquet(folder / "penguins.parquet", index=False)
     summary = ingest_and_check(f"{base}/penguins{suffix}", tmp_path, contract)
-    assert summary["source"] == f"{base}/penguins{suffix}"
+    assert summary.source == f"{base}/penguins{suffix}"
 
 
 def test_http_not_found_is_a_data_error(http_folder: tuple[str, Path]) -> None:
@@ -161,7 +162,7 @@ def test_postgresql(postgres_url: str, tmp_path: Path, contract: Contract) -> No
     summary = ingest_and_check(postgres_url, tmp_path, contract, QUERY)
     report = (tmp_path / "ingest.json").read_text(encoding="utf-8")
     assert PASSWORD not in report
-    assert summary["source"] == postgres_url.replace(PASSWORD, "***")
+    assert summary.source == postgres_url.replace(PASSWORD, "***")
 
 
 @pytest.mark.slow

@@ -15,37 +15,45 @@ import pytest
 from conftest import clone_of, commit_all, run
 
 from conveyor import io, report
+from conveyor.artifacts import Champion, Check, GateVerdict, ValidationReport
 from conveyor.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-ARGS = ["--gate", "reports/gate.json", "--validation", "reports/validation.json"]
+ARGS = ["--gate", "reports/gate.json", "--champion", "reports/champion.json", "--validation", "reports/validation.json"]
 
 
-def check(
-    metric: str, value: float, bound: float, *, direction: str, baseline: float | None, passed: bool
-) -> dict[str, Any]:
+def check(metric: str, value: float, bound: float, *, direction: str, baseline: float | None, passed: bool) -> Check:
     kind = "threshold" if baseline is None else "champion"
-    return {
-        "kind": kind,
-        "metric": metric,
-        "value": value,
-        "bound": bound,
-        "direction": direction,
-        "baseline": baseline,
-        "passed": passed,
-    }
+    return Check.model_validate(
+        {
+            "kind": kind,
+            "metric": metric,
+            "value": value,
+            "bound": bound,
+            "direction": direction,
+            "baseline": baseline,
+            "passed": passed,
+        }
+    )
 
 
-REJECTED: dict[str, Any] = {
-    "accepted": False,
-    "checks": [
+REJECTED = GateVerdict(
+    accepted=False,
+    model_sha256="a" * 64,
+    checks=[
         check("accuracy", 0.95, 0.9, direction=">=", baseline=None, passed=True),
         check("log_loss", 0.41, 0.3, direction="<=", baseline=None, passed=False),
-        check("f1_macro", 0.86, 0.99, direction=">=", baseline=1.0, passed=False),
     ],
-    "champion": {"rev": "main", "commit": "0123456789abcdef", "metrics": {"f1_macro": 1.0}, "reason": "scored"},
-    "decided_by": "thresholds and champion",
-}
+)
+CHAMPION = Champion(
+    rev="main",
+    status="scored",
+    model_sha256="c" * 64,
+    metrics={"f1_macro": 1.0},
+    reason="model at main scored on the current test split",
+    checks=[check("f1_macro", 0.86, 0.99, direction=">=", baseline=1.0, passed=False)],
+    challenger_sha256="a" * 64,
+)
 
 
 def images(markdown: str) -> list[str]:
@@ -53,7 +61,7 @@ def images(markdown: str) -> list[str]:
 
 
 def test_verdict_lists_failed_checks_first_with_value_bound_and_baseline() -> None:
-    lines = report.verdict_section(REJECTED, stale=[])
+    lines = report.verdict_section(REJECTED, CHAMPION, stale=[])
     text = "\n".join(lines)
     assert lines[0] == "## Gate: ❌ rejected"
     assert text.index("Failed checks:") < text.index("| Check |")
@@ -62,15 +70,15 @@ def test_verdict_lists_failed_checks_first_with_value_bound_and_baseline() -> No
     assert "- threshold accuracy" not in text
     assert "| champion | f1_macro | 0.8600 | >= 0.9900 | 1.0000 | ❌ failed |" in text
     assert "| threshold | accuracy | 0.9500 | >= 0.9000 | — | ✅ passed |" in text
-    assert "champion `main` at `0123456789ab`" in text
+    assert "Champion `main` (scored): model at main scored on the current test split." in text
 
 
 def test_verdict_accepted_and_missing_and_not_reached() -> None:
-    accepted = {**REJECTED, "accepted": True, "checks": REJECTED["checks"][:1], "champion": None}
-    assert report.verdict_section(accepted, stale=[])[0] == "## Gate: ✅ accepted"
-    assert "Failed checks:" not in report.verdict_section(accepted, stale=[])
-    assert report.verdict_section(None, stale=[])[0] == "## Gate: ⚠️ no verdict"
-    stopped = "\n".join(report.verdict_section(REJECTED, stale=["validate"]))
+    accepted = REJECTED.model_copy(update={"accepted": True, "checks": REJECTED.checks[:1]})
+    assert report.verdict_section(accepted, None, stale=[])[0] == "## Gate: ✅ accepted"
+    assert "Failed checks:" not in report.verdict_section(accepted, None, stale=[])
+    assert report.verdict_section(None, None, stale=[])[0] == "## Gate: ⚠️ no verdict"
+    stopped = "\n".join(report.verdict_section(REJECTED, CHAMPION, stale=["validate"]))
     assert stopped.startswith("## Gate: ⚠️ not reached")
     assert "`validate`" in stopped
     assert "rejected" not in stopped, "a stale verdict is not shown as this change's"
@@ -92,9 +100,11 @@ def test_validation_section_counts_and_lists_findings() -> None:
         "rows": 344,
         "columns": 8,
         "errors": [],
-        "warnings": [{"check": "rare_classes", "column": "species", "message": "classes under 5% of rows"}],
+        "warnings": [
+            {"level": "warning", "check": "rare_classes", "column": "species", "message": "classes under 5% of rows"}
+        ],
     }
-    text = "\n".join(report.validation_section(validation))
+    text = "\n".join(report.validation_section(ValidationReport.model_validate(validation)))
     assert "✅ passed: 344 rows, 8 columns, 0 error(s), 1 warning(s)." in text
     assert "- warning: [rare_classes] `species`: classes under 5% of rows" in text
     assert "missing" in "\n".join(report.validation_section(None))

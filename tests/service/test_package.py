@@ -15,37 +15,54 @@ import yaml
 from conftest import ROOT, clone_of, run
 
 from conveyor import io
+from conveyor.artifacts import Check, GateVerdict
 from conveyor.config import Config
+from conveyor.errors import ArtifactError
 from conveyor.stages import package
 
-REJECTED = {
-    "accepted": False,
-    "checks": [
-        {"kind": "threshold", "metric": "accuracy", "value": 0.5, "bound": 0.9, "direction": ">=", "passed": False}
+REJECTED = GateVerdict(
+    accepted=False,
+    model_sha256="a" * 64,
+    checks=[
+        Check(kind="threshold", metric="accuracy", value=0.5, bound=0.9, direction=">=", baseline=None, passed=False)
     ],
-}
+)
 
 
-@pytest.mark.parametrize("verdict", [REJECTED, {"checks": []}, {"accepted": "yes"}])
-def test_only_an_explicit_acceptance_passes(verdict: dict[str, Any]) -> None:
-    with pytest.raises(package.PackageRefused, match=r"gate\.json: the gate did not accept"):
-        package.check_gate(verdict, source="gate.json")
+def test_only_an_accepted_verdict_about_this_model_passes(tmp_path: Path) -> None:
+    source, model = tmp_path / "gate.json", tmp_path / "model.skops"
+    with pytest.raises(package.PackageRefused, match=r"gate\.json: the gate did not accept this model"):
+        package.check_gate(REJECTED, "a" * 64, source=source, model_path=model)
+    accepted = REJECTED.model_copy(update={"accepted": True})
+    package.check_gate(accepted, "a" * 64, source=source, model_path=model)
+    with pytest.raises(package.PackageRefused, match=r"model\.skops: not the model the gate accepted"):
+        package.check_gate(accepted, "b" * 64, source=source, model_path=model)
+
+
+@pytest.mark.parametrize("verdict", [{"checks": []}, {"accepted": "yes", "model_sha256": "a", "checks": []}])
+def test_a_verdict_that_is_not_a_verdict_is_an_artifact_error(tmp_path: Path, verdict: dict[str, Any]) -> None:
+    path = tmp_path / "gate.json"
+    io.write_json(verdict, path)
+    with pytest.raises(ArtifactError, match=r"gate\.json: .*run `dvc repro` to rebuild it"):
+        io.read_artifact(path, GateVerdict)
 
 
 def test_a_rejected_model_is_never_packaged(tmp_path: Path, params: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     # A store of its own: the session's store holds whatever other tests packaged.
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     gate = tmp_path / "gate.json"
-    io.write_json(REJECTED, gate)
+    io.write_artifact(REJECTED, gate)
+    model = tmp_path / "model.skops"
+    model.write_bytes(b"never loaded")
     out = tmp_path / "package.json"
     missing = tmp_path / "never-read"
-    with pytest.raises(package.PackageRefused, match=r"failed checks: \['threshold accuracy: 0.5 >= 0.9'\]"):
+    with pytest.raises(package.PackageRefused, match=r"failed: \['threshold accuracy: 0.5000, needs >= 0.9000'\]"):
         package.run(
             params,
-            model_path=missing,
+            model_path=model,
             metadata=missing,
             gate=gate,
-            metrics=missing,
+            evaluation=missing,
             contract_path=missing,
             test=missing,
             bentofile=missing,

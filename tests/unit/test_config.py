@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from conveyor import cli, io
-from conveyor.config import Config, ConfigError, load_config, parse_config
+from conveyor.config import Config, load_config, parse_config
 from conveyor.contract import Contract
+from conveyor.errors import ConfigError
 from conveyor.features import resolve_features
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,7 +233,18 @@ STAGE_ARGS = {
     "split": ["--data", "v.parquet", "--train", "train.parquet", "--test", "test.parquet"],
     "train": ["--data", "train.parquet", "--model", "model.skops", "--metadata", "model.json"],
     "evaluate": ["--model", "model.skops", "--test", "test.parquet", "--out", "reports"],
-    "gate": ["--model", "model.skops", "--test", "test.parquet", "--metrics", "m.json", "--out", "gate.json"],
+    "gate": [
+        "--model",
+        "m.skops",
+        "--test",
+        "t.parquet",
+        "--evaluation",
+        "e.json",
+        "--out",
+        "g.json",
+        "--champion",
+        "c.json",
+    ],
 }
 
 

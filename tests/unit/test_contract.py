@@ -11,7 +11,8 @@ import pandera.pandas as pa
 import pytest
 
 from conveyor import io
-from conveyor.contract import Contract, ContractError, conform, pandera_schema, parse_contract
+from conveyor.contract import Contract, conform, pandera_schema, parse_contract
+from conveyor.errors import ContractError
 from conveyor.stages.validate import validate
 
 

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from helpers_model import configured
 
-from conveyor.config import Config, ConfigError
+from conveyor.config import Config
 from conveyor.contract import Contract
+from conveyor.errors import ConfigError, DataError
 from conveyor.features import MISSING_CATEGORY, FeatureSpec, model_frame, resolve_features, spec_of, target_values
 from conveyor.model import build_pipeline
 
@@ -80,13 +81,13 @@ def test_model_frame_orders_columns_and_fixes_dtypes(params: Config, contract: C
 
 def test_model_frame_names_missing_columns(params: Config, contract: Contract, penguins: pd.DataFrame) -> None:
     spec = resolve_features(params.features, contract, target="species")
-    with pytest.raises(KeyError, match="sex"):
+    with pytest.raises(DataError, match="sex"):
         model_frame(penguins.drop(columns=["sex"]), spec)
 
 
 def test_missing_category_is_learned_as_a_value(params: Config, contract: Contract, penguins: pd.DataFrame) -> None:
     spec = resolve_features(params.features, contract, target="species")
-    pipeline = build_pipeline(spec, params.features, params.model, task="classification")
+    pipeline = build_pipeline(spec, params.features, params.model, task="classification", seed=0)
     pipeline.fit(model_frame(penguins, spec), target_values(penguins, "species", task="classification"))
     encoder = pipeline.named_steps["features"].named_transformers_["categorical"].named_steps["encode"]
     sex_categories = list(encoder.categories_[spec.categorical.index("sex")])
@@ -98,7 +99,7 @@ def test_most_frequent_imputation_replaces_the_missing_marker(
 ) -> None:
     cfg = configured(params, features={"categorical_imputation": "most_frequent"})
     spec = resolve_features(cfg.features, contract, target="species")
-    pipeline = build_pipeline(spec, cfg.features, cfg.model, task="classification")
+    pipeline = build_pipeline(spec, cfg.features, cfg.model, task="classification", seed=0)
     pipeline.fit(model_frame(penguins, spec), target_values(penguins, "species", task="classification"))
     encoder = pipeline.named_steps["features"].named_transformers_["categorical"].named_steps["encode"]
     assert MISSING_CATEGORY not in list(encoder.categories_[spec.categorical.index("sex")])
@@ -106,11 +107,11 @@ def test_most_frequent_imputation_replaces_the_missing_marker(
 
 def test_spec_of_reads_the_spec_back_from_a_pipeline(params: Config, contract: Contract) -> None:
     spec = resolve_features(params.features, contract, target="species")
-    assert spec_of(build_pipeline(spec, params.features, params.model, task="classification")) == spec
+    assert spec_of(build_pipeline(spec, params.features, params.model, task="classification", seed=0)) == spec
     numeric_only = configured(params, features={"drop": ["year", "island", "sex"]})
     spec = resolve_features(numeric_only.features, contract, target="species")
     assert spec.categorical == ()
-    assert spec_of(build_pipeline(spec, numeric_only.features, params.model, task="classification")) == spec
+    assert spec_of(build_pipeline(spec, numeric_only.features, params.model, task="classification", seed=0)) == spec
 
 
 def test_target_values_per_task(penguins: pd.DataFrame) -> None:

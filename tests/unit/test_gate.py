@@ -1,36 +1,56 @@
-"""The gate's decision: thresholds, the champion comparison and what gate.json records."""
+"""The gate's decision: thresholds, the champion comparison, and which model the verdict is about."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import pytest
 
+from conveyor import io
+from conveyor.artifacts import Champion, ChampionStatus, EvaluationRecord
 from conveyor.config import Bound, GateConfig
-from conveyor.stages.gate import Champion, Check, decide
+from conveyor.errors import ArtifactError
+from conveyor.registry import Task
+from conveyor.stages.gate import ModelMismatch, champion_checks, check_model, decide
 
-METRICS = {"accuracy": 0.95, "f1_macro": 0.94, "log_loss": 0.20, "latency": {"single_row_ms": 4.0}}
-
-
-def _gate(thresholds: dict[str, Bound], compare: tuple[str, ...] = (), tolerance: float = 0.0) -> GateConfig:
-    return GateConfig(thresholds=thresholds, compare=compare, tolerance=tolerance)
-
-
-def _champion(**metrics: float) -> Champion:
-    return Champion("main", "0" * 40, dict(metrics), "model at main scored on the current test split")
+METRICS = {"accuracy": 0.95, "f1_macro": 0.94, "log_loss": 0.20}
+EVALUATION = EvaluationRecord(model_sha256="a" * 64, test_sha256="b" * 64, metrics=METRICS)
 
 
-def _failed(verdict: dict[str, Any]) -> list[tuple[str, str]]:
-    return [(c["kind"], c["metric"]) for c in verdict["checks"] if not c["passed"]]
+def _gate(
+    thresholds: dict[str, Bound], compare: tuple[str, ...] = (), tolerance: float = 0.0, **options: str
+) -> GateConfig:
+    return GateConfig.model_validate(
+        {"thresholds": thresholds, "compare": compare, "tolerance": tolerance, **options}, strict=False
+    )
+
+
+def _scored(
+    cfg: GateConfig, task: Task = "classification", metrics: dict[str, float] = METRICS, **baseline: float
+) -> Champion:
+    return Champion(
+        rev="main",
+        status="scored",
+        model_sha256="c" * 64,
+        metrics=baseline,
+        reason="model at main scored on the current test split",
+        checks=champion_checks(metrics, baseline, cfg, task=task),
+        challenger_sha256="a" * 64,
+    )
+
+
+def _unscored(status: ChampionStatus) -> Champion:
+    return Champion(
+        rev="main", status=status, model_sha256=None, metrics=None, reason="why", challenger_sha256="a" * 64
+    )
 
 
 def test_thresholds_only_without_champion() -> None:
     cfg = _gate({"accuracy": Bound(min=0.9), "log_loss": Bound(max=0.3)})
-    verdict = decide(METRICS, cfg, task="classification", champion=None)
-    assert verdict["accepted"] is True
-    assert verdict["decided_by"] == "thresholds only"
-    assert verdict["champion"] is None
-    assert [(c["metric"], c["direction"], c["bound"], c["baseline"]) for c in verdict["checks"]] == [
+    verdict = decide(EVALUATION, _unscored("no_revision"), cfg)
+    assert verdict.accepted is True
+    assert verdict.model_sha256 == "a" * 64
+    assert [(c.metric, c.direction, c.bound, c.baseline) for c in verdict.checks] == [
         ("accuracy", ">=", 0.9, None),
         ("log_loss", "<=", 0.3, None),
     ]
@@ -48,15 +68,15 @@ def test_thresholds_only_without_champion() -> None:
     ],
 )
 def test_min_and_max_bounds(bound: Bound, accepted: bool) -> None:
-    verdict = decide(METRICS, _gate({"accuracy": bound}), task="classification", champion=None)
-    assert verdict["accepted"] is accepted
+    assert decide(EVALUATION, _unscored("no_revision"), _gate({"accuracy": bound})).accepted is accepted
 
 
 def test_a_missing_metric_fails_its_check() -> None:
-    verdict = decide({"accuracy": 0.99}, _gate({"f1_macro": Bound(min=0.5)}), task="classification", champion=None)
-    assert verdict["accepted"] is False
-    assert verdict["checks"][0]["value"] is None
-    assert "f1_macro: missing" in str(Check(**verdict["checks"][0]))
+    evaluation = EVALUATION.model_copy(update={"metrics": {"accuracy": 0.99}})
+    verdict = decide(evaluation, _unscored("no_revision"), _gate({"f1_macro": Bound(min=0.5)}))
+    assert verdict.accepted is False
+    assert verdict.checks[0].value is None
+    assert "f1_macro: missing" in str(verdict.checks[0])
 
 
 @pytest.mark.parametrize(
@@ -66,48 +86,64 @@ def test_a_missing_metric_fails_its_check() -> None:
 def test_higher_is_better_metric_against_the_champion(champion_f1: float, accepted: bool) -> None:
     # tolerance 0.01: the challenger's 0.94 may trail the champion by at most 0.01.
     cfg = _gate({}, compare=("f1_macro",), tolerance=0.01)
-    verdict = decide(METRICS, cfg, task="classification", champion=_champion(f1_macro=champion_f1))
-    assert verdict["accepted"] is accepted
-    check = verdict["checks"][0]
-    assert (check["kind"], check["direction"], check["baseline"]) == ("champion", ">=", champion_f1)
-    assert check["bound"] == pytest.approx(champion_f1 - 0.01)
-    assert verdict["decided_by"] == "thresholds and champion"
+    champion = _scored(cfg, f1_macro=champion_f1)
+    assert decide(EVALUATION, champion, cfg).accepted is accepted
+    check = champion.checks[0]
+    assert (check.kind, check.direction, check.baseline) == ("champion", ">=", champion_f1)
+    assert check.bound == pytest.approx(champion_f1 - 0.01)
 
 
 @pytest.mark.parametrize(("champion_loss", "accepted"), [(0.25, True), (0.195, True), (0.185, False)])
 def test_lower_is_better_metric_against_the_champion(champion_loss: float, accepted: bool) -> None:
     cfg = _gate({}, compare=("log_loss",), tolerance=0.01)
-    verdict = decide(METRICS, cfg, task="classification", champion=_champion(log_loss=champion_loss))
-    assert verdict["accepted"] is accepted
-    assert verdict["checks"][0]["direction"] == "<="
-    assert verdict["checks"][0]["bound"] == pytest.approx(champion_loss + 0.01)
+    champion = _scored(cfg, log_loss=champion_loss)
+    assert decide(EVALUATION, champion, cfg).accepted is accepted
+    assert champion.checks[0].direction == "<="
+    assert champion.checks[0].bound == pytest.approx(champion_loss + 0.01)
 
 
 def test_regression_directions() -> None:
     cfg = _gate({"r2": Bound(min=0.5)}, compare=("rmse", "r2"))
-    better = decide({"rmse": 300.0, "r2": 0.8}, cfg, task="regression", champion=_champion(rmse=350.0, r2=0.7))
-    assert better["accepted"] is True
-    worse = decide({"rmse": 400.0, "r2": 0.6}, cfg, task="regression", champion=_champion(rmse=350.0, r2=0.7))
-    assert _failed(worse) == [("champion", "rmse"), ("champion", "r2")]
+    better = _scored(cfg, "regression", {"rmse": 300.0, "r2": 0.8}, rmse=350.0, r2=0.7)
+    assert all(check.passed for check in better.checks)
+    worse = _scored(cfg, "regression", {"rmse": 400.0, "r2": 0.6}, rmse=350.0, r2=0.7)
+    assert [c.metric for c in worse.checks if not c.passed] == ["rmse", "r2"]
 
 
 def test_compare_defaults_to_the_thresholds_metrics() -> None:
     cfg = _gate({"accuracy": Bound(min=0.5), "log_loss": Bound(max=1.0)})
-    verdict = decide(METRICS, cfg, task="classification", champion=_champion(accuracy=0.99, log_loss=0.1))
-    assert _failed(verdict) == [("champion", "accuracy"), ("champion", "log_loss")]
+    champion = _scored(cfg, accuracy=0.99, log_loss=0.1)
+    assert [c.metric for c in champion.checks if not c.passed] == ["accuracy", "log_loss"]
+    assert decide(EVALUATION, champion, cfg).accepted is False
 
 
-def test_a_champion_that_could_not_be_scored_leaves_thresholds_alone() -> None:
-    unscored = Champion("main", None, None, "no git revision 'main' here: first run, so thresholds alone decide")
+@pytest.mark.parametrize("status", ["no_revision", "not_tracked", "not_in_cache", "same_model"])
+def test_the_documented_no_champion_cases_leave_thresholds_alone(status: ChampionStatus) -> None:
     cfg = _gate({"accuracy": Bound(min=0.9)}, compare=("accuracy",))
-    verdict = decide(METRICS, cfg, task="classification", champion=unscored)
-    assert verdict["accepted"] is True
-    assert verdict["decided_by"] == "thresholds only"
-    assert verdict["champion"]["reason"].startswith("no git revision 'main'")
-    assert [c["kind"] for c in verdict["checks"]] == ["threshold"]
+    assert decide(EVALUATION, _unscored(status), cfg).accepted is True
+
+
+def test_an_incompatible_champion_rejects_unless_explicitly_allowed() -> None:
+    strict = _gate({"accuracy": Bound(min=0.9)})
+    assert decide(EVALUATION, _unscored("incompatible"), strict).accepted is False
+    lenient = _gate({"accuracy": Bound(min=0.9)}, incompatible_champion="thresholds_only")
+    assert decide(EVALUATION, _unscored("incompatible"), lenient).accepted is True
 
 
 def test_a_failed_check_reads_as_a_reason() -> None:
     cfg = _gate({}, compare=("f1_macro",), tolerance=0.01)
-    verdict = decide(METRICS, cfg, task="classification", champion=_champion(f1_macro=0.99))
-    assert str(Check(**verdict["checks"][0])) == "champion f1_macro: 0.9400, needs >= 0.9800 (champion 0.9900)"
+    check = _scored(cfg, f1_macro=0.99).checks[0]
+    assert str(check) == "champion f1_macro: 0.9400, needs >= 0.9800 (champion 0.9900)"
+
+
+def test_the_gate_refuses_a_model_file_that_evaluate_did_not_score(tmp_path: Path, trained_model_file: Path) -> None:
+    record = EvaluationRecord(model_sha256=io.file_sha256(trained_model_file), test_sha256="b" * 64, metrics=METRICS)
+    assert check_model(trained_model_file, record, source=tmp_path / "evaluation.json") == record.model_sha256
+    truncated = tmp_path / "model.skops"
+    truncated.write_bytes(trained_model_file.read_bytes()[:1000])
+    with pytest.raises(ModelMismatch, match=r"model\.skops: not the model evaluate scored"):
+        check_model(truncated, record, source=tmp_path / "evaluation.json")
+    # Even a file whose hash was recorded must load: a corrupt model is named, not accepted.
+    corrupt = EvaluationRecord(model_sha256=io.file_sha256(truncated), test_sha256="b" * 64, metrics=METRICS)
+    with pytest.raises(ArtifactError, match=r"model\.skops: not a readable skops model"):
+        check_model(truncated, corrupt, source=tmp_path / "evaluation.json")

@@ -1,8 +1,11 @@
-"""evaluate: metrics, plots, permutation importance, per-slice metrics and latency on the test split."""
+"""evaluate: metrics, plots, permutation importance and per-slice metrics on the test split.
+
+Everything written here is a function of the model and the test split: no timings (``make
+bench`` measures speed), so re-running on the same inputs rewrites the same bytes.
+"""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +19,12 @@ from sklearn.metrics import roc_curve
 from sklearn.pipeline import Pipeline
 
 from conveyor import io
+from conveyor.artifacts import EvaluationRecord
 from conveyor.config import Config
 from conveyor.features import MISSING_CATEGORY, model_frame, spec_of, target_values
 from conveyor.metrics import classification_metrics, regression_metrics
 from conveyor.predict import predict, predict_proba
 
-LATENCY_CALLS = 30
 # Every plot in dvc.yaml is a folder under <out>/plots. Each task fills its own folders; write()
 # leaves the other task's empty, because `dvc plots show` reports a declared path that does not
 # exist as an error but expands an empty folder to nothing.
@@ -41,7 +44,6 @@ class Evaluation:
     classes: list[str] | None
     importance: dict[str, dict[str, float]]
     slices: list[dict[str, Any]]
-    latency_ms: dict[str, float]
 
 
 def evaluate(model: Pipeline, test: pd.DataFrame, cfg: Config) -> Evaluation:
@@ -64,7 +66,6 @@ def evaluate(model: Pipeline, test: pd.DataFrame, cfg: Config) -> Evaluation:
         classes=classes,
         importance=importance(model, test, cfg),
         slices=slices(model, test, y_true, y_pred, cfg),
-        latency_ms=latency(model, test),
     )
 
 
@@ -115,27 +116,11 @@ def _slice_metrics(y_true: NDArray[Any], y_pred: NDArray[Any], cfg: Config) -> d
     return {"rmse": float(np.sqrt(np.mean(errors**2))), "mae": float(np.mean(np.abs(errors)))}
 
 
-def latency(model: Pipeline, test: pd.DataFrame) -> dict[str, float]:
-    """Median milliseconds for a one-row call, and per row for one call on the whole split."""
-    one_row = test.iloc[:1]
-    single = []
-    for _ in range(LATENCY_CALLS):
-        started = time.perf_counter()
-        predict(model, one_row)
-        single.append(time.perf_counter() - started)
-    started = time.perf_counter()
-    predict(model, test)
-    batch = time.perf_counter() - started
-    return {"single_row_ms": 1000 * float(np.median(single)), "batch_per_row_ms": 1000 * batch / len(test)}
-
-
 def write(evaluation: Evaluation, out: Path) -> None:
     """Log metrics and plots with dvclive into ``out`` and the JSON reports beside them."""
     with Live(dir=str(out), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         for name, value in evaluation.metrics.items():
             live.log_metric(name, value, plot=False)
-        for name, value in evaluation.latency_ms.items():
-            live.log_metric(f"latency/{name}", round(value, 4), plot=False)
         if evaluation.classes is not None and evaluation.proba is not None:
             _classification_plots(live, evaluation.y_true, evaluation.y_pred, evaluation.proba, evaluation.classes)
         else:
@@ -194,7 +179,13 @@ def _file_name(label: str) -> str:
 
 
 def run(cfg: Config, *, model_path: Path, test: Path, out: Path) -> Evaluation:
-    """Evaluate the saved model on the saved test split and write everything under ``out``."""
+    """Evaluate the saved model on the saved test split and write everything under ``out``.
+
+    ``<out>/evaluation.json`` ties the metrics to the exact model and test files they came from.
+    """
+    model_sha256, test_sha256 = io.file_sha256(model_path), io.file_sha256(test)
     evaluation = evaluate(io.load_model(model_path), io.read_table(test), cfg)
     write(evaluation, out)
+    record = EvaluationRecord(model_sha256=model_sha256, test_sha256=test_sha256, metrics=evaluation.metrics)
+    io.write_artifact(record, out / "evaluation.json")
     return evaluation

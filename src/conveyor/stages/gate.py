@@ -1,160 +1,179 @@
 """gate: accept the model only if every threshold holds and it does not regress against the champion.
 
+The gate first makes sure it judges the model evaluate scored: the model file's hash must equal
+the one in ``reports/evaluation.json``, and the file must load. Then every threshold must hold.
+
 The champion is the model committed at ``gate.baseline_rev`` (``main`` by default), fetched with
 DVC's API and scored on the *current* test split, so both models are judged on the same rows.
-With no champion (first run, no git, or its model not in any cache or remote) the thresholds
-alone decide, and ``reports/gate.json`` says why.
+Only these cases leave the thresholds to decide alone, and ``reports/champion.json`` says which:
+no such revision (a first run), a revision that does not track the model, a model in neither the
+DVC cache nor a remote, and the same model (on ``baseline_rev`` itself). A champion that exists
+but cannot be scored on this data (a contract column removed, a file refused by the trusted-types
+check) is ``incompatible``: the model is rejected unless ``gate.incompatible_champion`` is
+``thresholds_only``. Any other failure propagates: the gate never skips the comparison quietly.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import pandas as pd
 
 from conveyor import io
+from conveyor.artifacts import Champion, ChampionStatus, Check, EvaluationRecord, GateVerdict
 from conveyor.config import Config, GateConfig
+from conveyor.errors import ConveyorError
 from conveyor.metrics import score
 from conveyor.provenance import resolve_revision
 from conveyor.registry import Task, higher_is_better
 
 
-@dataclass(frozen=True)
-class Check:
-    """One gate check: a threshold (``baseline`` is None) or a comparison with the champion."""
-
-    kind: str
-    metric: str
-    value: float | None
-    bound: float
-    direction: str
-    baseline: float | None
-    passed: bool
-
-    def __str__(self) -> str:
-        value = "missing" if self.value is None else f"{self.value:.4f}"
-        against = "" if self.baseline is None else f" (champion {self.baseline:.4f})"
-        return f"{self.kind} {self.metric}: {value}, needs {self.direction} {self.bound:.4f}{against}"
+class GateRejected(ConveyorError):
+    """The model did not pass the gate; the message lists why."""
 
 
-@dataclass(frozen=True)
-class Champion:
-    """The baseline model's identity and, when it could be scored, its metrics."""
-
-    rev: str
-    commit: str | None
-    metrics: dict[str, float] | None
-    reason: str
+class ModelMismatch(ConveyorError):
+    """The model file is not the one evaluate scored, or it does not load."""
 
 
-class GateRejected(ValueError):
-    """The model did not pass the gate; the message lists the failed checks.
-
-    A ``ValueError`` like every other verdict on the user's data or model, so the CLI prints the
-    reasons as one message instead of a traceback.
-    """
-
-
-def decide(metrics: Mapping[str, Any], cfg: GateConfig, *, task: Task, champion: Champion | None) -> dict[str, Any]:
-    """The gate verdict as the content of ``reports/gate.json``; pure."""
-    checks = [
-        check
-        for name, bound in cfg.thresholds.items()
-        for check in _threshold_checks(metrics, name, bound.min, bound.max)
-    ]
-    if champion is not None and champion.metrics is not None:
-        compared = cfg.compare or tuple(cfg.thresholds)
-        checks += [_champion_check(metrics, champion.metrics, name, cfg.tolerance, task) for name in compared]
-    accepted = all(check.passed for check in checks)
-    return {
-        "accepted": accepted,
-        "checks": [asdict(check) for check in checks],
-        "champion": None if champion is None else asdict(champion),
-        "decided_by": "thresholds and champion"
-        if champion is not None and champion.metrics is not None
-        else "thresholds only",
-    }
-
-
-def _value(metrics: Mapping[str, Any], name: str) -> float | None:
-    value = metrics.get(name)
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _threshold_checks(metrics: Mapping[str, Any], name: str, low: float | None, high: float | None) -> list[Check]:
-    value = _value(metrics, name)
+def threshold_checks(metrics: Mapping[str, float], cfg: GateConfig) -> list[Check]:
+    """One check per bound in ``gate.thresholds``; a metric that is missing fails its check."""
     checks = []
-    if low is not None:
-        checks.append(Check("threshold", name, value, low, ">=", None, value is not None and value >= low))
-    if high is not None:
-        checks.append(Check("threshold", name, value, high, "<=", None, value is not None and value <= high))
+    for name, bound in cfg.thresholds.items():
+        value = metrics.get(name)
+        if bound.min is not None:
+            checks.append(_at_least("threshold", name, value, bound.min, None))
+        if bound.max is not None:
+            checks.append(_at_most("threshold", name, value, bound.max, None))
     return checks
 
 
-def _champion_check(
-    metrics: Mapping[str, Any], baseline: Mapping[str, float], name: str, tolerance: float, task: Task
-) -> Check:
-    value, reference = _value(metrics, name), baseline[name]
-    if higher_is_better(task, name):
-        bound = reference - tolerance
-        return Check("champion", name, value, bound, ">=", reference, value is not None and value >= bound)
-    bound = reference + tolerance
-    return Check("champion", name, value, bound, "<=", reference, value is not None and value <= bound)
+def champion_checks(
+    metrics: Mapping[str, float], baseline: Mapping[str, float], cfg: GateConfig, *, task: Task
+) -> list[Check]:
+    """Each metric in ``gate.compare`` (default: the thresholded ones) may regress by at most ``tolerance``."""
+    checks = []
+    for name in cfg.compare or tuple(cfg.thresholds):
+        value, reference = metrics.get(name), baseline[name]
+        if higher_is_better(task, name):
+            checks.append(_at_least("champion", name, value, reference - cfg.tolerance, reference))
+        else:
+            checks.append(_at_most("champion", name, value, reference + cfg.tolerance, reference))
+    return checks
 
 
-def find_champion(model_path: Path, test: pd.DataFrame, cfg: Config, *, root: Path) -> Champion:
-    """Fetch the model committed at ``gate.baseline_rev`` and score it on ``test``.
+CheckKind = Literal["threshold", "champion"]
 
-    A revision that does not exist, one that does not track the model, and a model that is in
-    neither the local DVC cache nor a remote all mean "no champion". Any other failure (a remote
-    that cannot be reached, say) propagates: the gate must not quietly skip the comparison.
-    """
+
+def _at_least(kind: CheckKind, metric: str, value: float | None, bound: float, baseline: float | None) -> Check:
+    passed = value is not None and value >= bound
+    return Check(kind=kind, metric=metric, value=value, bound=bound, direction=">=", baseline=baseline, passed=passed)
+
+
+def _at_most(kind: CheckKind, metric: str, value: float | None, bound: float, baseline: float | None) -> Check:
+    passed = value is not None and value <= bound
+    return Check(kind=kind, metric=metric, value=value, bound=bound, direction="<=", baseline=baseline, passed=passed)
+
+
+def decide(evaluation: EvaluationRecord, champion: Champion, cfg: GateConfig) -> GateVerdict:
+    """The verdict: every threshold and every champion check passed, and the champion was usable; pure."""
+    checks = threshold_checks(evaluation.metrics, cfg)
+    champion_ok = all(check.passed for check in champion.checks) and (
+        champion.status != "incompatible" or cfg.incompatible_champion == "thresholds_only"
+    )
+    accepted = champion_ok and all(check.passed for check in checks)
+    return GateVerdict(accepted=accepted, model_sha256=evaluation.model_sha256, checks=checks)
+
+
+def find_champion(
+    model_sha256: str, model_path: Path, test: pd.DataFrame, metrics: Mapping[str, float], cfg: Config, *, root: Path
+) -> Champion:
+    """Fetch the model committed at ``gate.baseline_rev``, score it on ``test`` and compare (see module doc)."""
     from dvc.api import DVCFileSystem
 
     rev = cfg.gate.baseline_rev
+
+    def without(status: ChampionStatus, reason: str, champion_sha256: str | None = None) -> Champion:
+        return Champion(
+            rev=rev,
+            status=status,
+            model_sha256=champion_sha256,
+            metrics=None,
+            reason=reason,
+            challenger_sha256=model_sha256,
+        )
+
     found = resolve_revision(rev, root)
     if found is None:
-        return Champion(rev, None, None, f"no git revision {rev!r} here: first run, so thresholds alone decide")
-    commit = found[1]
+        return without("no_revision", f"no git revision {rev!r} here: first run, so thresholds alone decide")
     path = model_path.as_posix()
-    fs = DVCFileSystem(str(root), rev=commit)
+    fs = DVCFileSystem(str(root), rev=found[1])
     try:
         if not fs.exists(path):
-            return Champion(rev, commit, None, f"{rev} does not track {path}; thresholds alone decide")
+            return without("not_tracked", f"{rev} does not track {path}; thresholds alone decide")
         data = fs.read_bytes(path)
     except FileNotFoundError:
-        return Champion(
-            rev,
-            commit,
-            None,
+        return without(
+            "not_in_cache",
             f"the model committed at {rev} is in neither the DVC cache nor a remote "
             f"(`dvc pull {path}` on {rev} restores it); thresholds alone decide",
         )
     finally:
         fs.close()
+    champion_sha256 = hashlib.sha256(data).hexdigest()
+    if champion_sha256 == model_sha256:
+        return without("same_model", f"the model at {rev} is this same model: nothing to compare", champion_sha256)
     try:
         model = io.model_from_bytes(data, source=f"{path}@{rev}")
-        metrics = score(model, test, target=cfg.data.target, task=cfg.task)
-    except (ValueError, KeyError) as exc:
-        return Champion(
-            rev,
-            commit,
-            None,
-            f"the model at {rev} cannot be scored on this test split ({exc}); thresholds alone decide",
+        baseline = score(model, test, target=cfg.data.target, task=cfg.task)
+    except ConveyorError as exc:
+        allowed = cfg.gate.incompatible_champion == "thresholds_only"
+        consequence = (
+            "thresholds alone decide (gate.incompatible_champion: thresholds_only)"
+            if allowed
+            else "rejected; set gate.incompatible_champion: thresholds_only to let thresholds alone decide"
         )
-    return Champion(rev, commit, metrics, f"model at {rev} scored on the current test split")
+        return without("incompatible", f"the model at {rev} cannot be scored on this data ({exc}); {consequence}")
+    return Champion(
+        rev=rev,
+        status="scored",
+        model_sha256=champion_sha256,
+        metrics=baseline,
+        reason=f"model at {rev} scored on the current test split",
+        checks=champion_checks(metrics, baseline, cfg.gate, task=cfg.task),
+        challenger_sha256=model_sha256,
+    )
 
 
-def run(cfg: Config, *, model_path: Path, test: Path, metrics: Path, out: Path) -> dict[str, Any]:
-    """Decide, write ``out``, then raise :class:`GateRejected` if the model was not accepted."""
-    root = Path.cwd()
-    champion = find_champion(model_path, io.read_table(test), cfg, root=root)
-    verdict = decide(io.read_json(metrics), cfg.gate, task=cfg.task, champion=champion)
-    io.write_json(verdict, out)
-    if not verdict["accepted"]:
-        failed = "\n".join(f"  {Check(**c)}" for c in verdict["checks"] if not c["passed"])
-        raise GateRejected(f"model rejected by the gate ({out}):\n{failed}")
+def check_model(model_path: Path, evaluation: EvaluationRecord, *, source: Path) -> str:
+    """The model's SHA-256, after checking it is the file evaluate scored and that it loads."""
+    model_sha256 = io.file_sha256(model_path)
+    if model_sha256 != evaluation.model_sha256:
+        raise ModelMismatch(
+            f"{model_path}: not the model evaluate scored ({source} names sha256 {evaluation.model_sha256[:12]}…, "
+            f"the file has {model_sha256[:12]}…); run `dvc repro` so evaluate scores this model"
+        )
+    io.load_model(model_path)
+    return model_sha256
+
+
+def run(cfg: Config, *, model_path: Path, test: Path, evaluation: Path, out: Path, champion_out: Path) -> GateVerdict:
+    """Decide, write ``champion_out`` then ``out``, then raise :class:`GateRejected` if not accepted."""
+    record = io.read_artifact(evaluation, EvaluationRecord)
+    if io.file_sha256(test) != record.test_sha256:
+        raise ModelMismatch(f"{test}: not the test split evaluate scored ({evaluation}); run `dvc repro`")
+    model_sha256 = check_model(model_path, record, source=evaluation)
+    champion = find_champion(model_sha256, model_path, io.read_table(test), record.metrics, cfg, root=Path.cwd())
+    verdict = decide(record, champion, cfg.gate)
+    io.write_artifact(champion, champion_out)
+    io.write_artifact(verdict, out)
+    if not verdict.accepted:
+        failed = [*verdict.failed, *(check for check in champion.checks if not check.passed)]
+        reasons = [f"  {check}" for check in failed]
+        if champion.status == "incompatible" and cfg.gate.incompatible_champion == "reject":
+            reasons.append(f"  champion: {champion.reason}")
+        raise GateRejected(f"model rejected by the gate ({out}, {champion_out}):\n" + "\n".join(reasons))
     return verdict

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from conveyor import io
+from conveyor.artifacts import IngestReport
 from conveyor.config import Config, DataConfig
 
 
@@ -16,19 +16,20 @@ def ingest(cfg: DataConfig) -> pd.DataFrame:
     return io.read_source(cfg.source, query=cfg.query, sql=cfg.is_sql)
 
 
-def summarize(df: pd.DataFrame) -> dict[str, Any]:
-    """Row count, columns with their dtypes, and the content hash of ``df``."""
-    return {
-        "rows": len(df),
-        "columns": {str(name): str(dtype) for name, dtype in df.dtypes.items()},
-        "hash": io.table_hash(df),
-    }
+def summarize(df: pd.DataFrame, *, source: str) -> IngestReport:
+    """Row count, columns with their dtypes, and the content hash of ``df``; ``source`` without secrets."""
+    return IngestReport(
+        source=io.redact_url(source),
+        rows=len(df),
+        columns={str(name): str(dtype) for name, dtype in df.dtypes.items()},
+        hash=io.table_hash(df),
+    )
 
 
-def run(cfg: Config, *, out: Path, report: Path) -> dict[str, Any]:
+def run(cfg: Config, *, out: Path, report: Path) -> IngestReport:
     """Read the source, write it to ``out`` as Parquet and its summary to ``report``."""
     df = ingest(cfg.data)
     io.write_table(df, out)
-    summary = {"source": io.redact_url(cfg.data.source), **summarize(df)}
-    io.write_json(summary, report)
+    summary = summarize(df, source=cfg.data.source)
+    io.write_artifact(summary, report)
     return summary

@@ -2,11 +2,12 @@
 
 Runs only when ``reports/gate.json`` says the model was accepted. The BentoML model carries a
 bundle (see :mod:`conveyor.serving`): the skops pipeline, the ONNX model when it matched
-scikit-learn on the whole test split, the data contract, and ``conveyor.json`` with the git
-revision, data and params hashes, gate metrics, library versions and ``serve`` settings.
+scikit-learn on the whole test split, the data contract, and ``conveyor.json`` with the commit
+it was packaged from, data and params hashes, gate metrics, library versions and ``serve`` settings.
 
-Model and bento versions are content hashes, so re-running with nothing changed finds both in
-the store and adds nothing. The store lives in ``$BENTOML_HOME`` (default ``~/bentoml``), outside
+Model and bento versions are content hashes (of everything but the commit), so re-running with
+nothing changed finds both in the store and adds nothing, and ``reports/package.json`` is the same
+wherever the same model is packaged. The store lives in ``$BENTOML_HOME`` (default ``~/bentoml``), outside
 the repository: if it was wiped, ``dvc repro --force package`` fills it again.
 """
 
@@ -22,10 +23,12 @@ from typing import Any
 
 import yaml
 
-from conveyor import io
+from conveyor import io, provenance
+from conveyor.artifacts import EvaluationRecord, GateVerdict, ModelCard, PackageReport
 from conveyor.compiled import compile_pipeline
 from conveyor.config import Config
 from conveyor.contract import contract_to_dict
+from conveyor.errors import ConveyorError
 from conveyor.provenance import canonical_json
 from conveyor.serving import write_bundle
 
@@ -33,43 +36,30 @@ MODEL_NAME = "conveyor-model"
 BENTO_NAME = "conveyor"
 
 
-class PackageRefused(ValueError):
+class PackageRefused(ConveyorError):
     """The gate did not accept the model (or never ran), so nothing is packaged."""
 
 
-def check_gate(verdict: Mapping[str, Any], *, source: str) -> None:
-    """Raise :class:`PackageRefused` unless ``verdict`` (the gate's report) accepted the model."""
-    if verdict.get("accepted") is not True:
-        failed = [
-            f"{c.get('kind')} {c.get('metric')}: {c.get('value')} {c.get('direction')} {c.get('bound')}"
-            for c in verdict.get("checks", [])
-            if not c.get("passed")
-        ]
-        raise PackageRefused(f"{source}: the gate did not accept this model, nothing packaged; failed checks: {failed}")
+def check_gate(verdict: GateVerdict, model_sha256: str, *, source: Path, model_path: Path) -> None:
+    """Raise :class:`PackageRefused` unless the gate accepted exactly this model file."""
+    if not verdict.accepted:
+        failed = [str(check) for check in verdict.failed] or ["the champion comparison (see reports/champion.json)"]
+        raise PackageRefused(f"{source}: the gate did not accept this model, nothing packaged; failed: {failed}")
+    if verdict.model_sha256 != model_sha256:
+        raise PackageRefused(
+            f"{model_path}: not the model the gate accepted ({source} names sha256 {verdict.model_sha256[:12]}…); "
+            "run `dvc repro` so the gate judges this model"
+        )
 
 
 def bundle_info(
-    model_meta: Mapping[str, Any],
-    verdict: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-    cfg: Config,
-    inference: dict[str, Any],
+    card: ModelCard, evaluation: EvaluationRecord, cfg: Config, inference: dict[str, Any]
 ) -> dict[str, Any]:
-    """The content of ``conveyor.json``: what traces the packaged model, and how to serve it."""
-    keys = (
-        "git_revision",
-        "data_hash",
-        "params_hash",
-        "task",
-        "target",
-        "estimator",
-        "features",
-        "classes",
-        "libraries",
-    )
-    return {key: model_meta.get(key) for key in keys} | {
-        "metrics": dict(metrics),
-        "gate": {"accepted": verdict["accepted"], "decided_by": verdict.get("decided_by")},
+    """The content of ``conveyor.json`` but the commit: what traces the packaged model, and how to serve it."""
+    keys = ("data_hash", "params_hash", "task", "target", "estimator", "features", "classes", "libraries")
+    return card.model_dump(mode="json", include=set(keys)) | {
+        "metrics": evaluation.metrics,
+        "gate": {"accepted": True},
         "serve": cfg.serve.model_dump(mode="json"),
         "inference": inference,
     }
@@ -137,14 +127,14 @@ def run(
     model_path: Path,
     metadata: Path,
     gate: Path,
-    metrics: Path,
+    evaluation: Path,
     contract_path: Path,
     test: Path,
     bentofile: Path,
     out: Path,
-) -> dict[str, Any]:
+) -> PackageReport:
     """Check the gate, save the model (if new), build the bento (if new), write ``out``."""
-    check_gate(io.read_json(gate), source=str(gate))
+    check_gate(io.read_artifact(gate, GateVerdict), io.file_sha256(model_path), source=gate, model_path=model_path)
     import bentoml
 
     root = bentofile.resolve().parent
@@ -157,14 +147,16 @@ def run(
         tolerance=cfg.serve.proba_tolerance,
         enabled=cfg.serve.inference == "auto",
     )
-    info = bundle_info(io.read_json(metadata), io.read_json(gate), io.read_json(metrics), cfg, inference)
+    card = io.read_artifact(metadata, ModelCard)
+    record = io.read_artifact(evaluation, EvaluationRecord)
+    info = bundle_info(card, record, cfg, inference)
     # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
     # model, contract and parity report it is derived from do not.
     version = content_version(
         io.read_bytes(model_path), canonical_json(contract_to_dict(contract)), canonical_json(info)
     )
     model_tag = f"{MODEL_NAME}:{version}"
-    info["model_tag"] = model_tag
+    info |= {"model_tag": model_tag, "git_revision": provenance.git_revision(root)}
     try:
         bentoml.models.get(model_tag)
     except bentoml.exceptions.NotFound:
@@ -187,16 +179,15 @@ def run(
                 build_ctx=str(root),
                 labels=labels(info, inference["inference"]),
             )
-    report = {
-        "model_tag": model_tag,
-        "bento_tag": bento_tag,
-        "git_revision": info["git_revision"],
-        "data_hash": info["data_hash"],
-        "params_hash": info["params_hash"],
-        "inference": inference["inference"],
-        "inference_reason": inference["reason"],
-        "parity": inference["parity"],
-        "metrics": info["metrics"],
-    }
-    io.write_json(report, out)
+    report = PackageReport(
+        model_tag=model_tag,
+        bento_tag=bento_tag,
+        data_hash=card.data_hash,
+        params_hash=card.params_hash,
+        inference=inference["inference"],
+        inference_reason=inference["reason"],
+        parity=inference["parity"],
+        metrics=record.metrics,
+    )
+    io.write_artifact(report, out)
     return report

@@ -9,9 +9,10 @@ from sklearn.model_selection import train_test_split
 
 from conveyor import io
 from conveyor.config import Config, SplitConfig
+from conveyor.errors import ConveyorError
 
 
-class SplitError(ValueError):
+class SplitError(ConveyorError):
     """The split settings cannot be applied to this data."""
 
 

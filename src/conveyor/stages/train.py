@@ -1,17 +1,14 @@
-"""train: fit the one ``Pipeline`` (feature preparation + estimator) and record its provenance."""
+"""train: fit the one ``Pipeline`` (feature preparation + estimator) and record where it came from."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from conveyor import io, provenance
+from conveyor.artifacts import ModelCard
 from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.features import model_frame, resolve_features, target_values
@@ -21,44 +18,36 @@ from conveyor.model import build_pipeline
 def train(df: pd.DataFrame, cfg: Config, contract: Contract) -> Pipeline:
     """Fit a pipeline on ``df`` (DataFrame of shape (n_samples, n_columns), target included)."""
     spec = resolve_features(cfg.features, contract, target=cfg.data.target)
-    pipeline = build_pipeline(spec, cfg.features, cfg.model, task=cfg.task)
+    pipeline = build_pipeline(spec, cfg.features, cfg.model, task=cfg.task, seed=cfg.split.seed)
     return pipeline.fit(model_frame(df, spec), target_values(df, cfg.data.target, task=cfg.task))
 
 
-def metadata(
-    model: Pipeline, df: pd.DataFrame, cfg: Config, *, seconds: float, root: Path, outputs: Sequence[Path] = ()
-) -> dict[str, Any]:
-    """What traces a model to its origin: git revision, data and params hashes, versions, timing.
+def model_card(model: Pipeline, df: pd.DataFrame, cfg: Config) -> ModelCard:
+    """What traces a model to its origin: data and params hashes, features, classes, library versions.
 
-    ``outputs`` are the files this training run writes; they do not count as uncommitted code.
+    Nothing here depends on when or where it ran (see :mod:`conveyor.artifacts`).
     """
     params = cfg.model_dump(mode="json", by_alias=True)
     preprocessor = model.named_steps["features"]
     classes = getattr(model, "classes_", None)
-    return {
-        "git_revision": provenance.git_revision(root, outputs=outputs),
-        "data_hash": io.table_hash(df),
-        "train_rows": len(df),
-        "task": cfg.task,
-        "target": cfg.data.target,
-        "estimator": cfg.model.estimator,
-        "features": {name: list(columns) for name, _, columns in preprocessor.transformers},
-        "classes": None if classes is None else [str(c) for c in classes],
-        "params": params,
-        "params_hash": provenance.params_hash(params),
-        "libraries": provenance.library_versions(),
-        "training_seconds": round(seconds, 3),
-        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    return ModelCard(
+        data_hash=io.table_hash(df),
+        train_rows=len(df),
+        task=cfg.task,
+        target=cfg.data.target,
+        estimator=cfg.model.estimator,
+        features={name: list(columns) for name, _, columns in preprocessor.transformers},
+        classes=None if classes is None else [str(c) for c in classes],
+        params=params,
+        params_hash=provenance.params_hash(params),
+        libraries=provenance.library_versions(),
+    )
 
 
 def run(cfg: Config, contract: Contract, *, data: Path, model_out: Path, metadata_out: Path) -> Pipeline:
-    """Train on ``data``; write the model (skops) and its metadata (JSON)."""
+    """Train on ``data``; write the model (skops) and its card (JSON)."""
     df = io.read_table(data)
-    started = time.perf_counter()
     model = train(df, cfg, contract)
-    seconds = time.perf_counter() - started
     io.save_model(model, model_out)
-    info = metadata(model, df, cfg, seconds=seconds, root=Path.cwd(), outputs=(model_out, metadata_out))
-    io.write_json(info, metadata_out)
+    io.write_artifact(model_card(model, df, cfg), metadata_out)
     return model

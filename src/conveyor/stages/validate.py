@@ -7,7 +7,7 @@ Every finding is a :class:`Finding` with a level: ``error`` stops ``dvc repro`` 
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,29 +16,15 @@ import pandas as pd
 import pandera.pandas as pa
 
 from conveyor import io
+from conveyor.artifacts import Finding, ValidationReport
 from conveyor.config import Config
 from conveyor.contract import Contract, conform, pandera_schema
+from conveyor.errors import ConveyorError
 
 Level = Literal["error", "warning"]
 EXAMPLES = 5
 # A class this rare is worth a warning: metrics on it rest on a handful of rows.
 RARE_CLASS_FRACTION = 0.05
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One failed check: which column, which check, what was wrong, and some offending values."""
-
-    level: Level
-    check: str
-    column: str | None
-    message: str
-    examples: list[Any] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        where = f"column {self.column!r}: " if self.column else ""
-        shown = f" (e.g. {self.examples})" if self.examples else ""
-        return f"[{self.check}] {where}{self.message}{shown}"
 
 
 @dataclass(frozen=True)
@@ -64,18 +50,18 @@ class ValidationResult:
         """True when no error-level check failed."""
         return not self.errors
 
-    def to_report(self) -> dict[str, Any]:
+    def to_report(self) -> ValidationReport:
         """The content of ``reports/validation.json``."""
-        return {
-            "passed": self.passed,
-            "rows": self.rows,
-            "columns": self.columns,
-            "errors": [asdict(f) for f in self.errors],
-            "warnings": [asdict(f) for f in self.warnings],
-        }
+        return ValidationReport(
+            passed=self.passed, rows=self.rows, columns=self.columns, errors=self.errors, warnings=self.warnings
+        )
 
 
-class ValidationFailed(ValueError):
+def _finding(level: Level, check: str, column: str | None, message: str, examples: list[Any] | None = None) -> Finding:
+    return Finding(level=level, check=check, column=column, message=message, examples=examples or [])
+
+
+class ValidationFailed(ConveyorError):
     """Raised by :func:`run` when an error-level check failed; the message lists each one."""
 
 
@@ -93,7 +79,7 @@ def validate(df: pd.DataFrame, contract: Contract, *, target: str, task: str) ->
 def _structure(df: pd.DataFrame, contract: Contract, target: str) -> list[Finding]:
     extra = [str(c) for c in df.columns if c not in contract.columns]
     findings = [
-        Finding(
+        _finding(
             "error",
             "target_present" if name == target else "column_present",
             name,
@@ -103,10 +89,10 @@ def _structure(df: pd.DataFrame, contract: Contract, target: str) -> list[Findin
         if name not in df.columns
     ]
     if target not in contract.columns:
-        findings.append(Finding("error", "target_present", target, "data.target is not a column of the data contract"))
+        findings.append(_finding("error", "target_present", target, "data.target is not a column of the data contract"))
     if extra:
         findings.append(
-            Finding(
+            _finding(
                 "warning",
                 "unexpected_columns",
                 None,
@@ -172,7 +158,7 @@ def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
         )
         # Missing values have no value worth showing; the count says it.
         examples = [] if name == "not_nullable" else _examples(group["failure_case"])
-        findings.append(Finding("error", check_name, column if isinstance(column, str) else None, message, examples))
+        findings.append(_finding("error", check_name, column if isinstance(column, str) else None, message, examples))
     return findings
 
 
@@ -186,7 +172,7 @@ def _table_checks(df: pd.DataFrame, contract: Contract) -> list[Finding]:
     findings: list[Finding] = []
     if len(df) < checks.min_rows:
         findings.append(
-            Finding("error", "min_rows", None, f"{len(df)} rows; the contract requires at least {checks.min_rows}")
+            _finding("error", "min_rows", None, f"{len(df)} rows; the contract requires at least {checks.min_rows}")
         )
     if len(df) == 0:
         return findings
@@ -195,10 +181,10 @@ def _table_checks(df: pd.DataFrame, contract: Contract) -> list[Finding]:
             continue
         missing = float(df[name].isna().mean())
         if missing == 1.0:
-            findings.append(Finding("error", "all_missing", name, "every value is missing"))
+            findings.append(_finding("error", "all_missing", name, "every value is missing"))
         elif missing > checks.max_missing_fraction:
             findings.append(
-                Finding(
+                _finding(
                     "error",
                     "max_missing_fraction",
                     name,
@@ -207,7 +193,7 @@ def _table_checks(df: pd.DataFrame, contract: Contract) -> list[Finding]:
             )
         elif missing > checks.max_missing_fraction / 2:
             findings.append(
-                Finding(
+                _finding(
                     "warning",
                     "max_missing_fraction",
                     name,
@@ -220,7 +206,7 @@ def _table_checks(df: pd.DataFrame, contract: Contract) -> list[Finding]:
         level: Level = "error" if fraction > checks.max_duplicate_fraction else "warning"
         rows = [int(i) for i in np.flatnonzero(duplicated.to_numpy())[:EXAMPLES]]
         findings.append(
-            Finding(
+            _finding(
                 level,
                 "duplicate_rows",
                 None,
@@ -236,14 +222,14 @@ def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str)
     findings: list[Finding] = []
     if y.isna().any():
         findings.append(
-            Finding("error", "target_missing_values", target, f"{int(y.isna().sum())} row(s) have no label")
+            _finding("error", "target_missing_values", target, f"{int(y.isna().sum())} row(s) have no label")
         )
     labels = y.dropna()
     if task == "classification":
         counts = labels.astype(str).value_counts()
         if len(counts) < 2:
             findings.append(
-                Finding(
+                _finding(
                     "error",
                     "target_classes",
                     target,
@@ -255,7 +241,7 @@ def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str)
             rare = counts[counts / counts.sum() < RARE_CLASS_FRACTION]
             if len(rare):
                 findings.append(
-                    Finding(
+                    _finding(
                         "warning",
                         "rare_classes",
                         target,
@@ -267,7 +253,7 @@ def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str)
         not_numbers = pd.to_numeric(labels, errors="coerce").isna()
         if not_numbers.any():
             findings.append(
-                Finding(
+                _finding(
                     "error",
                     "target_numeric",
                     target,
@@ -298,7 +284,7 @@ def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> li
             leaks = bool(numeric.notna().all() and np.isclose(abs(numeric.corr(target_values)), 1.0))
         if leaks:
             findings.append(
-                Finding(
+                _finding(
                     "error",
                     "label_leakage",
                     name,
@@ -317,7 +303,7 @@ def run(cfg: Config, contract: Contract, *, data: Path, out: Path, report: Path)
     """Validate the raw table; write the report, then the conformed table or raise ``ValidationFailed``."""
     df = io.read_table(data)
     result = validate(df, contract, target=cfg.data.target, task=cfg.task)
-    io.write_json(result.to_report(), report)
+    io.write_artifact(result.to_report(), report)
     if not result.passed:
         lines = "\n".join(f"  {f}" for f in result.errors)
         raise ValidationFailed(f"{len(result.errors)} data check(s) failed ({report}):\n{lines}")
