@@ -15,9 +15,18 @@ from conftest import clone_of, run
 from helpers_model import edit_params, stages_run
 
 from conveyor import io
+from conveyor.artifacts import Champion, GateVerdict
 
 pytestmark = pytest.mark.slow
 
+GATE_ARGS = (
+    "gate",
+    "--model=models/model.skops",
+    "--test=data/split/test.parquet",
+    "--evaluation=reports/evaluation.json",
+    "--out=reports/gate.json",
+    "--champion=reports/champion.json",
+)
 RELAXED = {"accuracy": {"min": 0.0}, "f1_macro": {"min": 0.0}, "log_loss": {"max": 100.0}}
 
 
@@ -37,20 +46,22 @@ def test_a_worse_model_on_a_branch_is_rejected_against_the_champion(reproduced_r
     edit_params(repo, weaker)
     result = run(repo, "dvc", "repro", check=False)  # the whole pipeline: it must stop at the gate
     assert result.returncode != 0
-    assert "model rejected by the gate (reports/gate.json)" in result.stderr
+    assert "model rejected by the gate (reports/gate.json, reports/champion.json)" in result.stderr
     assert "champion f1_macro:" in result.stderr
     assert "Traceback" not in result.stderr
-    gate = io.read_json(repo / "reports/gate.json")
-    assert gate["accepted"] is False
-    assert gate["decided_by"] == "thresholds and champion"
-    assert all(c["passed"] for c in gate["checks"] if c["kind"] == "threshold")
-    compared = {c["metric"]: c for c in gate["checks"] if c["kind"] == "champion"}
+    gate = io.read_artifact(repo / "reports/gate.json", GateVerdict)
+    assert gate.accepted is False
+    assert all(c.passed for c in gate.checks)
+    assert {c.kind for c in gate.checks} == {"threshold"}
+    scored = io.read_artifact(repo / "reports/champion.json", Champion)
+    assert scored.status == "scored"
+    assert scored.challenger_sha256 == gate.model_sha256 != scored.model_sha256
+    compared = {c.metric: c for c in scored.checks}
     assert set(compared) == {"f1_macro", "log_loss"}
-    assert not compared["f1_macro"]["passed"]
+    assert not compared["f1_macro"].passed
     for name, check in compared.items():
         # The champion was scored again on the same test split: its metrics are main's.
-        assert check["baseline"] == pytest.approx(champion[name], abs=1e-9)
-    assert gate["champion"]["commit"] == run(repo, "git", "rev-parse", "main").stdout.strip()
+        assert check.baseline == pytest.approx(champion[name], abs=1e-9)
     assert stages_run(result.stdout) == ["train", "evaluate", "gate"]  # nothing downstream ran
 
 
@@ -74,17 +85,55 @@ def test_without_a_champion_thresholds_decide(reproduced_repo: Path, tmp_path: P
     )
     result = run(repo, "dvc", "repro", "gate")
     assert stages_run(result.stdout) == ["train", "evaluate", "gate"]
-    gate = io.read_json(repo / "reports/gate.json")
-    assert (gate["accepted"], gate["decided_by"]) == (True, "thresholds only")
-    assert [c["kind"] for c in gate["checks"]] == ["threshold"] * 3
-    assert gate["champion"]["commit"] == run(repo, "git", "rev-parse", "main").stdout.strip()
-    assert "in neither the DVC cache nor a remote" in gate["champion"]["reason"]
+    assert io.read_artifact(repo / "reports/gate.json", GateVerdict).accepted
+    champion = io.read_artifact(repo / "reports/champion.json", Champion)
+    assert (champion.status, champion.checks) == ("not_in_cache", [])
+    assert "in neither the DVC cache nor a remote" in champion.reason
 
     # A baseline revision that does not exist (a repository whose default branch is not main).
     edit_params(repo, lambda p: p["gate"].update(baseline_rev="no-such-branch"))
     result = run(repo, "dvc", "repro", "gate")
     assert stages_run(result.stdout) == ["gate"]
-    gate = io.read_json(repo / "reports/gate.json")
-    assert (gate["accepted"], gate["decided_by"]) == (True, "thresholds only")
-    assert gate["champion"]["commit"] is None
-    assert "no git revision 'no-such-branch'" in gate["champion"]["reason"]
+    assert io.read_artifact(repo / "reports/gate.json", GateVerdict).accepted
+    champion = io.read_artifact(repo / "reports/champion.json", Champion)
+    assert champion.status == "no_revision"
+    assert "no git revision 'no-such-branch'" in champion.reason
+
+
+def test_on_main_the_champion_is_the_same_model(reproduced_repo: Path, tmp_path: Path) -> None:
+    repo = clone_of(reproduced_repo, tmp_path / "repo")
+    run(repo, "dvc", "repro", "--force", "--single-item", "gate")
+    champion = io.read_artifact(repo / "reports/champion.json", Champion)
+    assert champion.status == "same_model"
+    assert run(repo, "git", "status", "--porcelain").stdout == "", "the tracked verdict does not depend on main"
+
+
+def test_an_incompatible_champion_rejects_unless_allowed(reproduced_repo: Path, tmp_path: Path) -> None:
+    repo = clone_of(reproduced_repo, tmp_path / "repo")
+    run(repo, "git", "checkout", "--quiet", "-b", "no-island")
+    # The branch drops a column main's model reads: main's model cannot be scored on the new data.
+    contract = yaml.safe_load((repo / "data/contract.yaml").read_text())
+    del contract["columns"]["island"]
+    (repo / "data/contract.yaml").write_text(yaml.safe_dump(contract, sort_keys=False))
+    result = run(repo, "dvc", "repro", "gate", check=False)
+    assert result.returncode != 0
+    assert "champion: the model at main cannot be scored on this data" in result.stderr
+    assert "'island'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert io.read_artifact(repo / "reports/champion.json", Champion).status == "incompatible"
+    assert not io.read_artifact(repo / "reports/gate.json", GateVerdict).accepted
+
+    edit_params(repo, lambda p: p["gate"].update(incompatible_champion="thresholds_only"))
+    run(repo, "dvc", "repro", "gate")
+    assert io.read_artifact(repo / "reports/gate.json", GateVerdict).accepted
+
+
+def test_a_model_changed_after_evaluate_is_never_accepted(reproduced_repo: Path, tmp_path: Path) -> None:
+    repo = clone_of(reproduced_repo, tmp_path / "repo")
+    model = repo / "models/model.skops"
+    model.unlink()  # the cache holds a read-only link; the stage would write a new file, not through it
+    model.write_bytes(io.read_bytes(reproduced_repo / "models/model.skops")[:4096])
+    result = run(repo, "conveyor", *GATE_ARGS, check=False)
+    assert result.returncode == 1
+    assert "models/model.skops: not the model evaluate scored" in result.stderr
+    assert "Traceback" not in result.stderr
