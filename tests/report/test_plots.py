@@ -187,10 +187,14 @@ def test_the_check_sees_dvcs_smoothing(tmp_path: Path) -> None:
     assert any(line != pytest.approx(expected) for line in lines_drawn(spec))
 
 
+LABELLED = "data/penguins-with-mass.csv"
+
+
 def to_regression(params: dict[str, Any]) -> None:
-    """Retarget ``params.yaml`` to regression on the same data, section by section."""
+    """Retarget ``params.yaml`` to regression on :data:`LABELLED`, section by section."""
     for section, value in REGRESSION.items():
         params[section] = params[section] | value if isinstance(value, dict) else value
+    params["data"]["source"] = LABELLED
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +202,9 @@ def regression_branch(reproduced_repo: Path, tmp_path_factory: pytest.TempPathFa
     """A branch of the reproduced (classification) repository retargeted to regression and evaluated."""
     repo = clone_of(reproduced_repo, tmp_path_factory.mktemp("plots") / "repo")
     run(repo, "git", "checkout", "--quiet", "-b", "regression")
+    penguins = io.read_source(str(repo / "data" / "penguins.csv"))
+    # The regression target must have a value in every row (validate refuses missing labels).
+    penguins[penguins["body_mass_g"].notna()].to_csv(repo / LABELLED, index=False)
     edit_params(repo, to_regression)
     run(repo, "dvc", "repro", "evaluate", timeout=600)
     commit_all(repo, "predict body mass")
