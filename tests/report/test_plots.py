@@ -141,11 +141,6 @@ def pixels(points: Points, plot: str, spec: Mapping[str, Any]) -> list[tuple[flo
 def test_dvc_yaml_declares_every_plot_folder_evaluate_writes() -> None:
     folders = {path.removeprefix(f"{PLOTS}/") for path in DECLARED if not path.endswith(".json")}
     assert folders == set(CLASSIFICATION_PLOTS + REGRESSION_PLOTS)
-    assert all(
-        (ROOT / ".dvc" / "plots" / f"{p['template']}.json").is_file()
-        for p in DECLARED.values()
-        if p.get("template") in {"unit_curve", "confusion_counts"}
-    )
 
 
 @pytest.fixture(scope="module")
