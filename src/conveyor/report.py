@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,28 +159,32 @@ def validation_section(validation: ValidationReport | None) -> list[str]:
     return lines
 
 
-def render_plots(plots: Mapping[str, Any], directory: Path, *, link_base: str) -> list[Figure]:
-    """Render each Vega-Lite spec in ``dvc plots diff --json`` output to a PNG in ``directory``.
+def figure_specs(plots: Mapping[str, Any]) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(plot name, index, Vega-Lite spec) for each figure in ``dvc plots diff --json`` output.
 
     The uncommitted revision is relabelled from DVC's "workspace" to "candidate", so the
-    figure's legend reads as a comparison of the candidate with the baseline.
+    figure's legend reads as a comparison of the candidate with the baseline. A plot file with
+    no points (evaluate's placeholder for the other task's plots) has no figure.
     """
+    for name, renders in plots.get("data", {}).items():
+        for index, render in enumerate(r for r in renders if r.get("type") == "vega"):
+            yield name, index, _relabel(render["content"])
+
+
+def render_plots(plots: Mapping[str, Any], directory: Path, *, link_base: str) -> list[Figure]:
+    """Render each of :func:`figure_specs` to a PNG in ``directory``."""
     import vl_convert as vlc
 
     directory.mkdir(parents=True, exist_ok=True)
     figures = []
-    for name, renders in plots.get("data", {}).items():
-        for index, render in enumerate(r for r in renders if r.get("type") == "vega"):
-            spec = _relabel(render["content"])
-            stem = _slug(Path(name).with_suffix("").as_posix()) + (f"-{index}" if index else "")
-            png = vlc.vegalite_to_png(spec, scale=1.0)
-            (directory / f"{stem}.png").write_bytes(png)
-            title = spec.get("title", {})
-            label = title.get("text", name) if isinstance(title, dict) else str(title)
-            suffix = (
-                f" ({Path(name).stem})" if Path(name).parent.name in {"roc", "precision_recall", "calibration"} else ""
-            )
-            figures.append(Figure(f"{label}{suffix}", f"{link_base}/{stem}.png"))
+    for name, index, spec in figure_specs(plots):
+        stem = _slug(Path(name).with_suffix("").as_posix()) + (f"-{index}" if index else "")
+        png = vlc.vegalite_to_png(spec, scale=1.0)
+        (directory / f"{stem}.png").write_bytes(png)
+        title = spec.get("title", {})
+        label = title.get("text", name) if isinstance(title, dict) else str(title)
+        suffix = f" ({Path(name).stem})" if Path(name).parent.name in {"roc", "precision_recall", "calibration"} else ""
+        figures.append(Figure(f"{label}{suffix}", f"{link_base}/{stem}.png"))
     return figures
 
 

@@ -13,7 +13,7 @@ from conveyor import io
 from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.registry import metric_names
-from conveyor.stages.evaluate import CLASSIFICATION_PLOTS, REGRESSION_PLOTS, Evaluation, evaluate, write
+from conveyor.stages.evaluate import CLASSIFICATION_PLOTS, PLACEHOLDER, REGRESSION_PLOTS, Evaluation, evaluate, write
 from conveyor.stages.split import split
 from conveyor.stages.train import train
 
@@ -34,6 +34,13 @@ def _strict_json(path: Path) -> object:
         raise AssertionError(f"{path} holds {constant}, which is not JSON")
 
     return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+def _assert_placeholders(out: Path, folders: tuple[str, ...]) -> None:
+    """The other task's plot folders hold only the placeholder: a JSON list of no points."""
+    for folder in folders:
+        assert [p.name for p in (out / "plots" / folder).iterdir()] == [PLACEHOLDER], folder
+        assert _strict_json(out / "plots" / folder / PLACEHOLDER) == [], folder
 
 
 def test_classification_evaluation(fast: Config, contract: Contract, penguins: pd.DataFrame) -> None:
@@ -71,8 +78,7 @@ def test_classification_write(fast: Config, contract: Contract, penguins: pd.Dat
     assert isinstance(roc, list)
     assert roc[0] == {"fpr": 0.0, "tpr": 0.0, "threshold": 1.0}
     assert (out / "plots" / "sklearn" / "confusion_matrix" / "test.json").is_file()
-    for folder in REGRESSION_PLOTS:
-        assert list((out / "plots" / folder).iterdir()) == []
+    _assert_placeholders(out, REGRESSION_PLOTS)
     assert "slices" in io.read_json(out / "slices.json")
     plotted = io.read_json(out / "plots" / "custom" / "importance.json")
     assert [row["feature"] for row in plotted] == list(io.read_json(out / "importance.json"))
@@ -97,5 +103,4 @@ def test_regression_evaluation_and_plots(
     assert set(points[0]) == {"actual", "predicted", "residual"}
     assert points[0]["residual"] == pytest.approx(points[0]["predicted"] - points[0]["actual"])
     assert (out / "plots" / "custom" / "residuals" / "test.json").is_file()
-    for folder in CLASSIFICATION_PLOTS:
-        assert list((out / "plots" / folder).iterdir()) == []
+    _assert_placeholders(out, CLASSIFICATION_PLOTS)

@@ -26,11 +26,12 @@ from conveyor.metrics import classification_metrics, regression_metrics
 from conveyor.predict import predict, predict_proba
 
 # Every plot in dvc.yaml is a folder under <out>/plots. Each task fills its own folders; write()
-# leaves the other task's empty, because `dvc plots show` reports a declared path that does not
-# exist as an error but expands an empty folder to nothing.
+# puts PLACEHOLDER in the other task's, because `dvc plots show/diff` reports a declared path that
+# does not exist as an error, and git (hence a baseline revision) keeps no empty folder. DVC reads
+# the placeholder's empty list as a plot without points: no figure, no error.
+PLACEHOLDER = "none.json"
 CLASSIFICATION_PLOTS = ("sklearn/confusion_matrix", "custom/roc", "sklearn/precision_recall", "sklearn/calibration")
 REGRESSION_PLOTS = ("custom/predicted_vs_actual", "custom/residuals")
-PLOT_FOLDERS = CLASSIFICATION_PLOTS + REGRESSION_PLOTS
 
 
 @dataclass(frozen=True)
@@ -133,9 +134,11 @@ def write(evaluation: Evaluation, out: Path) -> None:
             template="bar_horizontal",
             title="Permutation importance",
         )
-    for folder in PLOT_FOLDERS:
-        # The other task's folders stay empty rather than absent: see PLOT_FOLDERS.
-        (out / "plots" / folder).mkdir(parents=True, exist_ok=True)
+    other_task = REGRESSION_PLOTS if evaluation.classes is not None else CLASSIFICATION_PLOTS
+    for folder in other_task:
+        placeholder = out / "plots" / folder / PLACEHOLDER
+        placeholder.parent.mkdir(parents=True, exist_ok=True)
+        placeholder.write_text("[]\n", encoding="utf-8")
     io.write_json(evaluation.importance, out / "importance.json")
     io.write_json({"slices": evaluation.slices}, out / "slices.json")
 
@@ -155,7 +158,7 @@ def _classification_plots(
             {"fpr": float(f), "tpr": float(t), "threshold": float(min(h, 1.0))}
             for f, t, h in zip(fpr, tpr, thresholds, strict=True)
         ]
-        live.log_plot(f"roc/{name}", roc, x="fpr", y="tpr", template="simple", title=f"ROC, {label} against the rest")
+        live.log_plot(f"roc/{name}", roc, x="fpr", y="tpr")
         live.log_sklearn_plot("precision_recall", is_label, scores, name=f"precision_recall/{name}.json")
         live.log_sklearn_plot("calibration", is_label, scores, name=f"calibration/{name}.json", n_bins=5)
 
