@@ -35,10 +35,18 @@ def tool_env() -> dict[str, str]:
     return os.environ | GIT_IDENTITY | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-def run(cwd: Path, *args: str | Path, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run a command in ``cwd`` with :func:`tool_env`; on failure, the assertion shows its output."""
+def run(
+    cwd: Path, *args: str | Path, check: bool = True, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command in ``cwd`` with :func:`tool_env` (updated by ``env``); on failure, the assertion shows its output."""
     result = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=tool_env(), capture_output=True, text=True, timeout=timeout, check=False
+        [str(a) for a in args],
+        cwd=cwd,
+        env=tool_env() | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if check and result.returncode != 0:
         pytest.fail(f"{' '.join(map(str, args))} exited {result.returncode}\n{result.stdout}\n{result.stderr}")

@@ -196,6 +196,12 @@ def write_bytes(data: bytes, path: str | Path) -> None:
         temporary.write_bytes(data)
 
 
+def move_into_place(source: Path, target: Path) -> None:
+    """Rename a finished file onto ``target`` (same file system: atomic), creating its folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+
+
 def write_text(text: str, path: str | Path) -> None:
     """Write a UTF-8 text file whole (see :func:`atomic_path`)."""
     write_bytes(text.encode("utf-8"), path)

@@ -15,7 +15,7 @@ import yaml
 from conftest import ROOT, clone_of, run
 
 from conveyor import io
-from conveyor.artifacts import Check, GateVerdict
+from conveyor.artifacts import Check, GateVerdict, ModelCard, PackageReport
 from conveyor.config import Config
 from conveyor.errors import ArtifactError
 from conveyor.stages import package
@@ -96,21 +96,23 @@ def store_versions(kind: str, name: str) -> set[str]:
 
 @pytest.mark.slow
 def test_the_pipeline_packaged_the_accepted_model_with_its_provenance(reproduced_repo: Path) -> None:
-    report = io.read_json(reproduced_repo / "reports/package.json")
-    meta = io.read_json(reproduced_repo / "models/model.json")
-    assert (report["git_revision"], report["data_hash"]) == (meta["git_revision"], meta["data_hash"])
-    assert report["inference"] == "onnx"
-    assert report["parity"]["labels_equal"] is True
-    version = report["model_tag"].split(":", 1)[1]
+    report = io.read_artifact(reproduced_repo / "reports/package.json", PackageReport)
+    card = io.read_artifact(reproduced_repo / "models/model.json", ModelCard)
+    packaged_at = run(reproduced_repo, "git", "rev-parse", "HEAD~1").stdout.strip()
+    assert report.data_hash == card.data_hash
+    assert report.inference == "onnx"
+    assert report.parity is not None
+    assert report.parity["labels_equal"] is True
+    version = report.model_tag.split(":", 1)[1]
     stored = yaml.safe_load(
         (Path(os.environ["BENTOML_HOME"]) / "models/conveyor-model" / version / "model.yaml").read_text()
     )
-    assert stored["labels"]["git_revision"] == meta["git_revision"]
+    assert stored["labels"]["git_revision"] == packaged_at
     assert stored["metadata"]["metrics"] == io.read_json(reproduced_repo / "reports/metrics.json")
-    assert stored["metadata"]["libraries"] == meta["libraries"]
-    bento = json.loads(run(reproduced_repo, "bentoml", "get", report["bento_tag"], "--output", "json").stdout)
-    assert [model["tag"] for service in bento["services"] for model in service["models"]] == [report["model_tag"]]
-    assert bento["labels"]["git_revision"] == meta["git_revision"]
+    assert stored["metadata"]["libraries"] == card.libraries
+    bento = json.loads(run(reproduced_repo, "bentoml", "get", report.bento_tag, "--output", "json").stdout)
+    assert [model["tag"] for service in bento["services"] for model in service["models"]] == [report.model_tag]
+    assert bento["labels"]["git_revision"] == packaged_at
 
 
 @pytest.mark.slow
@@ -128,7 +130,7 @@ def test_bentoml_build_at_the_root_makes_a_bento_with_the_model(
     reproduced_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo = clone_of(reproduced_repo, tmp_path / "repo")
-    model_tag = io.read_json(repo / "reports/package.json")["model_tag"]
+    model_tag = io.read_artifact(repo / "reports/package.json", PackageReport).model_tag
     monkeypatch.setenv("CONVEYOR_MODEL_TAG", model_tag)
     run(repo, "bentoml", "build", "--version", "built-by-test")
     archive = tmp_path / "conveyor.bento"  # bentoml export needs an absolute path

@@ -9,10 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import tool_env
+from conftest import run, tool_env
 from helpers_process import free_port, running
 
 from conveyor import io
+from conveyor.artifacts import PackageReport
 
 pytestmark = pytest.mark.slow
 
@@ -69,11 +70,12 @@ def test_predictions_come_from_the_packaged_model(server: httpx.Client, reproduc
     assert proba[0]["Adelie"] > 0.5
     assert abs(sum(proba[0].values()) - 1) < 1e-5
     meta = post(server, "/metadata", {}).json()
-    report = io.read_json(reproduced_repo / "reports/package.json")
+    report = io.read_artifact(reproduced_repo / "reports/package.json", PackageReport)
+    packaged_at = run(reproduced_repo, "git", "rev-parse", "HEAD~1").stdout.strip()
     assert (meta["model_tag"], meta["git_revision"], meta["data_hash"]) == (
-        report["model_tag"],
-        report["git_revision"],
-        report["data_hash"],
+        report.model_tag,
+        packaged_at,
+        report.data_hash,
     )
     assert meta["inference"]["inference"] == "onnx"
     assert meta["features"] == list(GOOD)

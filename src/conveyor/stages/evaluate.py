@@ -6,6 +6,8 @@ bench`` measures speed), so re-running on the same inputs rewrites the same byte
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,27 +120,34 @@ def _slice_metrics(y_true: NDArray[Any], y_pred: NDArray[Any], cfg: Config) -> d
 
 
 def write(evaluation: Evaluation, out: Path) -> None:
-    """Log metrics and plots with dvclive into ``out`` and the JSON reports beside them."""
-    with Live(dir=str(out), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        for name, value in evaluation.metrics.items():
-            live.log_metric(name, value, plot=False)
-        if evaluation.classes is not None and evaluation.proba is not None:
-            _classification_plots(live, evaluation.y_true, evaluation.y_pred, evaluation.proba, evaluation.classes)
-        else:
-            _regression_plots(live, evaluation.y_true, evaluation.y_pred)
-        live.log_plot(
-            "importance",
-            [{"feature": k, "importance": v["mean"]} for k, v in evaluation.importance.items()],
-            x="importance",
-            y="feature",
-            template="bar_horizontal",
-            title="Permutation importance",
-        )
+    """Log metrics and plots with dvclive into ``out`` and the JSON reports beside them.
+
+    dvclive writes into a staging folder inside ``out``; each file is then renamed into place,
+    so a run killed midway leaves no torn metrics or plot file (see :func:`conveyor.io.atomic_path`).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=out))
+    try:
+        with Live(dir=str(staging), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+            for name, value in evaluation.metrics.items():
+                live.log_metric(name, value, plot=False)
+            if evaluation.classes is not None and evaluation.proba is not None:
+                _classification_plots(live, evaluation.y_true, evaluation.y_pred, evaluation.proba, evaluation.classes)
+            else:
+                _regression_plots(live, evaluation.y_true, evaluation.y_pred)
+            live.log_plot(
+                "importance",
+                [{"feature": k, "importance": v["mean"]} for k, v in evaluation.importance.items()],
+                x="importance",
+                y="feature",
+            )
+        for written in sorted(path for path in staging.rglob("*") if path.is_file()):
+            io.move_into_place(written, out / written.relative_to(staging))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     other_task = REGRESSION_PLOTS if evaluation.classes is not None else CLASSIFICATION_PLOTS
     for folder in other_task:
-        placeholder = out / "plots" / folder / PLACEHOLDER
-        placeholder.parent.mkdir(parents=True, exist_ok=True)
-        placeholder.write_text("[]\n", encoding="utf-8")
+        io.write_text("[]\n", out / "plots" / folder / PLACEHOLDER)
     io.write_json(evaluation.importance, out / "importance.json")
     io.write_json({"slices": evaluation.slices}, out / "slices.json")
 
