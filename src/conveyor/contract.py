@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pandas as pd
-import pandera.pandas as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from conveyor.config import describe_errors
 from conveyor.errors import ContractError
+
+if TYPE_CHECKING:
+    import pandera.pandas as pa
 
 ColumnType = Literal["int", "float", "bool", "category", "string"]
 NUMERIC_TYPES: frozenset[str] = frozenset({"int", "float", "bool"})
@@ -108,9 +110,14 @@ def contract_to_dict(contract: Contract) -> dict[str, Any]:
 def pandera_schema(contract: Contract) -> pa.DataFrameSchema:
     """The column-level part of the contract as a pandera schema.
 
+    pandera is imported here, not at the top: only validate needs it, and every stage reads the
+    contract (its import costs about half a second per stage process).
+
     Numeric columns are coerced to float64 so that a non-number (``"abc"`` in a float column) is
     reported as a coercion failure with the offending value rather than as a bare dtype mismatch.
     """
+    import pandera.pandas as pa
+
     columns: dict[str, pa.Column] = {}
     for name, spec in contract.columns.items():
         checks: list[pa.Check] = []

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from conftest import ROOT
 from helpers_model import configured, labelled, regression
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
@@ -18,7 +23,7 @@ from conveyor.contract import Contract
 from conveyor.errors import ConfigError, DataError
 from conveyor.model import build_estimator
 from conveyor.predict import predict
-from conveyor.registry import ESTIMATORS, Task, check_estimator
+from conveyor.registry import ESTIMATORS, PARAMETERS, Task, check_estimator
 from conveyor.stages.train import train
 
 CASES = [(task, name) for task, registry in ESTIMATORS.items() for name in registry]
@@ -99,3 +104,16 @@ def test_params_reach_the_estimator(params: Config) -> None:
 def test_an_unknown_estimator_in_params_is_a_config_error(params: Config) -> None:
     with pytest.raises(ConfigError, match=r"model.estimator: 'xgboost' is not a classification estimator"):
         configured(params, model={"estimator": "xgboost", "params": {}})
+
+
+@pytest.mark.parametrize("path", sorted(PARAMETERS))
+def test_the_parameter_table_matches_the_installed_estimator(path: str) -> None:
+    module, _, attribute = path.partition(":")
+    cls = getattr(importlib.import_module(module), attribute)
+    assert PARAMETERS[path] == frozenset(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def test_loading_the_config_imports_no_estimator_library() -> None:
+    probe = "import sys; from conveyor.config import load_config; load_config('params.yaml'); print('sklearn' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
