@@ -14,7 +14,7 @@ from pathlib import Path
 from conveyor.config import Config, ConfigError, load_config
 from conveyor.contract import Contract, ContractError
 
-# Errors a user can fix: shown as one clear message, not a traceback.
+# Errors a user can fix: shown as one clear message, not a traceback. (InitError is a ValueError.)
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, ContractError, ValueError, FileNotFoundError)
 
 
@@ -87,6 +87,18 @@ def _schema_infer(args: argparse.Namespace) -> None:
     )
 
 
+def _init(args: argparse.Namespace) -> None:
+    from conveyor import init
+
+    result = init.run(
+        data=args.data, target=args.target, task=args.task, params=args.params, max_categories=args.max_categories
+    )
+    print(
+        f"init: {result.choice.task} ({result.choice.reason}); {args.params} and {result.config.data.schema_path} "
+        f"written for {len(result.contract.columns)} columns; review them, then `dvc repro`"
+    )
+
+
 def _report(args: argparse.Namespace) -> None:
     from conveyor import report
 
@@ -127,6 +139,19 @@ def _add_report(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--gate", type=Path, required=True, help="the gate's verdict (reports/gate.json)")
     sub.add_argument("--validation", type=Path, required=True, help="the validate stage's report")
     sub.add_argument("--baseline", help="git revision to compare with (default: gate.baseline_rev)")
+
+
+def _add_init(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--data", required=True, help="the table: CSV or Parquet path, or http(s)/s3 URL")
+    sub.add_argument("--target", required=True, help="the label column")
+    sub.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        help="default: inferred (text, true/false or few whole numbers: classification)",
+    )
+    sub.add_argument(
+        "--max-categories", type=int, default=50, help="text columns with more distinct values are free text"
+    )
 
 
 def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -183,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         command("report", _report, "Write the model report (Markdown + PNG plots) against the baseline revision.")
     )
     _add_deploy(commands)
+    _add_init(
+        command(
+            "init",
+            _init,
+            "Retarget to a table: infer its contract and task, rewrite params.yaml's data, model and gate keys.",
+        )
+    )
 
     schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")
