@@ -30,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 def breast_cancer() -> pd.DataFrame:
     """569 tumours, 30 measurements named like ``mean radius``, label ``diagnosis``."""
-    data = load_breast_cancer(as_frame=True).frame
+    data: pd.DataFrame = load_breast_cancer(as_frame=True).frame
     return data.assign(diagnosis=data.pop("target").map({0: "malignant", 1: "benign"}))
 
 
