@@ -47,11 +47,18 @@ ESTIMATORS: dict[Task, tuple[str, dict[str, Any]]] = {
     "regression": ("ridge", {"alpha": 1.0}),
 }
 # Comments init writes beside the keys it sets, replacing ones that described the old data.
-COMMENTS: dict[tuple[str, ...], str] = {
-    ("features", "drop"): "columns never used as features",
-    ("gate", "thresholds"): f"every one must hold (init: {MARGIN} above chance; raise them to what ships)",
+COMMENTS: dict[Task, dict[tuple[str, ...], str]] = {
+    "classification": {
+        ("features", "drop"): "columns never used as features",
+        ("gate", "thresholds"): f"every one must hold (init: {MARGIN} above chance; raise them to what ships)",
+        ("gate", "tolerance"): "allowed regression, in each metric's own units",
+    },
+    "regression": {
+        ("features", "drop"): "columns never used as features",
+        ("gate", "thresholds"): f"every one must hold (init: {MARGIN} above the mean's 0; raise them to what ships)",
+        ("gate", "tolerance"): "allowed regression, in each metric's own units (init: 1% of the target's std)",
+    },
 }
-TOLERANCE_COMMENT = "allowed regression, in each metric's own units"
 
 
 class InitError(ValueError):
@@ -159,11 +166,7 @@ def retarget(
     }
     if choice.task == "classification":
         settings["split", "stratify"] = bool(df[target].value_counts().min() >= 2)
-    comments = COMMENTS | {
-        ("gate", "tolerance"): TOLERANCE_COMMENT
-        + ("" if choice.task == "classification" else " (init: 1% of the target's std)")
-    }
-    text = edit_yaml(params, settings, comments=comments, source="params.yaml")
+    text = edit_yaml(params, settings, comments=COMMENTS[choice.task], source="params.yaml")
     return Retargeted(text, parse_config(yaml.safe_load(text)), contract, choice)
 
 
