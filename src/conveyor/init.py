@@ -257,13 +257,23 @@ def _keep_trailing_blank_lines(old: Any, new: Any) -> None:
         new.ca.items[list(new)[-1]] = [None, None, CommentToken(blank, CommentMark(0), None), None]
 
 
+def portable_source(data: str, *, root: Path) -> str:
+    """``data`` relative to ``root`` (the repository) when it is an absolute path inside it, so a clone finds it."""
+    path = Path(data)
+    if path.is_absolute() and path.resolve().is_relative_to(root):
+        return path.resolve().relative_to(root).as_posix()
+    return data
+
+
 def run(*, data: str, target: str, task: Task | None, params: Path, max_categories: int) -> Retargeted:
     """Read ``data`` and ``params``, then write the retargeted ``params`` and the contract at its ``data.schema``."""
     try:
         text = params.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{params}: file not found; init rewrites the template's params.yaml") from None
-    result = retarget(io.read_source(data), text, source=data, target=target, task=task, max_categories=max_categories)
+    source = portable_source(data, root=params.resolve().parent)
+    df = io.read_source(data)
+    result = retarget(df, text, source=source, target=target, task=task, max_categories=max_categories)
     io.write_contract(result.contract, result.config.data.schema_path)
     io.write_bytes(result.params.encode("utf-8"), params)
     return result

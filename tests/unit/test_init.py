@@ -138,8 +138,9 @@ def test_the_command_writes_params_and_contract_or_refuses_in_one_line(
     error = capsys.readouterr().err
     assert error == "conveyor init: error: --target 'price' is not a column of the data; did you mean 'price €'?\n"
     assert (in_tmp / "params.yaml").read_text(encoding="utf-8") == PARAMS
-    assert main(["init", "--data", "prices.csv", "--target", "price €"]) == 0
+    assert main(["init", "--data", str(in_tmp / "prices.csv"), "--target", "price €"]) == 0
     assert "init: regression ('price €' holds numbers" in capsys.readouterr().out
     contract = io.read_contract(in_tmp / "data" / "contract.yaml")
     assert set(contract.columns) == {"size m²", "2nd.dim-x", "yes", "price €"}
+    # An absolute path inside the repository is written relative to it, so a clone finds the data.
     assert yaml.safe_load((in_tmp / "params.yaml").read_text(encoding="utf-8"))["data"]["source"] == "prices.csv"
