@@ -73,6 +73,18 @@ class ModelCard(Artifact):
     libraries: dict[str, str]
 
 
+class ModelIdentity(BaseModel):
+    """What a model predicts, read from any version's ``models/model.json`` (other keys ignored).
+
+    The gate reads it at ``gate.baseline_rev``, whose file may predate today's :class:`ModelCard`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    task: Task
+    target: str
+
+
 class EvaluationRecord(Artifact):
     """``reports/evaluation.json``: the metrics and exactly which model and test file they belong to.
 
@@ -102,7 +114,9 @@ class Check(Artifact):
         return f"{self.kind} {self.metric}: {value}, needs {self.direction} {self.bound:.4f}{against}"
 
 
-ChampionStatus = Literal["scored", "same_model", "no_revision", "not_tracked", "not_in_cache", "incompatible"]
+ChampionStatus = Literal[
+    "scored", "same_model", "other_target", "no_revision", "not_tracked", "not_in_cache", "incompatible"
+]
 
 
 class Champion(Artifact):

@@ -72,6 +72,7 @@ def _gate(args: argparse.Namespace) -> None:
     verdict = gate.run(
         _config(args),
         model_path=args.model,
+        card_path=args.metadata,
         test=args.test,
         evaluation=args.evaluation,
         out=args.out,
@@ -89,6 +90,18 @@ def _schema_infer(args: argparse.Namespace) -> None:
     io.write_contract(contract, args.out)
     print(
         f"schema infer: {len(contract.columns)} columns from {len(df)} rows written to {args.out}; review it before committing"
+    )
+
+
+def _init(args: argparse.Namespace) -> None:
+    from conveyor import init
+
+    result = init.run(
+        data=args.data, target=args.target, task=args.task, params=args.params, max_categories=args.max_categories
+    )
+    print(
+        f"init: {result.choice.task} ({result.choice.reason}); {args.params} and {result.config.data.schema_path} "
+        f"written for {len(result.contract.columns)} columns; review them, then `dvc repro`"
     )
 
 
@@ -142,6 +155,19 @@ def _add_report(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument("--validation", type=Path, required=True, help="the validate stage's report")
     sub.add_argument("--baseline", help="git revision to compare with (default: gate.baseline_rev)")
+
+
+def _add_init(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--data", required=True, help="the table: CSV or Parquet path, or http(s)/s3 URL")
+    sub.add_argument("--target", required=True, help="the label column")
+    sub.add_argument(
+        "--task",
+        choices=("classification", "regression"),
+        help="default: inferred (text, true/false or few whole numbers: classification)",
+    )
+    sub.add_argument(
+        "--max-categories", type=int, default=50, help="text columns with more distinct values are free text"
+    )
 
 
 def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -202,6 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
         command("report", _report, "Write the model report (Markdown + PNG plots) against the baseline revision.")
     )
     _add_deploy(commands)
+    _add_init(
+        command(
+            "init",
+            _init,
+            "Retarget to a table: infer its contract and task, rewrite params.yaml's data, model and gate keys.",
+        )
+    )
 
     schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")

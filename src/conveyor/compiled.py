@@ -3,18 +3,23 @@
 :func:`compile_pipeline` converts a fitted Conveyor pipeline with skl2onnx and runs both it and
 the scikit-learn pipeline on the whole test split. The ONNX model is used only when every label
 is equal and every probability is within ``tolerance`` (classification), or every value is within
-``tolerance`` relative to its size (regression). Otherwise, or when conversion fails (skl2onnx
-1.20 cannot convert ``HistGradientBoosting*`` models with numpy 2), the service falls back to
-scikit-learn and the parity report says why.
+``tolerance`` relative to its size (regression). Otherwise, or when conversion or the check
+fails in any way (skl2onnx 1.20 cannot convert ``HistGradientBoosting*`` models with numpy 2),
+the service falls back to scikit-learn and the report says why: ONNX is an optimisation, and it
+never stops the line.
 
 Both predictors take the same input as :mod:`conveyor.predict` and call
 :func:`conveyor.features.model_frame` first, so ONNX sees exactly the columns and canonical
 dtypes scikit-learn sees. Missing categories are already the string ``MISSING_CATEGORY`` there,
-which is what makes string tensors possible.
+which is what makes string tensors possible. The ONNX inputs are not named after the columns
+(skl2onnx would rename ``mean radius`` to ``mean_radius`` behind our back) but by
+:func:`onnx_input_names`, which the feed uses too, so any column name works on this path.
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -97,14 +102,18 @@ class OnnxPredictor:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.spec = spec
+        self.inputs = onnx_input_names(spec.columns)
         self.session = ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
         self.outputs = [output.name for output in self.session.get_outputs()]
+        expected, found = sorted(self.inputs.values()), sorted(i.name for i in self.session.get_inputs())
+        if found != expected:
+            raise ConversionError(f"the ONNX model's inputs {found} are not the expected {expected}")
 
     def feed(self, df: pd.DataFrame) -> Feed:
-        """The input tensors for ``df``, after :func:`conveyor.features.model_frame`."""
+        """The input tensors for ``df``, after :func:`conveyor.features.model_frame`, keyed by ONNX input name."""
         frame = model_frame(df, self.spec)
-        feed = {name: frame[name].to_numpy(np.float32).reshape(-1, 1) for name in self.spec.numeric}
-        return feed | {name: frame[name].to_numpy(object).reshape(-1, 1) for name in self.spec.categorical}
+        feed = {self.inputs[name]: frame[name].to_numpy(np.float32).reshape(-1, 1) for name in self.spec.numeric}
+        return feed | {self.inputs[name]: frame[name].to_numpy(object).reshape(-1, 1) for name in self.spec.categorical}
 
     def feed_rows(self, rows: Rows) -> Feed:
         """The input tensors for validated records, without pandas.
@@ -115,11 +124,15 @@ class OnnxPredictor:
         round trip costs about 10 ms per call here, the ONNX model 0.1 ms.
         """
         feed = {
-            name: np.array([[np.nan if row[name] is None else row[name]] for row in rows], dtype=np.float32)
+            self.inputs[name]: np.array(
+                [[np.nan if row[name] is None else row[name]] for row in rows], dtype=np.float32
+            )
             for name in self.spec.numeric
         }
         return feed | {
-            name: np.array([[MISSING_CATEGORY if row[name] is None else str(row[name])] for row in rows], dtype=object)
+            self.inputs[name]: np.array(
+                [[MISSING_CATEGORY if row[name] is None else str(row[name])] for row in rows], dtype=object
+            )
             for name in self.spec.categorical
         }
 
@@ -152,22 +165,48 @@ class ConversionError(RuntimeError):
     """The pipeline could not be converted to ONNX; the message says by what."""
 
 
+def onnx_input_names(columns: Sequence[str]) -> dict[str, str]:
+    """The ONNX input name of each column: ``x<position>_`` and the name with anything but ASCII
+    letters, digits and ``_`` replaced by ``_`` (``mean radius`` -> ``x0_mean_radius``).
+
+    skl2onnx renames inputs that are not C identifiers, and ONNX Runtime then refuses a feed keyed
+    by the column names. These names are identifiers already, so skl2onnx keeps them; the position
+    makes them unique (``a b`` and ``a_b``) and keeps them clear of the outputs (``label``).
+    """
+    return {column: f"x{index}_" + re.sub(r"[^A-Za-z0-9_]", "_", column) for index, column in enumerate(columns)}
+
+
+def _selecting_inputs(model: Pipeline, names: Mapping[str, str]) -> Pipeline:
+    # skl2onnx matches the ColumnTransformer's column names with the input names, so a copy of
+    # the pipeline selects by the ONNX names; the fitted transformers are unchanged.
+    renamed = copy.deepcopy(model)
+    features = renamed.named_steps["features"]
+    features.transformers_ = [
+        (name, transformer, [names[c] for c in columns] if name in ("numeric", "categorical") else columns)
+        for name, transformer, columns in features.transformers_
+    ]
+    return renamed
+
+
 def to_onnx(model: Pipeline) -> bytes:
     """The fitted pipeline as a serialized ONNX model: one input tensor per feature column.
 
-    Numeric columns are float32 tensors, categorical columns string tensors, each of shape
-    (n_samples, 1); a classifier outputs ``label`` and ``probabilities`` (no ZipMap).
+    Inputs are named by :func:`onnx_input_names`. Numeric columns are float32 tensors,
+    categorical columns string tensors, each of shape (n_samples, 1); a classifier outputs
+    ``label`` and ``probabilities`` (no ZipMap).
     """
     from skl2onnx import to_onnx as convert
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     spec = spec_of(model)
-    inputs = [(name, FloatTensorType([None, 1])) for name in spec.numeric]
-    inputs += [(name, StringTensorType([None, 1])) for name in spec.categorical]
-    estimator = model.named_steps["estimator"]
+    names = onnx_input_names(spec.columns)
+    inputs = [(names[column], FloatTensorType([None, 1])) for column in spec.numeric]
+    inputs += [(names[column], StringTensorType([None, 1])) for column in spec.categorical]
+    renamed = _selecting_inputs(model, names)
+    estimator = renamed.named_steps["estimator"]
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
     try:
-        return bytes(convert(model, initial_types=inputs, options=options).SerializeToString())
+        return bytes(convert(renamed, initial_types=inputs, options=options).SerializeToString())
     except Exception as exc:  # skl2onnx raises anything from RuntimeError to ValueError to KeyError
         raise ConversionError(f"skl2onnx could not convert {type(estimator).__name__}: {type(exc).__name__}") from exc
 
@@ -204,9 +243,15 @@ def compile_pipeline(
         return None, report | {"inference": "sklearn", "reason": "serve.inference is sklearn in params.yaml"}
     try:
         onnx = to_onnx(model)
+        result = parity(model, OnnxPredictor(onnx, spec_of(model)), test, task=task, tolerance=tolerance)
     except ConversionError as exc:
         return None, report | {"inference": "sklearn", "reason": f"{exc}; serving with scikit-learn"}
-    result = parity(model, OnnxPredictor(onnx, spec_of(model)), test, task=task, tolerance=tolerance)
+    except Exception as exc:  # ONNX is an optimisation: whatever fails in it falls back, and says why
+        problem = f"{type(exc).__name__}: {(str(exc).strip() or 'no message').splitlines()[0]}"
+        return None, report | {
+            "inference": "sklearn",
+            "reason": f"the ONNX model could not be checked against scikit-learn ({problem}); serving with scikit-learn",
+        }
     report["parity"] = result
     if not result["passed"]:
         return None, report | {

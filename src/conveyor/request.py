@@ -64,8 +64,8 @@ def record_model(contract: Contract, columns: Sequence[str], *, name: str = "Rec
     """A pydantic model for one input record: a required field per column in ``columns``.
 
     ``columns`` are the model's input columns (from the packaged model's metadata); each must be
-    in the contract. Column names that are not Python identifiers become aliases, so the JSON
-    keys are always the contract's column names.
+    in the contract. Column names that are not Python identifiers, or that pydantic's model uses,
+    become aliases, so the JSON keys are always the contract's column names.
     """
     unknown = [column for column in columns if column not in contract.columns]
     if unknown:
@@ -73,7 +73,13 @@ def record_model(contract: Contract, columns: Sequence[str], *, name: str = "Rec
     fields: dict[str, Any] = {}
     for index, column in enumerate(columns):
         annotated = field_type(contract.columns[column])
-        if column.isidentifier() and not keyword.iskeyword(column) and not column.startswith("_"):
+        # A name pydantic already uses (`model_config`, `schema`, `copy`) is an alias too.
+        if (
+            column.isidentifier()
+            and not keyword.iskeyword(column)
+            and not column.startswith("_")
+            and not hasattr(RecordBase, column)
+        ):
             fields[column] = (annotated, ...)
         else:
             fields[f"field_{index}"] = (annotated, Field(..., alias=column))

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 GATE_ARGS = (
     "gate",
     "--model=models/model.skops",
+    "--metadata=models/model.json",
     "--test=data/split/test.parquet",
     "--evaluation=reports/evaluation.json",
     "--out=reports/gate.json",

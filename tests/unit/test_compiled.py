@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 from helpers_model import configured, labelled, regression
 from sklearn.pipeline import Pipeline
 
-from conveyor.compiled import ConversionError, OnnxPredictor, compile_pipeline, parity, to_onnx
+from conveyor.compiled import ConversionError, OnnxPredictor, compile_pipeline, onnx_input_names, parity, to_onnx
 from conveyor.config import Config
-from conveyor.contract import Contract
-from conveyor.features import spec_of
+from conveyor.contract import Contract, infer_contract
+from conveyor.features import FeatureSpec, spec_of
+from conveyor.predict import predict
 from conveyor.stages.train import train
 
 TOLERANCE = 1e-4
@@ -116,3 +119,63 @@ def test_the_records_feed_is_the_model_frame_feed(params: Config, contract: Cont
         assert tensor.dtype == from_rows[name].dtype, name
         assert np.array_equal(tensor, from_rows[name], equal_nan=tensor.dtype != object), name
     assert np.array_equal(predictor.predict_rows(rows), predictor.predict(data))
+
+
+# Every kind of name skl2onnx would rename, two that collide once sanitized, and the output's name.
+AWKWARD_NAMES = {
+    "bill_length_mm": "bill length (mm)",
+    "bill_depth_mm": "bill.depth-mm",
+    "flipper_length_mm": "1st flipper",
+    "body_mass_g": "masse_corporelle_é",
+    "island": "île de départ",
+    "sex": "label",
+    "year": "bill_length__mm_",
+}
+
+
+def test_onnx_input_names_are_unique_identifiers_whatever_the_column_names() -> None:
+    names = onnx_input_names([*AWKWARD_NAMES.values(), "a b", "a_b"])
+    assert len(set(names.values())) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) for name in names.values()), names
+    assert names["bill length (mm)"] == "x0_bill_length__mm_"
+
+
+def test_columns_with_spaces_dots_dashes_unicode_and_leading_digits_are_served_with_onnx(
+    params: Config, penguins: pd.DataFrame
+) -> None:
+    data = penguins.rename(columns=AWKWARD_NAMES)
+    contract = infer_contract(data, target="species")
+    cfg = configured(params, features={"drop": []})
+    pipeline, test = fitted(cfg, contract, data)
+    onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE)
+    assert report["inference"] == "onnx", report
+    assert onnx is not None
+    predictor = OnnxPredictor(onnx, spec_of(pipeline))
+    rows = [
+        {str(k): v for k, v in row.items()} for row in test.astype(object).where(test.notna(), None).to_dict("records")
+    ]
+    assert np.array_equal(predictor.predict_rows(rows), predict(pipeline, test))
+
+
+def test_any_failure_while_checking_the_onnx_model_falls_back_with_the_reason(
+    params: Config, contract: Contract, penguins: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, test = fitted(params, contract, penguins)
+
+    def broken(*args: object, **kwargs: object) -> dict[str, object]:
+        raise RuntimeError("Required inputs (['mean_radius']) are missing from input feed (['mean radius']).\nmore")
+
+    monkeypatch.setattr("conveyor.compiled.parity", broken)
+    onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE)
+    assert (onnx, report["inference"], report["parity"]) == (None, "sklearn", None)
+    assert "RuntimeError: Required inputs (['mean_radius']) are missing" in report["reason"]
+    assert "more" not in report["reason"]
+
+
+def test_an_onnx_model_whose_inputs_are_not_the_expected_names_is_refused(
+    params: Config, contract: Contract, penguins: pd.DataFrame
+) -> None:
+    pipeline, _ = fitted(params, contract, penguins)
+    other = FeatureSpec(numeric=tuple(f"{c} renamed" for c in spec_of(pipeline).numeric), categorical=())
+    with pytest.raises(ConversionError, match="not the expected"):
+        OnnxPredictor(to_onnx(pipeline), other)

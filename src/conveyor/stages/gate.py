@@ -7,7 +7,8 @@ The champion is the model committed at ``gate.baseline_rev`` (``main`` by defaul
 DVC's API and scored on the *current* test split, so both models are judged on the same rows.
 Only these cases leave the thresholds to decide alone, and ``reports/champion.json`` says which:
 no such revision (a first run), a revision that does not track the model, a model in neither the
-DVC cache nor a remote, and the same model (on ``baseline_rev`` itself). A champion that exists
+DVC cache nor a remote, the same model (on ``baseline_rev`` itself), and a champion that predicts
+another target or task (after ``conveyor init`` retargeted the template). A champion that exists
 but cannot be scored on this data (a contract column removed, a file refused by the trusted-types
 check) is ``incompatible``: the model is rejected unless ``gate.incompatible_champion`` is
 ``thresholds_only``. Any other failure propagates: the gate never skips the comparison quietly.
@@ -18,12 +19,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import pandas as pd
 
 from conveyor import io
-from conveyor.artifacts import Champion, ChampionStatus, Check, EvaluationRecord, GateVerdict
+from conveyor.artifacts import Champion, ChampionStatus, Check, EvaluationRecord, GateVerdict, ModelIdentity
 from conveyor.config import Config, GateConfig
 from conveyor.errors import ConveyorError
 from conveyor.metrics import score
@@ -89,11 +90,16 @@ def decide(evaluation: EvaluationRecord, champion: Champion, cfg: GateConfig) ->
 
 
 def find_champion(
-    model_sha256: str, model_path: Path, test: pd.DataFrame, metrics: Mapping[str, float], cfg: Config, *, root: Path
+    *,
+    model_sha256: str,
+    model_path: Path,
+    card_path: Path,
+    test: pd.DataFrame,
+    metrics: Mapping[str, float],
+    cfg: Config,
+    root: Path,
 ) -> Champion:
     """Fetch the model committed at ``gate.baseline_rev``, score it on ``test`` and compare (see module doc)."""
-    from dvc.api import DVCFileSystem
-
     rev = cfg.gate.baseline_rev
 
     def without(status: ChampionStatus, reason: str, champion_sha256: str | None = None) -> Champion:
@@ -106,34 +112,27 @@ def find_champion(
             challenger_sha256=model_sha256,
         )
 
-    found = resolve_revision(rev, root)
-    if found is None:
-        return without("no_revision", f"no git revision {rev!r} here: first run, so thresholds alone decide")
-    path = model_path.as_posix()
-    fs = DVCFileSystem(str(root), rev=found[1])
-    try:
-        if not fs.exists(path):
-            return without("not_tracked", f"{rev} does not track {path}; thresholds alone decide")
-        data = fs.read_bytes(path)
-    except FileNotFoundError:
-        return without(
-            "not_in_cache",
-            f"the model committed at {rev} is in neither the DVC cache nor a remote "
-            f"(`dvc pull {path}` on {rev} restores it); thresholds alone decide",
-        )
-    finally:
-        fs.close()
+    fetched = _fetch(rev, model_path.as_posix(), card_path.as_posix(), root=root)
+    if isinstance(fetched, Absent):
+        return without(fetched.status, fetched.reason)
+    data, identity = fetched
     champion_sha256 = hashlib.sha256(data).hexdigest()
     if champion_sha256 == model_sha256:
         return without("same_model", f"the model at {rev} is this same model: nothing to compare", champion_sha256)
+    predicts = None if identity is None else ModelIdentity.model_validate_json(identity)
+    if predicts is not None and (predicts.task, predicts.target) != (cfg.task, cfg.data.target):
+        reason = (
+            f"the model at {rev} predicts {predicts.target!r} ({predicts.task}), this one {cfg.data.target!r} "
+            f"({cfg.task}): nothing comparable, thresholds alone decide"
+        )
+        return without("other_target", reason, champion_sha256)
     try:
-        model = io.model_from_bytes(data, source=f"{path}@{rev}")
+        model = io.model_from_bytes(data, source=f"{model_path.as_posix()}@{rev}")
         baseline = score(model, test, target=cfg.data.target, task=cfg.task)
     except ConveyorError as exc:
-        allowed = cfg.gate.incompatible_champion == "thresholds_only"
         consequence = (
             "thresholds alone decide (gate.incompatible_champion: thresholds_only)"
-            if allowed
+            if cfg.gate.incompatible_champion == "thresholds_only"
             else "rejected; set gate.incompatible_champion: thresholds_only to let thresholds alone decide"
         )
         return without("incompatible", f"the model at {rev} cannot be scored on this data ({exc}); {consequence}")
@@ -148,6 +147,35 @@ def find_champion(
     )
 
 
+class Absent(NamedTuple):
+    """Why there is no champion model to score: a documented no-champion case."""
+
+    status: ChampionStatus
+    reason: str
+
+
+def _fetch(rev: str, path: str, card: str, *, root: Path) -> tuple[bytes, bytes | None] | Absent:
+    """The model file and its ``model.json`` at ``rev``, or why there is none."""
+    from dvc.api import DVCFileSystem
+
+    found = resolve_revision(rev, root)
+    if found is None:
+        return Absent("no_revision", f"no git revision {rev!r} here: first run, so thresholds alone decide")
+    fs = DVCFileSystem(str(root), rev=found[1])
+    try:
+        if not fs.exists(path):
+            return Absent("not_tracked", f"{rev} does not track {path}; thresholds alone decide")
+        return fs.read_bytes(path), fs.read_bytes(card) if fs.exists(card) else None
+    except FileNotFoundError:
+        return Absent(
+            "not_in_cache",
+            f"the model committed at {rev} is in neither the DVC cache nor a remote "
+            f"(`dvc pull {path}` on {rev} restores it); thresholds alone decide",
+        )
+    finally:
+        fs.close()
+
+
 def check_model(model_path: Path, evaluation: EvaluationRecord, *, source: Path) -> str:
     """The model's SHA-256, after checking it is the file evaluate scored and that it loads."""
     model_sha256 = io.file_sha256(model_path)
@@ -160,13 +188,30 @@ def check_model(model_path: Path, evaluation: EvaluationRecord, *, source: Path)
     return model_sha256
 
 
-def run(cfg: Config, *, model_path: Path, test: Path, evaluation: Path, out: Path, champion_out: Path) -> GateVerdict:
+def run(
+    cfg: Config,
+    *,
+    model_path: Path,
+    card_path: Path,
+    test: Path,
+    evaluation: Path,
+    out: Path,
+    champion_out: Path,
+) -> GateVerdict:
     """Decide, write ``champion_out`` then ``out``, then raise :class:`GateRejected` if not accepted."""
     record = io.read_artifact(evaluation, EvaluationRecord)
     if io.file_sha256(test) != record.test_sha256:
         raise ModelMismatch(f"{test}: not the test split evaluate scored ({evaluation}); run `dvc repro`")
     model_sha256 = check_model(model_path, record, source=evaluation)
-    champion = find_champion(model_sha256, model_path, io.read_table(test), record.metrics, cfg, root=Path.cwd())
+    champion = find_champion(
+        model_sha256=model_sha256,
+        model_path=model_path,
+        card_path=card_path,
+        test=io.read_table(test),
+        metrics=record.metrics,
+        cfg=cfg,
+        root=Path.cwd(),
+    )
     verdict = decide(record, champion, cfg.gate)
     io.write_artifact(champion, champion_out)
     io.write_artifact(verdict, out)
