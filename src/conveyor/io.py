@@ -14,13 +14,13 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import yaml
 
 from conveyor.config import yaml_problem
 from conveyor.contract import Contract, ContractError, contract_to_dict, parse_contract
+from conveyor.urls import redact_url as redact_url  # noqa: PLC0414 -- re-exported for the ingest stage
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -132,15 +132,6 @@ def _read_sql(url: str, query: str) -> pd.DataFrame:
         raise DataError(f"{redact_url(url)}: query failed: {type(reason).__name__}: {first_line}") from None
     finally:
         engine.dispose()
-
-
-def redact_url(source: str) -> str:
-    """``source`` with any password in it replaced by ``***``: reports are committed and shown in PRs."""
-    parts = urlsplit(source)
-    if parts.password is None:
-        return source
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
