@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, run
 from helpers_make import make
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -232,3 +232,76 @@ def test_make_ci_repro_verifies_what_it_pulls_from_the_remote(tmp_path: Path) ->
         ["remote", "modify", "--local", "ci", "verify", "true"],
         ["repro", "--pull"],
     ]
+
+
+def stand_in_cml(tmp_path: Path, *args: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Call the `cml` stand-in as a workflow_run step (or in a pull_request event); its log entry."""
+    # The log lies outside the report's folder, which the stand-in copies beside the log.
+    workspace = tmp_path / "workspace"
+    workspace.mkdir(exist_ok=True)
+    (workspace / "report.md").write_text("# report\n")
+    env = {"STAND_IN_LOG": str(tmp_path / "calls.jsonl"), "GITHUB_SHA": "a" * 40, "GITHUB_EVENT_NAME": "workflow_run"}
+    if event is not None:
+        (tmp_path / "event.json").write_text(json.dumps(event))
+        env |= {"GITHUB_EVENT_NAME": "pull_request", "GITHUB_EVENT_PATH": str(tmp_path / "event.json")}
+    result = run(workspace, "env", *(f"{k}={v}" for k, v in env.items()), STAND_INS / "bin" / "cml", *args, check=False)
+    entry: dict[str, Any] = json.loads((tmp_path / "calls.jsonl").read_text().splitlines()[-1])
+    assert (result.returncode != 0) == ("error" in entry), result.stderr
+    return entry
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        # What model-report-comment.yml ran before: CML 0.20.6 declares these two mutually exclusive.
+        (["--target=pr", "--commit-sha=" + "b" * 40], "Arguments commit-sha and target are mutually exclusive"),
+        (["--pr", "--target=pr/7"], "Arguments pr and target are mutually exclusive"),
+        (["--head-sha=" + "b" * 40, "--pr"], "Arguments pr and commit-sha are mutually exclusive"),
+        (
+            ["--rm-watermark", "--watermark-title=t"],
+            "Arguments watermark-title and rm-watermark are mutually exclusive",
+        ),
+        # A workflow_run names no pull request: CML would look one up for $GITHUB_SHA, the base branch's.
+        (["--target=pr"], 'PR for commit sha "' + "a" * 40 + '" not found'),
+        (["--target=mr/7"], 'unsupported comment target "mr/7"'),
+        (["--target=7"], 'Failed to parse comment --target="7"'),
+        (["--target=pr/"], "GitHub has no pr ''"),
+        (["--target=pr/seven"], "GitHub has no pr 'seven'"),
+        (["--target=pr/7", "--publish-to=x"], "Unknown argument: --publish-to=x"),
+        (["--target=pr/7", "--no-target"], "Unknown argument: --no-target"),
+        (["--target=pr/7", "--target=pr/8"], "--target given twice"),
+        (["--target", "--no-publish"], 'Failed to parse comment --target=""'),
+        (["--target=pr/7", "--rm-watermark"], "watermarks are mandatory for updatable comments"),
+        (["--log=loud"], "Invalid values: Argument: log"),
+    ],
+)
+def test_the_cml_stand_in_refuses_what_cml_0_20_6_refuses(tmp_path: Path, args: list[str], refusal: str) -> None:
+    entry = stand_in_cml(tmp_path, "comment", "update", *args, "report.md")
+    assert refusal in entry["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "target"),
+    [
+        (["--target=pr/7", "--no-publish", "--watermark-title=Conveyor model report"], "pr/7"),
+        (["--target", "issue/12"], "issue/12"),
+        (["--target=commit/abcdef1"], "commit/abcdef1"),
+        (["--target=commit"], "commit/" + "a" * 40),
+        (["--commit-sha=abcdef1"], "commit/abcdef1"),  # deprecated, still accepted alone
+        ([], "commit/" + "a" * 40),  # `auto`: no pull request in a workflow_run, so the commit
+    ],
+)
+def test_the_cml_stand_in_resolves_targets_as_cml_0_20_6_does(tmp_path: Path, args: list[str], target: str) -> None:
+    assert stand_in_cml(tmp_path, "comment", "update", *args, "report.md")["target"] == target
+
+
+def test_the_cml_stand_in_finds_the_pull_request_of_a_pull_request_event(tmp_path: Path) -> None:
+    event = {"pull_request": {"number": 9, "head": {"sha": "c" * 40}}}
+    assert stand_in_cml(tmp_path, "comment", "update", "--target=pr", "report.md", event=event)["target"] == "pr/9"
+
+
+def test_the_cml_stand_in_needs_exactly_one_existing_markdown_file(tmp_path: Path) -> None:
+    assert "Not enough non-option arguments" in stand_in_cml(tmp_path, "comment", "update", "--target=pr/7")["error"]
+    assert "Unknown argument: more.md" in stand_in_cml(tmp_path, "comment", "update", "report.md", "more.md")["error"]
+    assert "ENOENT" in stand_in_cml(tmp_path, "comment", "create", "missing.md")["error"]
+    assert "models only" in stand_in_cml(tmp_path, "pr", "create", "report.md")["error"]
