@@ -78,12 +78,19 @@ BENTOML ?= bentoml
 DOCKER ?= docker
 # Read when `image` runs (recursive `=`), from what the package stage wrote.
 BENTO_TAG = $(shell $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))["bento_tag"])')
+# The digest the registry returned for the pushed image: what the overlays pin. `make image`
+# writes it; `set-image` reads it (or $DIGEST, which the deploy workflow passes between jobs).
+IMAGE_DIGEST_FILE ?= build/image-digest
+DIGEST ?= $(shell cat $(IMAGE_DIGEST_FILE) 2>/dev/null)
 
 .PHONY: ci-repro push-data report image set-image lint-workflows
 
-ci-repro: setup ## CI: add the remote $DVC_REMOTE_URL (if set) to .dvc/config.local, `dvc repro --pull`, re-run the gate
+ci-repro: setup ## CI: add the remote $DVC_REMOTE_URL (if set, pulls verified) to .dvc/config.local, `dvc repro --pull`, re-run the gate
 ifneq ($(DVC_REMOTE_URL),)
 	dvc remote add --local --default --force ci $(DVC_REMOTE_URL)
+	@# DVC trusts an S3 object's name by default: hash what is pulled, so an object replaced in
+	@# the bucket fails the pull instead of becoming this run's model.
+	dvc remote modify --local ci verify true
 endif
 	dvc repro --pull
 	@# The champion is the model on gate.baseline_rev now, not when this branch last ran the gate;
@@ -97,13 +104,21 @@ push-data: setup ## `dvc push` data and models to the DVC remote (says so and sk
 report: setup ## Write report/report.md and its PNG plots: gate verdict, diffs against the baseline
 	conveyor report --out report/report.md --gate reports/gate.json --champion reports/champion.json --validation reports/validation.json
 
-image: ## Containerize the bento from `make bento` as $(IMAGE):$(TAG) and push it (needs Docker)
+image: ## Containerize the bento from `make bento` as $(IMAGE):$(TAG), push it, keep the pushed digest (needs Docker)
 	@test -f reports/package.json || { echo "image: reports/package.json is missing: run \`make bento\` first" >&2; exit 1; }
 	$(BENTOML) containerize $(BENTO_TAG) --image-tag $(IMAGE):$(TAG)
-	$(DOCKER) push $(IMAGE):$(TAG)
+	@mkdir -p $(dir $(IMAGE_DIGEST_FILE))
+	set -o pipefail; $(DOCKER) push $(IMAGE):$(TAG) | tee $(IMAGE_DIGEST_FILE).log
+	@# docker push ends with "<tag>: digest: sha256:<hex> size: <bytes>"; in a workflow the digest
+	@# also becomes the step's output `digest`.
+	@digest=$$(sed -nE 's/^.*: digest: (sha256:[0-9a-f]{64}) size: [0-9]+$$/\1/p' $(IMAGE_DIGEST_FILE).log | tail -n 1); \
+	test -n "$$digest" || { echo "image: docker push printed no digest for $(IMAGE):$(TAG)" >&2; exit 1; }; \
+	echo "$$digest" > $(IMAGE_DIGEST_FILE); \
+	if [ -n "$$GITHUB_OUTPUT" ]; then echo "digest=$$digest" >> "$$GITHUB_OUTPUT"; fi; \
+	echo "image: pushed $(IMAGE):$(TAG)@$$digest"
 
-set-image: setup ## Point $(OVERLAY) at $(IMAGE):$(TAG) (`conveyor deploy set-image`)
-	conveyor deploy set-image --overlay $(OVERLAY) --image $(IMAGE) --tag $(TAG)
+set-image: setup ## Point $(OVERLAY) at $(IMAGE):$(TAG)@$(DIGEST), the digest `make image` kept (`conveyor deploy set-image`)
+	conveyor deploy set-image --overlay $(OVERLAY) --image $(IMAGE) --tag $(TAG) --digest '$(DIGEST)'
 
 lint-workflows: setup ## zizmor (offline) and the GitHub-workflow JSON schema on .github/workflows
 	zizmor --offline .github/workflows

@@ -124,9 +124,9 @@ def _report(args: argparse.Namespace) -> None:
 def _deploy_set_image(args: argparse.Namespace) -> None:
     from conveyor import deploy
 
-    change = deploy.set_image(args.overlay, name=args.name, image=args.image, tag=args.tag)
+    change = deploy.set_image(args.overlay, name=args.name, image=args.image, tag=args.tag, digest=args.digest)
     was = f" (was {change.previous})" if change.changed else " (unchanged)"
-    print(f"deploy set-image: {change.path}: {change.name} -> {change.image}:{change.tag}{was}")
+    print(f"deploy set-image: {change.path}: {change.name} -> {change.reference}{was}")
 
 
 def _package(args: argparse.Namespace) -> None:
@@ -173,7 +173,7 @@ def _add_init(sub: argparse.ArgumentParser) -> None:
 def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     deploy = commands.add_parser("deploy", help="Deployment manifest tools.", description="Deployment manifest tools.")
     deploy_commands = deploy.add_subparsers(dest="deploy_command", required=True, metavar="COMMAND")
-    set_image = deploy_commands.add_parser("set-image", help="Point a kustomize overlay at an image tag.")
+    set_image = deploy_commands.add_parser("set-image", help="Point a kustomize overlay at an image tag and digest.")
     set_image.add_argument(
         "--overlay", type=Path, required=True, help="kustomize directory, e.g. deploy/overlays/staging"
     )
@@ -182,6 +182,9 @@ def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     set_image.add_argument("--image", required=True, help="image repository, e.g. ghcr.io/owner/conveyor")
     set_image.add_argument("--tag", required=True, help="image tag, e.g. the commit SHA")
+    set_image.add_argument(
+        "--digest", required=True, help="the digest `docker push` returned (sha256:…): what the cluster pulls"
+    )
     set_image.set_defaults(handler=_deploy_set_image)
 
 

@@ -18,7 +18,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import pandas as pd
 import yaml
@@ -28,6 +27,7 @@ from conveyor.artifacts import Artifact
 from conveyor.config import describe_errors, yaml_problem
 from conveyor.contract import Contract, contract_to_dict, parse_contract
 from conveyor.errors import ArtifactError, ContractError, DataError
+from conveyor.urls import redact_url
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -156,15 +156,6 @@ def _read_sql(url: str, query: str) -> pd.DataFrame:
         raise DataError(f"{redact_url(url)}: query failed: {type(reason).__name__}: {first_line}") from None
     finally:
         engine.dispose()
-
-
-def redact_url(source: str) -> str:
-    """``source`` with any password in it replaced by ``***``: reports are committed and shown in PRs."""
-    parts = urlsplit(source)
-    if parts.password is None:
-        return source
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 # --- writing: every output appears whole or not at all ----------------------------------------

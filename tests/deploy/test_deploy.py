@@ -1,8 +1,9 @@
-"""deploy/: the kustomize overlays render, validate against the Kubernetes schemas, and
-`conveyor deploy set-image` changes exactly the image the rendered Deployment runs."""
+"""deploy/: the kustomize overlays render, validate against the Kubernetes schemas, pin the image
+by digest, and `conveyor deploy set-image` changes exactly the image the rendered Deployment runs."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from conveyor.cli import main
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("staging", "prod")
 KUBERNETES_VERSION = "1.33.0"
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64
+DIGEST = "sha256:" + "ab12" * 16
+PINNED = re.compile(r"^[a-z0-9./-]+:[\w.-]+@sha256:[0-9a-f]{64}$")
 
 
 def render(overlay: Path) -> list[dict[str, Any]]:
@@ -42,7 +46,8 @@ def test_overlay_renders_valid_kubernetes_objects(overlay: str) -> None:
     for doc in docs:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
     kinds = by_kind(docs)
-    assert set(kinds) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    budget = {"PodDisruptionBudget"} if overlay == "prod" else set()
+    assert set(kinds) == {"Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy"} | budget
     assert {doc["metadata"]["namespace"] for doc in docs} == {f"conveyor-{overlay}"}
     assert kinds["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == kinds["Deployment"]["metadata"]["name"]
     selector = kinds["Service"]["spec"]["selector"]
@@ -64,7 +69,38 @@ def test_deployment_is_probed_bounded_and_unprivileged(overlay: str) -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert "/tmp" in mounts, "a read-only root needs a writable /tmp for BentoML"
-    assert container["image"] == "ghcr.io/owner/conveyor:unreleased"
+    assert container["image"] == f"ghcr.io/owner/conveyor:unreleased@{PLACEHOLDER_DIGEST}"
+    assert PINNED.match(container["image"]), "pinned by digest: a re-pushed tag cannot change what runs"
+
+
+def selects(selector: dict[str, Any], deployment: dict[str, Any]) -> bool:
+    return bool(selector) and selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policy_admits_only_the_http_port_of_the_pods(overlay: str) -> None:
+    kinds = by_kind(render(DEPLOY / "overlays" / overlay))
+    policy, deployment = kinds["NetworkPolicy"], kinds["Deployment"]
+    assert selects(policy["spec"]["podSelector"]["matchLabels"], deployment)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert (
+        rule["ports"]
+        == [{"port": container["ports"][0]["containerPort"], "protocol": "TCP"}]
+        == [{"port": 3000, "protocol": "TCP"}]
+    )
+    assert "from" not in rule, "any client in the cluster, but only on :3000"
+
+
+def test_prod_keeps_a_replica_through_disruptions_and_staging_can_be_drained() -> None:
+    prod = by_kind(render(DEPLOY / "overlays" / "prod"))
+    budget = prod["PodDisruptionBudget"]
+    assert selects(budget["spec"]["selector"]["matchLabels"], prod["Deployment"])
+    assert budget["spec"]["minAvailable"] >= 1
+    # Fewer than the replicas prod always runs: a node drain can still evict one pod at a time.
+    assert budget["spec"]["minAvailable"] < prod["HorizontalPodAutoscaler"]["spec"]["minReplicas"]
+    assert "PodDisruptionBudget" not in by_kind(render(DEPLOY / "overlays" / "staging"))
 
 
 def test_prod_is_larger_than_staging() -> None:
@@ -81,57 +117,71 @@ def test_set_image_changes_the_rendered_image_and_keeps_the_rest(overlays: Path)
     staging = overlays / "overlays" / "staging"
     before = (staging / "kustomization.yaml").read_text()
 
-    change = deploy.set_image(staging, name="conveyor", image="ghcr.io/acme/conveyor", tag="0123abcd" * 5)
+    change = deploy.set_image(
+        staging, name="conveyor", image="ghcr.io/acme/conveyor", tag="0123abcd" * 5, digest=DIGEST
+    )
 
-    assert change.previous == "ghcr.io/owner/conveyor:unreleased"
+    assert change.previous == f"ghcr.io/owner/conveyor:unreleased@{PLACEHOLDER_DIGEST}"
     assert change.changed
     after = (staging / "kustomization.yaml").read_text()
     assert after.startswith(before.split("apiVersion")[0]), "the leading comment block is kept"
     assert yaml.safe_load(after)["resources"] == ["../../base"]
     (container,) = by_kind(render(staging))["Deployment"]["spec"]["template"]["spec"]["containers"]
-    assert container["image"] == "ghcr.io/acme/conveyor:" + "0123abcd" * 5
+    assert container["image"] == "ghcr.io/acme/conveyor:" + "0123abcd" * 5 + "@" + DIGEST == change.reference
     prod = by_kind(render(overlays / "overlays" / "prod"))["Deployment"]
-    assert prod["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":unreleased"), "only staging moved"
+    prod_image = prod["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert prod_image.endswith(f":unreleased@{PLACEHOLDER_DIGEST}"), "only staging moved"
 
 
 def test_set_image_twice_reports_no_change(overlays: Path) -> None:
     staging = overlays / "overlays" / "staging"
-    deploy.set_image(staging, name="conveyor", image="ghcr.io/acme/conveyor", tag="v1")
-    again = deploy.set_image(staging, name="conveyor", image="ghcr.io/acme/conveyor", tag="v1")
+    deploy.set_image(staging, name="conveyor", image="ghcr.io/acme/conveyor", tag="v1", digest=DIGEST)
+    again = deploy.set_image(staging, name="conveyor", image="ghcr.io/acme/conveyor", tag="v1", digest=DIGEST)
     assert not again.changed
+    repushed = deploy.set_image(
+        staging, name="conveyor", image="ghcr.io/acme/conveyor", tag="v1", digest=PLACEHOLDER_DIGEST
+    )
+    assert repushed.changed, "the same tag with another digest is another image"
 
 
-def test_set_images_entry_adds_a_missing_entry_and_drops_a_digest() -> None:
+def test_set_images_entry_adds_a_missing_entry_and_pins_its_digest() -> None:
     kustomization: dict[str, Any] = {"images": [{"name": "other", "newTag": "x"}]}
-    assert deploy.set_images_entry(kustomization, name="conveyor", image="ghcr.io/a/b", tag="t") is None
-    assert kustomization["images"][1] == {"name": "conveyor", "newName": "ghcr.io/a/b", "newTag": "t"}
-    pinned: dict[str, Any] = {"images": [{"name": "conveyor", "digest": "sha256:" + "0" * 64}]}
-    deploy.set_images_entry(pinned, name="conveyor", image="ghcr.io/a/b", tag="t")
-    assert "digest" not in pinned["images"][0]
+    assert deploy.set_images_entry(kustomization, name="conveyor", image="ghcr.io/a/b", tag="t", digest=DIGEST) is None
+    assert kustomization["images"][1] == {"name": "conveyor", "newName": "ghcr.io/a/b", "newTag": "t", "digest": DIGEST}
+    unpinned: dict[str, Any] = {"images": [{"name": "conveyor", "newName": "ghcr.io/a/b", "newTag": "old"}]}
+    assert deploy.set_images_entry(unpinned, name="conveyor", image="ghcr.io/a/b", tag="t", digest=DIGEST) == (
+        "ghcr.io/a/b:old"
+    )
+    assert unpinned["images"][0]["digest"] == DIGEST
 
 
 @pytest.mark.parametrize(
-    ("image", "tag", "message"),
+    ("image", "tag", "digest", "message"),
     [
-        ("ghcr.io/Owner/conveyor", "abc", "--image"),
-        ("ghcr.io/owner/conveyor", "bad tag", "--tag"),
-        ("ghcr.io/owner/conveyor", "-leading-dash", "--tag"),
-        ("ghcr.io/owner/conveyor", "x" * 129, "--tag"),
+        ("ghcr.io/Owner/conveyor", "abc", DIGEST, "--image"),
+        ("ghcr.io/owner/conveyor", "bad tag", DIGEST, "--tag"),
+        ("ghcr.io/owner/conveyor", "-leading-dash", DIGEST, "--tag"),
+        ("ghcr.io/owner/conveyor", "x" * 129, DIGEST, "--tag"),
+        ("ghcr.io/owner/conveyor", "abc", "", "--digest"),
+        ("ghcr.io/owner/conveyor", "abc", "sha256:" + "AB12" * 16, "--digest"),
+        ("ghcr.io/owner/conveyor", "abc", "sha256:abc", "--digest"),
+        ("ghcr.io/owner/conveyor", "abc", "md5:" + "0" * 32, "--digest"),
     ],
 )
-def test_set_image_rejects_bad_names(overlays: Path, image: str, tag: str, message: str) -> None:
+def test_set_image_rejects_bad_names(overlays: Path, image: str, tag: str, digest: str, message: str) -> None:
     with pytest.raises(deploy.DeployError, match=message):
-        deploy.set_image(overlays / "overlays" / "staging", name="conveyor", image=image, tag=tag)
+        deploy.set_image(overlays / "overlays" / "staging", name="conveyor", image=image, tag=tag, digest=digest)
 
 
 def test_cli_set_image(overlays: Path, capsys: pytest.CaptureFixture[str]) -> None:
     staging = overlays / "overlays" / "staging"
-    args = ["deploy", "set-image", "--overlay", str(staging), "--image", "ghcr.io/acme/conveyor", "--tag", "abc123"]
-    assert main(args) == 0
-    assert "conveyor -> ghcr.io/acme/conveyor:abc123 (was ghcr.io/owner/conveyor:unreleased)" in capsys.readouterr().out
+    image = ["--image", "ghcr.io/acme/conveyor", "--tag", "abc123", "--digest", DIGEST]
+    assert main(["deploy", "set-image", "--overlay", str(staging), *image]) == 0
     assert (
-        main(["deploy", "set-image", "--overlay", str(overlays / "nope"), "--image", "ghcr.io/a/b", "--tag", "t"]) == 1
+        f"conveyor -> ghcr.io/acme/conveyor:abc123@{DIGEST} (was ghcr.io/owner/conveyor:unreleased@{PLACEHOLDER_DIGEST})"
+        in capsys.readouterr().out
     )
+    assert main(["deploy", "set-image", "--overlay", str(overlays / "nope"), *image]) == 1
     assert "no such file" in capsys.readouterr().err
 
 
@@ -143,3 +193,22 @@ def test_argocd_application_follows_an_overlay() -> None:
     namespace = yaml.safe_load((overlay / "kustomization.yaml").read_text())["namespace"]
     assert app["spec"]["destination"]["namespace"] == namespace
     assert app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
+
+
+def test_argocd_project_admits_this_repository_its_namespaces_and_the_rendered_kinds_only() -> None:
+    (app,) = yaml.safe_load_all((DEPLOY / "argocd" / "application-staging.yaml").read_text())
+    (project,) = yaml.safe_load_all((DEPLOY / "argocd" / "project.yaml").read_text())
+    assert project["kind"] == "AppProject"
+    assert app["spec"]["project"] == project["metadata"]["name"] != "default"
+    assert project["spec"]["sourceRepos"] == [app["spec"]["source"]["repoURL"]]
+    allowed = {(d["server"], d["namespace"]) for d in project["spec"]["destinations"]}
+    assert allowed == {("https://kubernetes.default.svc", f"conveyor-{overlay}") for overlay in OVERLAYS}
+    assert (app["spec"]["destination"]["server"], app["spec"]["destination"]["namespace"]) in allowed
+    assert project["spec"]["clusterResourceWhitelist"] == [{"group": "", "kind": "Namespace"}]
+    whitelisted = {(k["group"], k["kind"]) for k in project["spec"]["namespaceResourceWhitelist"]}
+    rendered = {
+        (doc["apiVersion"].rpartition("/")[0], doc["kind"])
+        for overlay in OVERLAYS
+        for doc in render(DEPLOY / "overlays" / overlay)
+    }
+    assert rendered == whitelisted, "every kind the overlays render, and nothing else"

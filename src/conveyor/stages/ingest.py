@@ -9,6 +9,7 @@ import pandas as pd
 from conveyor import io
 from conveyor.artifacts import IngestReport
 from conveyor.config import Config, DataConfig
+from conveyor.urls import redact_url
 
 
 def ingest(cfg: DataConfig) -> pd.DataFrame:
@@ -19,7 +20,7 @@ def ingest(cfg: DataConfig) -> pd.DataFrame:
 def summarize(df: pd.DataFrame, *, source: str) -> IngestReport:
     """Row count, columns with their dtypes, and the content hash of ``df``; ``source`` without secrets."""
     return IngestReport(
-        source=io.redact_url(source),
+        source=redact_url(source),
         rows=len(df),
         columns={str(name): str(dtype) for name, dtype in df.dtypes.items()},
         hash=io.table_hash(df),
