@@ -202,7 +202,7 @@ STAGE_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, tuple
     "gate": (
         _gate,
         "Accept or reject the model (thresholds and champion).",
-        ("model", "test", "evaluation", "out", "champion"),
+        ("model", "metadata", "test", "evaluation", "out", "champion"),
     ),
     "package": (
         _package,
