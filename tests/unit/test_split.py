@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 
@@ -48,3 +51,18 @@ def test_a_class_with_one_row_cannot_be_stratified(penguins: pd.DataFrame) -> No
 def test_a_test_set_too_small_for_every_class_names_test_size(penguins: pd.DataFrame) -> None:
     with pytest.raises(SplitError, match=r"split.test_size=0.005"):
         split(penguins, SplitConfig(test_size=0.005), target="species", stratify=True)
+
+
+def test_the_stratified_test_split_has_its_size(penguins: pd.DataFrame) -> None:
+    _, test = split(penguins, SplitConfig(test_size=0.25, seed=5), target="species", stratify=True)
+    assert len(test) == 86  # ceil(0.25 * 344)
+
+
+@pytest.mark.parametrize("stage", ["ingest", "validate", "split"])
+def test_the_data_stages_import_no_scikit_learn(stage: str) -> None:
+    # Each stage is a process; scikit-learn and SciPy would add about two seconds to each.
+    probe = (
+        f"import sys, conveyor.cli, conveyor.stages.{stage}; print(sorted({{'sklearn', 'scipy'}} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
