@@ -236,6 +236,8 @@ STAGE_ARGS = {
     "gate": [
         "--model",
         "m.skops",
+        "--metadata",
+        "m.json",
         "--test",
         "t.parquet",
         "--evaluation",
