@@ -101,12 +101,14 @@ def bentoml_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def reproduced_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the repository after a full ``dvc repro``, committed on ``main``.
+    """A copy of the repository after a full ``dvc repro --force``, committed on ``main``.
 
+    Forced: the copy reproduces the committed outputs byte for byte, so a plain ``dvc repro``
+    would skip every stage after train, and this session's BentoML store would stay empty.
     Built once per session; tests that change it must work on ``clone_of(reproduced_repo, …)``.
     """
     repo = copy_repo(tmp_path_factory.mktemp("reproduced"))
-    run(repo, "dvc", "repro", timeout=600)
+    run(repo, "dvc", "repro", "--force", timeout=600)
     commit_all(repo, "reproduce the pipeline")
     return repo
 
