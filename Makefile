@@ -62,7 +62,7 @@ serve: run ## `make run`, then `bentoml serve` here on port 3000 (docs at /, e.g
 	bentoml serve $(SERVE_ARGS)
 
 bento: setup ## Re-export requirements/serve.txt from uv.lock, then `dvc repro` (its package stage builds the bento)
-	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header --quiet -o requirements/serve.txt
+	$(UV) export --frozen --no-default-groups --no-hashes --no-emit-project --no-header --quiet -o requirements/serve.txt
 	dvc repro
 
 clean: ## Remove the environments and caches (not data, not the DVC cache)

@@ -116,10 +116,41 @@ def _package(args: argparse.Namespace) -> None:
         metrics=args.metrics,
         contract_path=Path(cfg.data.schema_path),
         test=args.test,
+        train=args.train,
         bentofile=args.bentofile,
         out=args.out,
     )
     print(f"package: model {report['model_tag']}, bento {report['bento_tag']}, inference {report['inference']}")
+
+
+def _monitor(args: argparse.Namespace) -> None:
+    from conveyor import monitor
+
+    model_tag = args.model or monitor.default_model_tag(Path("reports/package.json"))
+    report = monitor.run(
+        _config(args),
+        model_tag=model_tag,
+        out=args.out,
+        logs=args.logs,
+        current=args.current,
+        labels=args.labels,
+        timings=args.timings,
+    )
+    alerts = ", ".join(check.name for check in report.alerts) or "none"
+    print(f"monitor: {report.status} ({report.rows} records; alerts: {alerts}); {args.out / monitor.SUMMARY}")
+    if args.fail_on_alert and report.status == "alert":
+        raise SystemExit(1)
+
+
+def _add_monitor(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--model", help="BentoML model tag (default: the one reports/package.json names)")
+    window = sub.add_mutually_exclusive_group(required=True)
+    window.add_argument("--logs", help="the service's bentoml.monitor log folder, local or an fsspec URL (s3://…)")
+    window.add_argument("--current", help="a CSV/Parquet table of records (path or URL)")
+    sub.add_argument("--labels", help="CSV/Parquet of request_id, the target (and record) for the performance check")
+    sub.add_argument("--timings", type=Path, help="stage-timings.json of the last pipeline run: stage -> seconds")
+    sub.add_argument("--out", type=Path, required=True, help="folder for monitor.json, report.html, summary.md")
+    sub.add_argument("--fail-on-alert", action="store_true", help="exit 1 when the status is alert")
 
 
 def _add_report(sub: argparse.ArgumentParser) -> None:
@@ -159,7 +190,7 @@ STAGE_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, tuple
     "package": (
         _package,
         "Save the accepted model to the BentoML store and build the bento.",
-        ("model", "metadata", "gate", "metrics", "test", "bentofile", "out"),
+        ("model", "metadata", "gate", "metrics", "test", "train", "bentofile", "out"),
     ),
 }
 
@@ -183,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
         command("report", _report, "Write the model report (Markdown + PNG plots) against the baseline revision.")
     )
     _add_deploy(commands)
+    _add_monitor(
+        command("monitor", _monitor, "Judge served records against the training data: drift, quality, performance.")
+    )
 
     schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")

@@ -26,6 +26,8 @@ from conveyor import io
 from conveyor.compiled import compile_pipeline
 from conveyor.config import Config
 from conveyor.contract import contract_to_dict
+from conveyor.features import spec_of
+from conveyor.monitor import write_reference
 from conveyor.provenance import canonical_json
 from conveyor.serving import write_bundle
 
@@ -140,6 +142,7 @@ def run(
     metrics: Path,
     contract_path: Path,
     test: Path,
+    train: Path,
     bentofile: Path,
     out: Path,
 ) -> dict[str, Any]:
@@ -172,6 +175,14 @@ def run(
             model_tag, labels=labels(info, inference["inference"]), metadata=store_metadata(info)
         ) as saved:
             write_bundle(Path(saved.path), model=model, onnx=onnx, contract=contract, info=info)
+            reference_columns = (*spec_of(model).columns, cfg.data.target)
+            write_reference(
+                Path(saved.path),
+                io.read_table(train),
+                columns=reference_columns,
+                rows=cfg.monitor.reference_rows,
+                seed=cfg.split.seed,
+            )
 
     bento_tag = f"{BENTO_NAME}:{content_version(version.encode(), source_digest(bentofile.resolve()))}"
     try:
