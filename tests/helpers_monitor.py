@@ -43,6 +43,8 @@ class Population:
         """A draw with ``column`` moved up by one standard deviation of the population."""
         sample = self.draw(n, rng)
         sample[column] = sample[column] + self.sd[column]
+        if column in self.integers:
+            sample[column] = sample[column].round()
         return sample
 
     def remixed(self, n: int, rng: np.random.Generator, column: str, source: str, destination: str) -> pd.DataFrame:
@@ -54,7 +56,9 @@ class Population:
         return sample
 
 
-def fitted_model(params: Config, contract: Contract, penguins: pd.DataFrame) -> tuple[Pipeline, FeatureSpec, pd.DataFrame]:
+def fitted_model(
+    params: Config, contract: Contract, penguins: pd.DataFrame
+) -> tuple[Pipeline, FeatureSpec, pd.DataFrame]:
     """The default pipeline fitted on the real training split; returns the model, its spec and the split."""
     spec = resolve_features(params.features, contract, target=params.data.target)
     train, _ = split(conform(penguins, contract), params.split, target=params.data.target, stratify=True)
