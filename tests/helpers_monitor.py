@@ -1,4 +1,4 @@
-"""A fitted penguins model, its reference sample, and windows drawn from one known distribution.
+"""Monitor tests: a fitted penguins model, windows drawn from one known distribution, real BentoML logs.
 
 The distribution is the penguins table smoothed: rows resampled with replacement, each measurement
 moved by Gaussian noise of a fifth of its standard deviation (integer columns rounded back). The
@@ -7,10 +7,17 @@ reference and every window are fresh draws from it, so "no drift" is true by con
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+from conftest import tool_env
 from sklearn.pipeline import Pipeline
 
+from conveyor import monitor
 from conveyor.config import Config
 from conveyor.contract import Contract, conform
 from conveyor.features import FeatureSpec, resolve_features
@@ -65,3 +72,44 @@ def fitted_model(
     model = build_pipeline(spec, params.features, params.model, task=params.task)
     model.fit(train[list(spec.columns)], train[params.data.target].astype(str))
     return model, spec, train
+
+
+# Writes records through BentoML's own monitoring API, one `with bentoml.monitor(...)` per request,
+# in a process of its own: BentoML configures Python logging globally for its exporter.
+WRITER = """
+import json, sys
+import bentoml
+from bentoml._internal.context import trace_context
+
+log_path, requests = sys.argv[1], json.loads(sys.stdin.read())
+for request in requests:
+    trace_context.request_id = request["request_id"]
+    with bentoml.monitor("conveyor_predict", monitor_class="default", monitor_options={"log_path": log_path}) as mon:
+        for name, (role, kind) in request["schema"].items():
+            mon.log_batch(request["columns"][name], name, role, kind)
+"""
+
+
+def write_monitor_logs(log_path: Path, requests: list[tuple[int, pd.DataFrame]], contract: Contract) -> None:
+    """Log each ``(request id, records)`` as BentoML's service would, into ``log_path``."""
+    payload = []
+    for request_id, records in requests:
+        schema = {
+            name: (
+                "prediction" if name == monitor.PREDICTION else "feature",
+                "numerical" if name in contract.columns and contract.columns[name].is_numeric else "categorical",
+            )
+            for name in records.columns
+        }
+        # As the service logs them: plain Python values, None where missing.
+        columns = {name: records[name].astype(object).where(records[name].notna(), None).tolist() for name in records}
+        payload.append({"request_id": request_id, "schema": schema, "columns": columns})
+    subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", WRITER, str(log_path)],
+        input=json.dumps(payload),
+        env=tool_env() | {"BENTOML_HOME": str(log_path / "bentoml-home")},
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )

@@ -2,60 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, tool_env
-from helpers_monitor import Population
+from conftest import ROOT
+from helpers_monitor import Population, write_monitor_logs
 from helpers_process import free_port
 
 from conveyor import io, monitor
 from conveyor.contract import Contract
-
-# Writes records through BentoML's own monitoring API, one `with bentoml.monitor(...)` per request,
-# in a process of its own: BentoML configures Python logging globally for its exporter.
-WRITER = """
-import json, sys
-import bentoml
-from bentoml._internal.context import trace_context
-
-log_path, requests = sys.argv[1], json.loads(sys.stdin.read())
-for request in requests:
-    trace_context.request_id = request["request_id"]
-    with bentoml.monitor("conveyor_predict", monitor_class="default", monitor_options={"log_path": log_path}) as mon:
-        for name, (role, kind) in request["schema"].items():
-            mon.log_batch(request["columns"][name], name, role, kind)
-"""
-
-
-def write_monitor_logs(log_path: Path, requests: list[tuple[int, pd.DataFrame]], contract: Contract) -> None:
-    """Log each ``(request id, records)`` as BentoML's service would, into ``log_path``."""
-    payload = []
-    for request_id, records in requests:
-        schema = {
-            name: (
-                "prediction" if name == monitor.PREDICTION else "feature",
-                "numerical" if name in contract.columns and contract.columns[name].is_numeric else "categorical",
-            )
-            for name in records.columns
-        }
-        columns = {name: json.loads(records[name].to_json(orient="values")) for name in records.columns}
-        payload.append({"request_id": request_id, "schema": schema, "columns": columns})
-    subprocess.run(
-        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", WRITER, str(log_path)],
-        input=json.dumps(payload),
-        env=tool_env() | {"BENTOML_HOME": str(log_path / "bentoml-home")},
-        text=True,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from conftest import run
-from test_logs import write_monitor_logs
+from helpers_monitor import write_monitor_logs
 
 from conveyor import io
 from conveyor.contract import Contract

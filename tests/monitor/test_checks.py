@@ -104,8 +104,8 @@ def test_records_outside_the_contract_are_counted_and_left_out_of_drift(judge: J
     window.loc[:9, "island"] = "Atlantis"  # a category the contract does not list
     window.loc[10:14, "body_mass_g"] = 99_999  # above the contract's max
     report = judge(window).report
-    assert check(report, "new_categories") == ("alert", pytest.approx(10 / 400), ["island"])
-    assert check(report, "invalid_records") == ("alert", pytest.approx(15 / 400), ["body_mass_g", "island"])
+    assert check(report, "new_categories") == ("alert", 10 / 400, ["island"])
+    assert check(report, "invalid_records") == ("alert", 15 / 400, ["body_mass_g", "island"])
     # The 385 valid records still come from the training distribution.
     assert check(report, "data_drift")[0] == "ok"
 
