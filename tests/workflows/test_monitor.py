@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, clone_of, commit_all, tool_env
+from conftest import BIN, ROOT, clone_of, commit_all, run, tool_env
 from helpers_monitor import write_monitor_logs
 from test_act import STAND_IN_FOR, STAND_INS, remote_actions
 
@@ -94,6 +94,7 @@ def test_the_monitor_opens_updates_then_closes_one_issue(
     reproduced_repo: Path, tmp_path: Path, contract: Contract
 ) -> None:
     repo = clone_of(reproduced_repo, tmp_path / "repo")
+    run(repo, "git", "remote", "add", "origin", f"https://github.com/{REPOSITORY}.git")
     params = repo / "params.yaml"
     params.write_text(re.sub(r"(?m)^(  retrain_on_alert:) false", r"\1 true", params.read_text()))
     commit_all(repo, "retrain on alert")
@@ -106,7 +107,8 @@ def test_the_monitor_opens_updates_then_closes_one_issue(
     slow.write_text(json.dumps({"ingest": 3.0, "train": 2400.0, "package": 9.0}))
 
     def calls() -> list[list[str]]:
-        return [c["args"][:2] for c in map(json.loads, (work / "gh.jsonl").read_text().splitlines())]
+        logged = [c["args"] for c in map(json.loads, (work / "gh.jsonl").read_text().splitlines())]
+        return [args[:2] for args in logged if args[:2] != ["auth", "token"]]
 
     def issues() -> list[dict[str, object]]:
         return list(json.loads((work / "issues.json").read_text())["issues"])
@@ -117,7 +119,14 @@ def test_the_monitor_opens_updates_then_closes_one_issue(
     body = str(opened["body"])
     assert body.startswith("## Model monitor: 🔴 alert")
     assert "**Drifted columns:** `bill_length_mm`" in body
-    assert ["workflow", "run"] in calls()
+    assert calls() == [
+        ["run", "list"],
+        ["run", "download"],
+        ["issue", "list"],
+        ["label", "create"],
+        ["issue", "create"],
+        ["workflow", "run"],
+    ]
     uploaded = work / "artifacts" / "monitor-report"
     assert json.loads((uploaded / "monitor.json").read_text())["status"] == "alert"
     assert (uploaded / "report.html").is_file()
