@@ -162,9 +162,13 @@ def run(
     )
     info = bundle_info(io.read_json(metadata), io.read_json(gate), io.read_json(metrics), cfg, inference)
     # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
-    # model, contract and parity report it is derived from do not.
+    # model, contract and parity report it is derived from do not. The monitor's reference sample
+    # is in the bundle too: another size must not reuse a stored model.
     version = content_version(
-        io.read_bytes(model_path), canonical_json(contract_to_dict(contract)), canonical_json(info)
+        io.read_bytes(model_path),
+        canonical_json(contract_to_dict(contract)),
+        canonical_json(info),
+        str(cfg.monitor.reference_rows).encode(),
     )
     model_tag = f"{MODEL_NAME}:{version}"
     info["model_tag"] = model_tag
