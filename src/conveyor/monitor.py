@@ -20,6 +20,7 @@ never sees the others (the service refuses them).
 
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from collections.abc import Iterator, Mapping
@@ -417,9 +418,7 @@ def _drift(
     return results
 
 
-_TWO_SAMPLE_CHI_SQUARE: list[Any] = []
-
-
+@functools.cache
 def _two_sample_chi_square() -> Any:
     """The chi-square test of homogeneity (scipy), registered with Evidently as one of its drift tests.
 
@@ -429,25 +428,23 @@ def _two_sample_chi_square() -> Any:
     p-value says (16% of 50 same-distribution windows here, where 5% was asked). This test compares
     the two samples' counts; registered, it also runs in Evidently's HTML report.
     """
-    if not _TWO_SAMPLE_CHI_SQUARE:
-        from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
-        from evidently.legacy.core import ColumnType
-        from scipy.stats import chi2_contingency
+    from evidently.legacy.calculations.stattests.registry import StatTest, register_stattest
+    from evidently.legacy.core import ColumnType
+    from scipy.stats import chi2_contingency
 
-        def homogeneity(reference: pd.Series, current: pd.Series, _: object, threshold: float) -> tuple[float, bool]:
-            counts = pd.DataFrame({"reference": reference.value_counts(), "current": current.value_counts()})
-            table = counts.fillna(0).to_numpy().T
-            p_value = 1.0 if table.shape[1] < 2 else float(chi2_contingency(table, correction=False).pvalue)
-            return p_value, p_value < threshold
+    def homogeneity(reference: pd.Series, current: pd.Series, _: object, threshold: float) -> tuple[float, bool]:
+        counts = pd.DataFrame({"reference": reference.value_counts(), "current": current.value_counts()})
+        table = counts.fillna(0).to_numpy().T
+        p_value = 1.0 if table.shape[1] < 2 else float(chi2_contingency(table, correction=False).pvalue)
+        return p_value, p_value < threshold
 
-        test = StatTest(
-            name="chisquare_two_sample",
-            display_name="chi-square two-sample p_value",
-            allowed_feature_types=[ColumnType.Categorical, ColumnType.Numerical],
-        )
-        register_stattest(test, homogeneity)
-        _TWO_SAMPLE_CHI_SQUARE.append(test)
-    return _TWO_SAMPLE_CHI_SQUARE[0]
+    test = StatTest(
+        name="chisquare_two_sample",
+        display_name="chi-square two-sample p_value",
+        allowed_feature_types=[ColumnType.Categorical, ColumnType.Numerical],
+    )
+    register_stattest(test, homogeneity)
+    return test
 
 
 def _values(column: pd.Series, numeric: bool) -> pd.Series:
