@@ -67,7 +67,7 @@ serve: run ## `make run`, then `bentoml serve` here on port 3000 (docs at /, e.g
 	bentoml serve $(SERVE_ARGS)
 
 bento: setup ## Re-export requirements/serve.txt from uv.lock, then `dvc repro` (its package stage builds the bento)
-	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header --quiet -o requirements/serve.txt
+	$(UV) export --frozen --no-default-groups --no-hashes --no-emit-project --no-header --quiet -o requirements/serve.txt
 	dvc repro
 
 clean: ## Remove the environments and caches (not data, not the DVC cache)
@@ -128,3 +128,25 @@ set-image: setup ## Point $(OVERLAY) at $(IMAGE):$(TAG)@$(DIGEST), the digest `m
 lint-workflows: setup ## zizmor (offline) and the GitHub-workflow JSON schema on .github/workflows
 	zizmor --offline .github/workflows
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+# --- Monitoring (the model-monitor workflow runs these; see README, "Monitoring") ---------------
+MONITOR_OUT ?= monitor-report
+PIPELINE_WORKFLOW ?= deploy.yml
+
+.PHONY: monitor monitor-alert retrain
+
+monitor: setup ## Judge the service's logs at $MONITOR_LOGS_URL against the packaged model, into monitor-report/
+	@test -n "$$MONITOR_LOGS_URL" || { echo "monitor: set MONITOR_LOGS_URL to the service's log folder or s3:// URL" >&2; exit 1; }
+	@# In GitHub Actions, the last main pipeline's stage timings too (monitor.max_pipeline_seconds).
+ifneq ($(GITHUB_ACTIONS),)
+	conveyor alert timings --workflow $(PIPELINE_WORKFLOW) --out $(MONITOR_OUT)/stage-timings.json
+endif
+	conveyor monitor --logs "$$MONITOR_LOGS_URL" --out $(MONITOR_OUT) \
+		$$(test -f $(MONITOR_OUT)/stage-timings.json && echo --timings $(MONITOR_OUT)/stage-timings.json)
+
+monitor-alert: setup ## Open, update or close the model-monitor issue from monitor-report/ (and dispatch retrain.yml if asked)
+	conveyor alert sync --report $(MONITOR_OUT)
+
+retrain: ci-repro ## `make ci-repro`, then read data.source again (DVC cannot see new rows behind a URL or a query) and reproduce
+	dvc repro --force --single-item ingest
+	dvc repro

@@ -7,6 +7,7 @@ files, so a path cannot drift between the orchestrator and the code.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -141,10 +142,98 @@ def _package(args: argparse.Namespace) -> None:
         evaluation=args.evaluation,
         contract_path=Path(cfg.data.schema_path),
         test=args.test,
+        train=args.train,
         bentofile=args.bentofile,
         out=args.out,
     )
     print(f"package: model {report.model_tag}, bento {report.bento_tag}, inference {report.inference}")
+
+
+def _monitor(args: argparse.Namespace) -> None:
+    from conveyor import monitor
+
+    model_tag = args.model or monitor.default_model_tag(Path("reports/package.json"))
+    report = monitor.run(
+        _config(args),
+        model_tag=model_tag,
+        out=args.out,
+        logs=args.logs,
+        current=args.current,
+        labels=args.labels,
+        timings=args.timings,
+    )
+    alerts = ", ".join(check.name for check in report.alerts) or "none"
+    print(f"monitor: {report.status} ({report.rows} records; alerts: {alerts}); {args.out / monitor.SUMMARY}")
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:  # in GitHub Actions: the verdict on the run's page too
+        with open(step_summary, "a", encoding="utf-8") as page:
+            page.write(monitor.summary_markdown(report))
+    if args.fail_on_alert and report.status == "alert":
+        raise SystemExit(1)
+
+
+def _alert_timings(args: argparse.Namespace) -> None:
+    from conveyor import alerts
+
+    timings = alerts.fetch_stage_timings(args.repo, args.workflow, args.out)
+    if timings is None:
+        print(
+            f"alert timings: no stage timings from a successful main run of {args.workflow}; pipeline time not checked"
+        )
+    else:
+        print(f"alert timings: {timings.total:.0f} s over {len(timings.root)} stages, written to {args.out}")
+
+
+def _alert_sync(args: argparse.Namespace) -> None:
+    from conveyor import alerts
+
+    report = alerts.read_report(args.report)
+    url = alerts.run_url()
+    done = alerts.sync_issue(args.repo, report, alerts.issue_body(args.report, url), run_url=url)
+    print(f"alert sync: {report.status}: {done}")
+    if report.status == "alert" and _config(args).monitor.retrain_on_alert:
+        alerts.dispatch(args.repo, args.retrain_workflow)
+        print(f"alert sync: dispatched {args.retrain_workflow} (monitor.retrain_on_alert)")
+
+
+def _add_alert(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    alert = commands.add_parser(
+        "alert", help="GitHub side of monitoring (through gh).", description="GitHub side of monitoring (through gh)."
+    )
+    alert_commands = alert.add_subparsers(dest="alert_command", required=True, metavar="COMMAND")
+    repository = os.environ.get("GITHUB_REPOSITORY")
+    timings = alert_commands.add_parser("timings", help="Download the last main pipeline's stage-timings.json.")
+    sync = alert_commands.add_parser(
+        "sync", help="Open, update or close the model-monitor issue from a monitor report."
+    )
+    for sub in (timings, sync):
+        sub.add_argument(
+            "--repo", default=repository, required=repository is None, help="owner/name (default: $GITHUB_REPOSITORY)"
+        )
+    timings.add_argument(
+        "--workflow", required=True, help="the pipeline workflow whose main runs upload stage-timings, e.g. deploy.yml"
+    )
+    timings.add_argument("--out", type=Path, required=True, help="where to write stage-timings.json")
+    timings.set_defaults(handler=_alert_timings)
+    sync.add_argument(
+        "--report", type=Path, required=True, help="the folder conveyor monitor wrote (monitor.json, summary.md)"
+    )
+    sync.add_argument(
+        "--retrain-workflow", default="retrain.yml", help="dispatched on alert when monitor.retrain_on_alert"
+    )
+    sync.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
+    sync.set_defaults(handler=_alert_sync)
+
+
+def _add_monitor(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--model", help="BentoML model tag (default: the one reports/package.json names)")
+    window = sub.add_mutually_exclusive_group(required=True)
+    window.add_argument("--logs", help="the service's bentoml.monitor log folder, local or an fsspec URL (s3://…)")
+    window.add_argument("--current", help="a CSV/Parquet table of records (path or URL)")
+    sub.add_argument("--labels", help="CSV/Parquet of request_id, the target (and record) for the performance check")
+    sub.add_argument("--timings", type=Path, help="stage-timings.json of the last pipeline run: stage -> seconds")
+    sub.add_argument("--out", type=Path, required=True, help="folder for monitor.json, report.html, summary.md")
+    sub.add_argument("--fail-on-alert", action="store_true", help="exit 1 when the status is alert")
 
 
 def _add_report(sub: argparse.ArgumentParser) -> None:
@@ -207,7 +296,7 @@ STAGE_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, tuple
     "package": (
         _package,
         "Save the accepted model to the BentoML store and build the bento.",
-        ("model", "metadata", "gate", "evaluation", "test", "bentofile", "out"),
+        ("model", "metadata", "gate", "evaluation", "test", "train", "bentofile", "out"),
     ),
 }
 
@@ -238,6 +327,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Retarget to a table: infer its contract and task, rewrite params.yaml's data, model and gate keys.",
         )
     )
+    _add_monitor(
+        command("monitor", _monitor, "Judge served records against the training data: drift, quality, performance.")
+    )
+    _add_alert(commands)
 
     schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")

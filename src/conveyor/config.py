@@ -157,6 +157,36 @@ class ServeConfig(_Section):
     max_latency_ms: Annotated[int, Field(ge=100)] = 60_000
 
 
+class MonitorConfig(_Section):
+    """``conveyor monitor``: what a window of served records is compared with, and when to alert.
+
+    The package stage keeps up to ``reference_rows`` rows of the training split in the bundle as
+    the reference. A window with fewer than ``min_rows`` records is ``insufficient_data``. Each
+    input column and the prediction get Evidently's drift test for their type and size: a
+    p-value test (K-S, chi-square, Z) at ``drift_p_value`` shared by all columns (Bonferroni), so
+    it is the false-alarm rate of the whole window; or, for references over 1,000 rows, a
+    distance that drifts above ``drift_distance``. ``max_drifted_share`` is the share of input
+    columns allowed to drift (0: any one alerts). Data quality uses the data contract: the share
+    of records that would fail it, of records with a category it does not list, and each column's
+    missing rate (``max_missing_fraction``, null: the contract's own). Performance needs at least
+    ``min_labelled_rows`` labelled records and alerts below the gate's thresholds.
+    ``max_pipeline_seconds`` bounds the last pipeline run; ``retrain_on_alert`` lets the monitor
+    workflow dispatch the retrain workflow.
+    """
+
+    reference_rows: Annotated[int, Field(ge=100)] = 5000
+    min_rows: Annotated[int, Field(ge=1)] = 100
+    drift_p_value: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05
+    drift_distance: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    max_drifted_share: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    max_invalid_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    max_new_category_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    max_missing_fraction: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    min_labelled_rows: Annotated[int, Field(ge=1)] = 50
+    max_pipeline_seconds: Annotated[float, Field(gt=0.0)] = 1800.0
+    retrain_on_alert: bool = False
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -168,6 +198,7 @@ class Config(_Section):
     gate: GateConfig = GateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -65,6 +65,7 @@ def test_a_rejected_model_is_never_packaged(tmp_path: Path, params: Config, monk
             evaluation=missing,
             contract_path=missing,
             test=missing,
+            train=missing,
             bentofile=missing,
             out=out,
         )

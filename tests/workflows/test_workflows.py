@@ -24,6 +24,9 @@ WRITE_NEEDS = {
     "pull-requests": ("cml comment",),
     "packages": ("make image",),
     "id-token": ("configure-aws-credentials",),
+    "contents": ("create-pull-request",),
+    "issues": ("make monitor-alert",),
+    "actions": ("make monitor-alert",),  # dispatches retrain.yml
 }
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -44,7 +47,14 @@ def make_targets() -> set[str]:
 
 
 def test_there_are_the_three_workflows_and_the_fork_commenter() -> None:
-    assert {p.name for p in WORKFLOWS} == {"checks.yml", "model-report.yml", "model-report-comment.yml", "deploy.yml"}
+    assert {p.name for p in WORKFLOWS} == {
+        "checks.yml",
+        "model-report.yml",
+        "model-report-comment.yml",
+        "deploy.yml",
+        "monitor.yml",
+        "retrain.yml",
+    }
 
 
 def test_zizmor_and_the_workflow_schema_pass() -> None:

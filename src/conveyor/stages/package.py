@@ -29,6 +29,8 @@ from conveyor.compiled import compile_pipeline
 from conveyor.config import Config
 from conveyor.contract import contract_to_dict
 from conveyor.errors import ConveyorError
+from conveyor.features import spec_of
+from conveyor.monitor import write_reference
 from conveyor.provenance import canonical_json
 from conveyor.serving import write_bundle
 
@@ -130,6 +132,7 @@ def run(
     evaluation: Path,
     contract_path: Path,
     test: Path,
+    train: Path,
     bentofile: Path,
     out: Path,
 ) -> PackageReport:
@@ -151,9 +154,13 @@ def run(
     record = io.read_artifact(evaluation, EvaluationRecord)
     info = bundle_info(card, record, cfg, inference)
     # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
-    # model, contract and parity report it is derived from do not.
+    # model, contract and parity report it is derived from do not. The monitor's reference sample
+    # is in the bundle too: another size must not reuse a stored model.
     version = content_version(
-        io.read_bytes(model_path), canonical_json(contract_to_dict(contract)), canonical_json(info)
+        io.read_bytes(model_path),
+        canonical_json(contract_to_dict(contract)),
+        canonical_json(info),
+        str(cfg.monitor.reference_rows).encode(),
     )
     model_tag = f"{MODEL_NAME}:{version}"
     info |= {"model_tag": model_tag, "git_revision": provenance.git_revision(root)}
@@ -164,6 +171,14 @@ def run(
             model_tag, labels=labels(info, inference["inference"]), metadata=store_metadata(info)
         ) as saved:
             write_bundle(Path(saved.path), model=model, onnx=onnx, contract=contract, info=info)
+            reference_columns = (*spec_of(model).columns, cfg.data.target)
+            write_reference(
+                Path(saved.path),
+                io.read_table(train),
+                columns=reference_columns,
+                rows=cfg.monitor.reference_rows,
+                seed=cfg.split.seed,
+            )
 
     bento_tag = f"{BENTO_NAME}:{content_version(version.encode(), source_digest(bentofile.resolve()))}"
     try:

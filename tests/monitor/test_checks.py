@@ -1,0 +1,234 @@
+"""`conveyor monitor`'s core: each check on windows whose truth is known by construction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import ROOT
+from helpers_monitor import Population, fitted_model
+
+from conveyor import monitor
+from conveyor.artifacts import MonitorReport, StageTimings
+from conveyor.config import Config, MonitorConfig
+from conveyor.contract import Contract
+
+TARGET = "species"
+
+
+class Judge:
+    """``monitor.assess`` with the penguins model and a reference drawn from the population."""
+
+    def __init__(self, params: Config, contract: Contract, penguins: pd.DataFrame, reference_rows: int = 258) -> None:
+        self.params, self.contract = params, contract
+        self.model, self.spec, _ = fitted_model(params, contract, penguins)
+        self.population = Population(penguins, contract)
+        self.reference = self.population.draw(reference_rows, np.random.default_rng(0))
+
+    def __call__(
+        self,
+        window: pd.DataFrame,
+        *,
+        settings: MonitorConfig | None = None,
+        labels: pd.Series | None = None,
+        timings: StageTimings | None = None,
+    ) -> monitor.Assessment:
+        return monitor.assess(
+            self.reference,
+            window,
+            model=self.model,
+            spec=self.spec,
+            contract=self.contract,
+            task="classification",
+            target=TARGET,
+            monitor=settings or self.params.monitor,
+            gate=self.params.gate,
+            model_tag="conveyor-model:test",
+            source="window.parquet",
+            labels=labels,
+            timings=timings,
+        )
+
+
+@pytest.fixture(scope="module")
+def judge(params: Config, contract: Contract) -> Judge:
+    from conveyor import io
+
+    return Judge(params, contract, io.read_source(str(ROOT / "data" / "penguins.csv")))
+
+
+def check(report: MonitorReport, name: str) -> tuple[str, float | None, list[str]]:
+    (found,) = [c for c in report.checks if c.name == name]
+    return found.status, found.value, found.columns
+
+
+def test_a_window_from_the_training_distribution_is_ok(judge: Judge) -> None:
+    report = judge(judge.population.draw(500, np.random.default_rng(1))).report
+    assert report.status == "ok", [c for c in report.checks if c.status != "ok"]
+    assert [d.column for d in report.drift] == [*judge.spec.columns, monitor.PREDICTION]
+    # Small reference: Evidently's p-value tests, sharing drift_p_value across the 7 columns.
+    assert {d.method for d in report.drift} == {"ks", "chisquare_two_sample", "z"}
+    assert [d.threshold for d in report.drift] == pytest.approx([0.05 / 7] * 7)
+
+
+def test_too_few_records_is_insufficient_data_never_ok(judge: Judge) -> None:
+    report = judge(judge.population.draw(99, np.random.default_rng(2))).report
+    assert report.status == "insufficient_data"
+    assert check(report, "volume") == ("insufficient_data", 99.0, [])
+    assert check(report, "data_drift")[0] == "insufficient_data"
+    assert check(report, "prediction_drift")[0] == "insufficient_data"
+    assert report.drift == []
+
+
+def test_a_shifted_column_is_named(judge: Judge) -> None:
+    window = judge.population.shifted(500, np.random.default_rng(3), "flipper_length_mm")
+    report = judge(window).report
+    assert report.status == "alert"
+    assert check(report, "data_drift")[2] == ["flipper_length_mm"]
+    assert "flipper_length_mm" in monitor.summary_markdown(report).split("**Drifted columns:**", 1)[1]
+
+
+def test_drifted_share_up_to_the_threshold_is_tolerated(judge: Judge) -> None:
+    window = judge.population.shifted(500, np.random.default_rng(4), "bill_depth_mm")
+    tolerant = judge.params.monitor.model_copy(update={"max_drifted_share": 0.2})
+    status, share, columns = check(judge(window, settings=tolerant).report, "data_drift")
+    assert (status, columns) == ("ok", ["bill_depth_mm"])
+    assert share == pytest.approx(1 / 6)
+
+
+def test_records_outside_the_contract_are_counted_and_left_out_of_drift(judge: Judge) -> None:
+    window = judge.population.draw(400, np.random.default_rng(5))
+    window.loc[:9, "island"] = "Atlantis"  # a category the contract does not list
+    window.loc[10:14, "body_mass_g"] = 99_999  # above the contract's max
+    report = judge(window).report
+    assert check(report, "new_categories") == ("alert", 10 / 400, ["island"])
+    assert check(report, "invalid_records") == ("alert", 15 / 400, ["body_mass_g", "island"])
+    # The 385 valid records still come from the training distribution.
+    assert check(report, "data_drift")[0] == "ok"
+
+
+def test_missing_values_over_the_contracts_rate_alert(judge: Judge) -> None:
+    window = judge.population.draw(300, np.random.default_rng(6))
+    window.loc[:59, "bill_length_mm"] = np.nan  # 20% or more against the contract's 10%
+    status, rate, columns = check(judge(window).report, "missing_values")
+    assert (status, columns) == ("alert", ["bill_length_mm"])
+    assert rate == pytest.approx(window["bill_length_mm"].isna().mean())
+
+
+def test_performance_uses_the_gate_thresholds_on_labelled_records(judge: Judge) -> None:
+    window = judge.population.draw(300, np.random.default_rng(7))
+    truth = window[TARGET].copy()
+    assert judge(window, labels=truth).report.status == "ok"
+    wrong = truth.replace({"Adelie": "Gentoo", "Gentoo": "Adelie"})  # two classes swapped
+    report = judge(window, labels=wrong).report
+    assert report.labelled_rows == 300
+    assert check(report, "performance.accuracy")[0] == "alert"
+    assert check(report, "performance.log_loss")[0] == "alert"
+
+
+def test_too_few_labels_make_performance_insufficient(judge: Judge) -> None:
+    window = judge.population.draw(300, np.random.default_rng(8))
+    truth = window[TARGET].where(window.index < 10)
+    report = judge(window, labels=truth).report
+    assert report.status == "insufficient_data"
+    assert check(report, "performance.accuracy") == ("insufficient_data", None, [])
+
+
+def test_a_slow_pipeline_alerts_naming_its_slowest_stage(judge: Judge) -> None:
+    window = judge.population.draw(300, np.random.default_rng(9))
+    timings = StageTimings({"ingest": 3.0, "train": 1500.0, "package": 400.0})
+    report = judge(window, timings=timings).report
+    assert check(report, "pipeline_time") == ("alert", 1903.0, ["train"])
+    assert "slowest stage train (1500 s)" in monitor.summary_markdown(report)
+    fast = StageTimings({"ingest": 3.0, "train": 5.0})
+    assert judge(window, timings=fast).report.status == "ok"
+
+
+def test_a_large_reference_uses_distances(params: Config, contract: Contract, judge: Judge) -> None:
+    reference = judge.population.draw(2000, np.random.default_rng(10))
+    report = monitor.assess(
+        reference,
+        judge.population.shifted(500, np.random.default_rng(11), "body_mass_g"),
+        model=judge.model,
+        spec=judge.spec,
+        contract=contract,
+        task="classification",
+        target=TARGET,
+        monitor=params.monitor,
+        gate=params.gate,
+        model_tag="t",
+        source="s",
+    ).report
+    assert {d.method for d in report.drift} == {"wasserstein", "jensenshannon"}
+    assert {d.threshold for d in report.drift} == {params.monitor.drift_distance}
+    assert check(report, "data_drift")[2] == ["body_mass_g"]
+
+
+def test_outputs_are_the_report_html_and_a_summary_verdict_first(judge: Judge, tmp_path: Path) -> None:
+    window = judge.population.remixed(500, np.random.default_rng(12), "island", "Biscoe", "Torgersen")
+    written = monitor.write_outputs(judge(window), tmp_path, judge.params.monitor)
+    assert MonitorReport.model_validate(json.loads((tmp_path / "monitor.json").read_text())) == written
+    assert written.status == "alert"
+    html = (tmp_path / "report.html").read_text()
+    assert "island" in html
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("## Model monitor: 🔴 alert")
+    assert "**Drifted columns:** `island`" in summary
+    assert "[Evidently report](report.html)" in summary
+
+
+def test_the_reference_is_a_seeded_sample_of_the_model_columns() -> None:
+    train = pd.DataFrame({"a": range(1000), "b": ["x"] * 1000, "unused": 0})
+    sample = monitor.reference_sample(train, columns=("a", "b"), rows=100, seed=1)
+    assert list(sample.columns) == ["a", "b"]
+    assert len(sample) == 100
+    assert sample.equals(monitor.reference_sample(train, columns=("a", "b"), rows=100, seed=1))
+    assert len(monitor.reference_sample(train, columns=("a",), rows=5000, seed=1)) == 1000
+
+
+def test_a_window_without_the_model_columns_is_refused(judge: Judge) -> None:
+    window = judge.population.draw(200, np.random.default_rng(13)).drop(columns=["sex"])
+    with pytest.raises(
+        monitor.MonitorError, match=r"window.parquet: the window lacks the model's input column\(s\) \['sex'\]"
+    ):
+        judge(window)
+
+
+# --- statistical honesty -------------------------------------------------------------------
+# Windows of 500 records; the reference is 258 rows, the size of the penguins training split.
+NULL_WINDOWS = 50
+SHIFTED_WINDOWS = 40
+
+
+def alert_rate(judge: Judge, windows: list[pd.DataFrame]) -> float:
+    return float(np.mean([judge(window).report.status == "alert" for window in windows]))
+
+
+def test_false_alarms_over_50_windows_from_the_reference_distribution(judge: Judge) -> None:
+    rng = np.random.default_rng(100)
+    rate = alert_rate(judge, [judge.population.draw(500, rng) for _ in range(NULL_WINDOWS)])
+    print(f"false-alarm rate over {NULL_WINDOWS} windows: {rate:.0%}")
+    assert rate <= 0.05
+
+
+@pytest.mark.parametrize("column", ["bill_length_mm", "body_mass_g"])
+def test_a_one_sd_shift_of_one_numeric_feature_is_detected(judge: Judge, column: str) -> None:
+    rng = np.random.default_rng(200)
+    windows = [judge.population.shifted(500, rng, column) for _ in range(SHIFTED_WINDOWS)]
+    detected = [column in judge(window).report.drifted_columns for window in windows]
+    print(f"1-SD shift of {column} detected in {np.mean(detected):.0%} of {SHIFTED_WINDOWS} windows")
+    assert np.mean(detected) >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("column", "source", "destination"), [("island", "Biscoe", "Torgersen"), ("sex", "male", "female")]
+)
+def test_a_30_point_category_mix_change_is_detected(judge: Judge, column: str, source: str, destination: str) -> None:
+    rng = np.random.default_rng(300)
+    windows = [judge.population.remixed(500, rng, column, source, destination) for _ in range(SHIFTED_WINDOWS)]
+    detected = [column in judge(window).report.drifted_columns for window in windows]
+    print(f"30-point mix change of {column} detected in {np.mean(detected):.0%} of {SHIFTED_WINDOWS} windows")
+    assert np.mean(detected) >= 0.95
