@@ -9,6 +9,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
+from conveyor.config import Config
+
 SRC = ROOT / "src"
 STAGES = sorted(path.stem for path in (SRC / "conveyor" / "stages").glob("*.py") if path.stem != "__init__")
 
@@ -75,3 +77,18 @@ def test_the_derivation_follows_lazy_and_transitive_imports() -> None:
     # gate imports metrics, which imports predict and features; io imports skops lazily (not ours).
     assert {"src/conveyor/predict.py", "src/conveyor/features.py"} <= imported_files("conveyor.stages.gate")
     assert "src/conveyor/compiled.py" in imported_files("conveyor.stages.package")
+
+
+def test_the_model_card_holds_only_the_params_train_depends_on(params: Config, trained_model_file: Path) -> None:
+    from conveyor import io
+    from conveyor.stages.train import model_card
+
+    model = io.load_model(trained_model_file)
+    card = model_card(model, io.read_source(str(ROOT / "data" / "penguins.csv")), params)
+    declared = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["train"]["params"]
+    recorded = {
+        f"{section}.{key}" for section, value in card.params.items() if isinstance(value, dict) for key in value
+    }
+    recorded |= {section for section, value in card.params.items() if not isinstance(value, dict)}
+    covered = {key for key in recorded if any(key == d or key.startswith(f"{d}.") for d in declared)}
+    assert recorded == covered, f"model.json records params train does not depend on: {sorted(recorded - covered)}"

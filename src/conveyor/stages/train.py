@@ -25,9 +25,19 @@ def train(df: pd.DataFrame, cfg: Config, contract: Contract) -> Pipeline:
 def model_card(model: Pipeline, df: pd.DataFrame, cfg: Config) -> ModelCard:
     """What traces a model to its origin: data and params hashes, features, classes, library versions.
 
+    ``params`` holds the settings train reads, so ``params_hash`` names the training recipe.
+
     Nothing here depends on when or where it ran (see :mod:`conveyor.artifacts`).
     """
-    params = cfg.model_dump(mode="json", by_alias=True)
+    # Only the params train reads (as dvc.yaml lists them): the card must not go stale when another
+    # stage's params change, since DVC would not rerun train to rewrite it.
+    params = {
+        "data": {"target": cfg.data.target},
+        "task": cfg.task,
+        "split": {"seed": cfg.split.seed},
+        "features": cfg.features.model_dump(mode="json"),
+        "model": cfg.model.model_dump(mode="json"),
+    }
     preprocessor = model.named_steps["features"]
     classes = getattr(model, "classes_", None)
     return ModelCard(
