@@ -88,7 +88,11 @@ BENTO_TAG = $(shell $(BIN)/python -c 'import json; print(json.load(open("reports
 IMAGE_DIGEST_FILE ?= build/image-digest
 DIGEST ?= $(shell cat $(IMAGE_DIGEST_FILE) 2>/dev/null)
 
-.PHONY: ci-repro push-data report image set-image lint-workflows
+.PHONY: ci-repro push-data report image set-image lint-workflows stage-timings
+
+# Each stage process adds its wall time here when the variable is set (the workflows upload it as
+# the `stage-timings` artifact, which the model monitor reads); untracked: a time is no output.
+STAGE_TIMINGS ?= stage-timings.json
 
 ci-repro: setup ## CI: add the remote $DVC_REMOTE_URL (if set, pulls verified) to .dvc/config.local, `dvc repro --pull`, re-run the gate
 ifneq ($(DVC_REMOTE_URL),)
@@ -105,6 +109,9 @@ endif
 
 push-data: setup ## `dvc push` data and models to the DVC remote (says so and skips when none is set)
 	@if [ -n "$$(dvc remote list)" ]; then dvc push --run-cache; else echo "push-data: no DVC remote configured, nothing pushed"; fi
+
+stage-timings: setup ## CI: the stage times in $(STAGE_TIMINGS) as Markdown, into the job summary when there is one
+	conveyor timings --file $(STAGE_TIMINGS) | tee -a "$${GITHUB_STEP_SUMMARY:-/dev/null}"
 
 report: setup ## Write report/report.md and its PNG plots: gate verdict, diffs against the baseline
 	conveyor report --out report/report.md --gate reports/gate.json --champion reports/champion.json --validation reports/validation.json

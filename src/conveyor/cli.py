@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -236,6 +237,16 @@ def _add_monitor(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--fail-on-alert", action="store_true", help="exit 1 when the status is alert")
 
 
+def _timings(args: argparse.Namespace) -> None:
+    from conveyor import io
+    from conveyor.artifacts import StageTimings
+
+    timings = io.read_artifact(args.file, StageTimings)
+    rows = [f"| `{stage}` | {seconds:.1f} |" for stage, seconds in timings.root.items()]
+    print("\n".join(["## Pipeline stage times", "", "| stage | seconds |", "|---|---|", *rows]))
+    print(f"\nTotal {timings.total:.1f} s; slowest: `{timings.slowest}`." if timings.root else "\nNo stage ran.")
+
+
 def _add_report(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--out", type=Path, required=True, help="the Markdown file; images go to <stem>-images/ beside it")
     sub.add_argument("--gate", type=Path, required=True, help="the gate's verdict (reports/gate.json)")
@@ -320,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
         command("report", _report, "Write the model report (Markdown + PNG plots) against the baseline revision.")
     )
     _add_deploy(commands)
+    timings = commands.add_parser(
+        "timings",
+        help="Print the stage times a pipeline run recorded (CONVEYOR_STAGE_TIMINGS) as Markdown.",
+        description="Print the stage times a pipeline run recorded (CONVEYOR_STAGE_TIMINGS) as Markdown.",
+    )
+    timings.add_argument("--file", type=Path, required=True, help="the stage-timings.json the stages wrote")
+    timings.set_defaults(handler=_timings)
     _add_init(
         command(
             "init",
@@ -351,9 +369,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     Anything else is a bug, in Conveyor or a library, and keeps its traceback.
     """
     args = build_parser().parse_args(argv)
+    started = time.perf_counter()
     try:
         args.handler(args)
     except ConveyorError as exc:
         print(f"conveyor {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    if args.command in STAGE_COMMANDS and (timings := os.environ.get(STAGE_TIMINGS_VARIABLE)):
+        _record_stage_time(Path(timings), args.command, time.perf_counter() - started)
     return 0
+
+
+# Where the workflows collect each stage's wall time (an untracked file: a time is no output).
+STAGE_TIMINGS_VARIABLE = "CONVEYOR_STAGE_TIMINGS"
+
+
+def _record_stage_time(path: Path, stage: str, seconds: float) -> None:
+    from conveyor import io
+    from conveyor.artifacts import StageTimings
+
+    recorded = io.read_artifact(path, StageTimings).root if path.is_file() else {}
+    io.write_artifact(StageTimings({**recorded, stage: round(seconds, 3)}), path)

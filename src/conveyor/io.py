@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from conveyor.artifacts import Artifact
 from conveyor.config import describe_errors, yaml_problem
 from conveyor.contract import Contract, contract_to_dict, parse_contract
 from conveyor.errors import ArtifactError, ContractError, DataError
@@ -32,7 +31,7 @@ from conveyor.urls import redact_url
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-ArtifactT = TypeVar("ArtifactT", bound=Artifact)
+ArtifactT = TypeVar("ArtifactT", bound=BaseModel)
 # Said wherever a file a stage wrote for another is missing or corrupt.
 REBUILD = "run `dvc repro` to rebuild it"
 
@@ -361,7 +360,7 @@ def read_json(path: str | Path) -> Any:
         raise ArtifactError(f"{path}: not valid JSON ({exc}); {REBUILD}") from None
 
 
-def write_artifact(artifact: Artifact, path: str | Path) -> None:
+def write_artifact(artifact: BaseModel, path: str | Path) -> None:
     """Write one of :mod:`conveyor.artifacts`' models as indented JSON, whole or not at all."""
     write_json(artifact.model_dump(mode="json"), path)
 

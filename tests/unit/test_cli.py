@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+from conftest import ROOT
 
 PIPELINE_COMMANDS = ("ingest", "validate", "split", "train", "evaluate", "gate", "schema")
 
@@ -26,3 +31,30 @@ def test_a_command_without_its_paths_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "--data" in result.stderr
+
+
+def test_stages_record_their_wall_time_when_asked(tmp_path: Path) -> None:
+    timings = tmp_path / "stage-timings.json"
+    env = os.environ | {"CONVEYOR_STAGE_TIMINGS": str(timings)}
+    ingest = [sys.executable, "-m", "conveyor", "ingest", "--out", str(tmp_path / "raw.parquet")]
+    for report in ("a.json", "b.json"):
+        subprocess.run([*ingest, "--report", str(tmp_path / report)], cwd=ROOT, env=env, check=True, timeout=120)
+    recorded = json.loads(timings.read_text())
+    assert list(recorded) == ["ingest"]
+    assert 0 < recorded["ingest"] < 120
+    shown = subprocess.run(
+        [sys.executable, "-m", "conveyor", "timings", "--file", str(timings)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "| `ingest` |" in shown
+    assert "slowest: `ingest`" in shown
+
+
+def test_without_the_variable_no_time_is_written(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CONVEYOR_STAGE_TIMINGS"}
+    command = [sys.executable, "-m", "conveyor", "ingest", "--out", str(tmp_path / "raw.parquet")]
+    subprocess.run([*command, "--report", str(tmp_path / "i.json")], cwd=ROOT, env=env, check=True, timeout=120)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["i.json", "raw.parquet"]
