@@ -52,11 +52,40 @@ def _split(args: argparse.Namespace) -> None:
     print(f"split: {n_train} train rows, {n_test} test rows")
 
 
+def _tune(args: argparse.Namespace) -> None:
+    from conveyor.stages import tune
+
+    # Disabled, the stage only copies model.params: skip importing the estimator to check them.
+    cfg = load_config(args.params, check_params=False)
+    if cfg.tune.enabled:
+        cfg = _config(args)
+    outcome = tune.run(
+        cfg, data=args.data, out=args.out, report=args.report, plots=args.plots, progress=tune.progress_wanted()
+    )
+    report = outcome.report
+    if not report.enabled:
+        print(f"tune: disabled; {cfg.model.estimator} trains with model.params")
+        return
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items())
+    print(
+        f"tune: {len(report.trials)} trials ({outcome.new_trials} run here, {outcome.seconds:.1f} s); "
+        f"best {report.metric} {report.best_value:.4f} ± {report.best_std:.4f} over {report.cv_folds} folds "
+        f"(trial {report.best_trial}): {shown}"
+    )
+
+
 def _train(args: argparse.Namespace) -> None:
     from conveyor.stages import train
 
     cfg = _config(args)
-    train.run(cfg, _contract(cfg), data=args.data, model_out=args.model, metadata_out=args.metadata)
+    train.run(
+        cfg,
+        _contract(cfg),
+        data=args.data,
+        model_out=args.model,
+        metadata_out=args.metadata,
+        tuned_params=args.tuned_params,
+    )
     print(f"train: {cfg.model.estimator} saved to {args.model}")
 
 
@@ -149,7 +178,16 @@ STAGE_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, tuple
     "ingest": (_ingest, "Read data.source into the raw Parquet table.", ("out", "report")),
     "validate": (_validate, "Check the raw table against the data contract.", ("data", "out", "report")),
     "split": (_split, "Split the validated table into train and test.", ("data", "train", "test")),
-    "train": (_train, "Fit the feature + estimator pipeline.", ("data", "model", "metadata")),
+    "tune": (
+        _tune,
+        "Search the estimator's params by cross-validation on the train split (or pass model.params through).",
+        ("data", "out", "report", "plots"),
+    ),
+    "train": (
+        _train,
+        "Fit the feature + estimator pipeline with the tuned params.",
+        ("data", "tuned-params", "model", "metadata"),
+    ),
     "evaluate": (
         _evaluate,
         "Metrics, plots, importance, slices and latency on the test split.",

@@ -62,6 +62,14 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.utils._bunch.Bunch",
     "builtins.slice",
     "numpy.dtype",
+    # lightgbm and xgboost (scikit-learn API): the estimator, its booster, lightgbm's parameter map.
+    "collections.OrderedDict",
+    "conveyor.estimators.XGBClassifier",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBRegressor",
     "numpy.random._mt19937.MT19937",
     "numpy.random.mtrand.RandomState",
 )

@@ -1,0 +1,315 @@
+"""tune: search the estimator's params with Optuna, scoring each trial by cross-validation on the train split.
+
+The stage sees the train split only (``dvc.yaml`` gives it nothing else), so the test split stays
+a held-out judge for evaluate and the gate. Each trial fits the whole Conveyor pipeline (features
++ estimator, ``model.params`` with the trial's values over them) on ``tune.cv_folds`` folds,
+stratified for classification, and scores the held-out fold with :mod:`conveyor.metrics`; a trial
+whose running mean falls below the median of earlier trials at the same fold is pruned.
+
+The sampler is TPE seeded with ``tune.seed``: with ``n_jobs: 1`` and no ``storage`` the same data
+and params give the same trials and the same best params. With ``storage`` the study lives in a
+database that several processes fill together: each stops once the study holds ``tune.trials``
+trials, and the result is computed from the stored trials, so any process run later reproduces
+it without running a trial.
+
+With ``tune.enabled: false`` the stage writes ``model.params`` through unchanged. That path imports
+neither Optuna nor scikit-learn nor pandas, so it costs a Python start and a YAML read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conveyor.artifacts import Trial, TunedParams, TuningReport, write_artifact
+from conveyor.config import Config, Distribution, ModelConfig
+
+if TYPE_CHECKING:
+    import optuna
+    import pandas as pd
+
+    from conveyor.contract import Contract
+
+# Trials scored before pruning starts, and folds a trial always completes before it can be pruned.
+PRUNER_STARTUP_TRIALS = 5
+PRUNER_WARMUP_FOLDS = 1
+
+
+class TuneError(ValueError):
+    """The study cannot run or produced nothing usable; the message names the setting to change."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run of the stage produced, and how long it took (for the summary line only)."""
+
+    tuned: TunedParams
+    report: TuningReport
+    new_trials: int
+    seconds: float
+
+
+def passthrough(cfg: Config) -> tuple[TunedParams, TuningReport]:
+    """The artifacts of a disabled stage: ``model.params`` as they are, no study."""
+    params = dict(cfg.model.params)
+    return (
+        TunedParams(tuned=False, estimator=cfg.model.estimator, params=params),
+        TuningReport(enabled=False, estimator=cfg.model.estimator, base_params=params, best_params=params),
+    )
+
+
+def direction(cfg: Config) -> str:
+    """``maximize`` or ``minimize``: the direction of the tuned metric in the metric registry."""
+    from conveyor.registry import higher_is_better
+
+    return "maximize" if higher_is_better(cfg.task, cfg.tune_metric) else "minimize"
+
+
+def study_name(df: pd.DataFrame, cfg: Config) -> str:
+    """A name that changes whenever the objective does: the data, the features, the model, the search.
+
+    ``trials``, ``timeout_s``, ``n_jobs`` and ``storage`` are left out: raising ``trials`` continues
+    the same study in a shared storage instead of starting over.
+    """
+    from conveyor import io
+    from conveyor.provenance import params_hash
+
+    objective = {
+        "data": io.table_hash(df),
+        "target": cfg.data.target,
+        "task": cfg.task,
+        "features": cfg.features.model_dump(mode="json"),
+        "model": cfg.model.model_dump(mode="json"),
+        "metric": cfg.tune_metric,
+        "cv_folds": cfg.tune.cv_folds,
+        "seed": cfg.tune.seed,
+        "space": {k: v.model_dump(mode="json") for k, v in cfg.tune.search_space(cfg.model.estimator).items()},
+    }
+    return f"conveyor-{params_hash(objective)[:16]}"
+
+
+def suggest(trial: optuna.Trial, name: str, distribution: Distribution) -> Any:
+    """The trial's value for parameter ``name``, drawn from ``distribution``."""
+    if distribution.choices is not None:
+        return trial.suggest_categorical(name, list(distribution.choices))
+    # Distribution's validator guarantees both bounds when there are no choices.
+    assert distribution.low is not None
+    assert distribution.high is not None
+    if distribution.is_integer:
+        return trial.suggest_int(name, int(distribution.low), int(distribution.high), log=distribution.log)
+    return trial.suggest_float(name, float(distribution.low), float(distribution.high), log=distribution.log)
+
+
+def cross_validate(df: pd.DataFrame, cfg: Config, contract: Contract, trial: optuna.Trial) -> float:
+    """The trial's mean fold score; reports each running mean so that the pruner can stop it early."""
+    import optuna
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from conveyor.features import model_frame, resolve_features, target_values
+    from conveyor.metrics import score
+    from conveyor.model import build_pipeline
+
+    space = cfg.tune.search_space(cfg.model.estimator)
+    params = dict(cfg.model.params) | {name: suggest(trial, name, d) for name, d in space.items()}
+    model = ModelConfig(estimator=cfg.model.estimator, params=params)
+    spec = resolve_features(cfg.features, contract, target=cfg.data.target)
+    y = target_values(df, cfg.data.target, task=cfg.task)
+    splitter = StratifiedKFold if cfg.task == "classification" else KFold
+    folds = splitter(n_splits=cfg.tune.cv_folds, shuffle=True, random_state=cfg.tune.seed).split(df, y)
+    values: list[float] = []
+    for fold, (fit_rows, score_rows) in enumerate(folds):
+        pipeline = build_pipeline(spec, cfg.features, model, task=cfg.task)
+        pipeline.fit(model_frame(df.iloc[fit_rows], spec), y[fit_rows])
+        metrics = score(pipeline, df.iloc[score_rows], target=cfg.data.target, task=cfg.task)
+        values.append(metrics[cfg.tune_metric])
+        trial.report(statistics.fmean(values), fold)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"fold {fold}: running mean {statistics.fmean(values):.4f}")
+    trial.set_user_attr("fold_values", values)
+    return statistics.fmean(values)
+
+
+def worker() -> str:
+    """Who runs a trial (host and process), stored with it: workers sharing a study are told apart."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _sampler_seed(cfg: Config) -> int:
+    # Workers sharing a storage must not draw the same points: each mixes in who it is.
+    if cfg.tune.storage is None:
+        return cfg.tune.seed
+    return hash((cfg.tune.seed, worker())) % 2**32
+
+
+def open_study(df: pd.DataFrame, cfg: Config) -> optuna.Study:
+    """The study for this objective: new, or the one in ``tune.storage`` with the same name."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(
+        study_name=study_name(df, cfg),
+        storage=cfg.tune.storage_url,
+        sampler=optuna.samplers.TPESampler(seed=_sampler_seed(cfg)),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_FOLDS),
+        direction=direction(cfg),
+        load_if_exists=True,
+    )
+
+
+def optimize(study: optuna.Study, df: pd.DataFrame, cfg: Config, contract: Contract, *, progress: bool) -> int:
+    """Run trials until the study holds ``tune.trials`` (or ``timeout_s`` passes); return how many this process ran."""
+    import optuna
+    from optuna.trial import TrialState
+    from sklearn.exceptions import ConvergenceWarning
+
+    remaining = cfg.tune.trials - len(study.trials)
+    if remaining <= 0:
+        return 0
+    me = worker()
+
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", me)
+        return cross_validate(df, cfg, contract, trial)
+
+    with warnings.catch_warnings():
+        # Part of a search: a trial whose solver stops early is scored like any other, not reported.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        study.optimize(
+            objective,
+            n_trials=remaining,
+            timeout=cfg.tune.timeout_s,
+            n_jobs=cfg.tune.n_jobs,
+            # Other workers add trials to a shared study too: stop when it holds enough.
+            callbacks=[optuna.study.MaxTrialsCallback(cfg.tune.trials, states=None)],
+            show_progress_bar=progress,
+        )
+    return sum(1 for t in study.trials if t.user_attrs.get("worker") == me and t.state != TrialState.RUNNING)
+
+
+def importance(study: optuna.Study, seed: int) -> dict[str, float]:
+    """Each searched parameter's share of the variation in the score (fANOVA), largest first."""
+    import optuna
+    from optuna.trial import TrialState
+
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    if len(complete) < 2:
+        return {}
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
+    return {k: float(v) for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
+
+
+def summarize(study: optuna.Study, cfg: Config) -> tuple[TunedParams, TuningReport]:
+    """The artifacts for ``study``, computed from its stored trials alone."""
+    from optuna.trial import TrialState
+
+    trials = [
+        Trial(
+            number=t.number,
+            state=t.state.name.lower(),
+            params=t.params,
+            value=t.value if t.state == TrialState.COMPLETE else None,
+            fold_values=t.user_attrs.get("fold_values", []),
+        )
+        for t in sorted(study.trials, key=lambda t: t.number)
+    ]
+    if not any(t.state == TrialState.COMPLETE for t in study.trials):
+        raise TuneError(
+            f"tune: none of the study's {len(trials)} trial(s) completed; raise tune.trials or tune.timeout_s"
+        )
+    best = study.best_trial
+    folds = best.user_attrs["fold_values"]
+    params = dict(cfg.model.params) | best.params
+    tuned = TunedParams(
+        tuned=True,
+        estimator=cfg.model.estimator,
+        params=params,
+        metric=cfg.tune_metric,
+        best_value=best.value,
+        trials=len(trials),
+    )
+    report = TuningReport(
+        enabled=True,
+        study=study.study_name,
+        estimator=cfg.model.estimator,
+        metric=cfg.tune_metric,
+        direction=direction(cfg),
+        cv_folds=cfg.tune.cv_folds,
+        base_params=dict(cfg.model.params),
+        best_params=params,
+        best_value=best.value,
+        best_std=statistics.pstdev(folds),
+        best_trial=best.number,
+        importance=importance(study, cfg.tune.seed),
+        trials=trials,
+    )
+    return tuned, report
+
+
+def tune(df: pd.DataFrame, cfg: Config, contract: Contract, *, progress: bool = False) -> Outcome:
+    """Tune on ``df`` (the train split, target included) and return the artifacts."""
+    started = time.perf_counter()
+    study = open_study(df, cfg)
+    ran = optimize(study, df, cfg, contract, progress=progress)
+    tuned, report = summarize(study, cfg)
+    return Outcome(tuned, report, ran, time.perf_counter() - started)
+
+
+def write_plots(report: TuningReport, out: Path) -> None:
+    """dvclive plots under ``out``: the optimisation history and the parameter importances.
+
+    Both folders exist even when there is nothing to plot (tuning disabled), as ``dvc.yaml``
+    declares them: see ``conveyor.stages.evaluate.PLOT_FOLDERS``.
+    """
+    for folder in ("history", "importance"):
+        (out / "plots" / "custom" / folder).mkdir(parents=True, exist_ok=True)
+    scored = [t for t in report.trials if t.value is not None]
+    if not scored:
+        return
+    from dvclive.live import Live
+
+    better = max if report.direction == "maximize" else min
+    history, best = [], -math.inf if report.direction == "maximize" else math.inf
+    for trial in scored:
+        assert trial.value is not None
+        best = better(best, trial.value)
+        history.append({"trial": trial.number, "value": trial.value, "best": best})
+    with Live(dir=str(out), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        live.log_plot(
+            "history/study", history, x="trial", y="value", template="scatter", title="Tuning: score per trial"
+        )
+        if report.importance:
+            live.log_plot(
+                "importance/params",
+                [{"param": k, "importance": v} for k, v in report.importance.items()],
+                x="importance",
+                y="param",
+                template="bar_horizontal",
+                title="Tuning: parameter importance (fANOVA)",
+            )
+
+
+def run(cfg: Config, *, data: Path, out: Path, report: Path, plots: Path, progress: bool = False) -> Outcome:
+    """Tune on the train split at ``data`` (or pass ``model.params`` through); write the artifacts."""
+    if cfg.tune.enabled:
+        from conveyor import io
+
+        outcome = tune(io.read_table(data), cfg, io.read_contract(cfg.data.schema_path), progress=progress)
+    else:
+        outcome = Outcome(*passthrough(cfg), new_trials=0, seconds=0.0)
+    write_artifact(outcome.tuned, out)
+    write_artifact(outcome.report, report)
+    write_plots(outcome.report, plots)
+    return outcome
+
+
+def progress_wanted() -> bool:
+    """Show Optuna's progress bar only to a person at a terminal, not in logs."""
+    return sys.stderr.isatty()
