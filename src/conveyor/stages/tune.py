@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from conveyor.artifacts import Trial, TunedParams, TuningReport, write_artifact
+from conveyor.artifacts import Direction, Trial, TunedParams, TuningReport, write_artifact
 from conveyor.config import Config, Distribution, ModelConfig
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def passthrough(cfg: Config) -> tuple[TunedParams, TuningReport]:
     )
 
 
-def direction(cfg: Config) -> str:
+def direction(cfg: Config) -> Direction:
     """``maximize`` or ``minimize``: the direction of the tuned metric in the metric registry."""
     from conveyor.registry import higher_is_better
 
