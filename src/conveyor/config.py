@@ -184,7 +184,7 @@ class Distribution(_Section):
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.log and self.low <= 0:
-            raise ValueError(f"log: true needs low > 0, got {self.low}")
+            raise ValueError(f"a log scale (log true) needs low > 0, got {self.low}")
         return self
 
     @property

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import socket
 import statistics
 import sys
@@ -138,12 +139,12 @@ def cross_validate(df: pd.DataFrame, cfg: Config, contract: Contract, trial: opt
 
 
 def worker() -> str:
-    """Who runs a trial (host and process), stored with it: workers sharing a study are told apart."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who runs a trial (host, process, run), stored with it: workers sharing a study are told apart."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def _sampler_seed(cfg: Config) -> int:
-    # Workers sharing a storage must not draw the same points: each mixes in who it is.
+    # Workers sharing a storage must not draw the same points: each run mixes in who it is.
     if cfg.tune.storage is None:
         return cfg.tune.seed
     return hash((cfg.tune.seed, worker())) % 2**32
