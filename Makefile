@@ -109,7 +109,7 @@ push-data: setup ## `dvc push` data and models to the DVC remote (says so and sk
 	@if [ -n "$$(dvc remote list)" ]; then dvc push --run-cache; else echo "push-data: no DVC remote configured, nothing pushed"; fi
 
 report: setup ## Write report/report.md and its PNG plots: gate verdict, diffs against the baseline
-	conveyor report --out report/report.md --gate reports/gate.json --validation reports/validation.json
+	conveyor report --out report/report.md --gate reports/gate.json --validation reports/validation.json --tuning reports/tuning.json
 
 image: ## Containerize the bento from `make bento` as $(IMAGE):$(TAG) and push it (needs Docker)
 	@test -f reports/package.json || { echo "image: reports/package.json is missing: run \`make bento\` first" >&2; exit 1; }

@@ -120,7 +120,14 @@ def _report(args: argparse.Namespace) -> None:
     from conveyor import report
 
     baseline = args.baseline or _config(args).gate.baseline_rev
-    written = report.run(out=args.out, gate=args.gate, validation=args.validation, baseline=baseline, root=Path.cwd())
+    written = report.run(
+        out=args.out,
+        gate=args.gate,
+        validation=args.validation,
+        baseline=baseline,
+        root=Path.cwd(),
+        tuning=args.tuning,
+    )
     verdict = {True: "accepted", False: "rejected", None: "no fresh verdict"}[written.accepted]
     print(f"report: {written.markdown} with {len(written.figures)} figure(s); gate: {verdict}")
 
@@ -156,6 +163,7 @@ def _add_report(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--gate", type=Path, required=True, help="the gate's verdict (reports/gate.json)")
     sub.add_argument("--validation", type=Path, required=True, help="the validate stage's report")
     sub.add_argument("--baseline", help="git revision to compare with (default: gate.baseline_rev)")
+    sub.add_argument("--tuning", type=Path, help="the tune stage's report (reports/tuning.json): adds a tuning section")
 
 
 def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

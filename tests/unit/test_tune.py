@@ -44,7 +44,10 @@ def train_split(params: Config) -> pd.DataFrame:
     ("space", "message"),
     [
         ({"C": {"low": 1.0, "high": 0.1}}, r"tune\.space\.C: low \(1\.0\) must be below high \(0\.1\)"),
-        ({"C": {"low": 0.0, "high": 1.0, "log": True}}, r"tune\.space\.C: a log scale \(log true\) needs low > 0, got 0\.0"),
+        (
+            {"C": {"low": 0.0, "high": 1.0, "log": True}},
+            r"tune\.space\.C: a log scale \(log true\) needs low > 0, got 0\.0",
+        ),
         ({"C": {"low": 0.1}}, r"tune\.space\.C: expected \{low, high\}"),
         ({"C": {"low": 0.1, "high": 1.0, "choices": [1]}}, r"tune\.space\.C: expected either"),
         ({"penalty": {"choices": []}}, r"tune\.space\.penalty\.choices"),
@@ -97,9 +100,7 @@ def test_a_seeded_study_is_reproducible_and_the_seed_matters(
     assert [t.params for t in other.report.trials] != [t.params for t in first.report.trials]
 
 
-def test_the_study_searches_the_space_and_prunes(
-    params: Config, contract: Contract, train_split: pd.DataFrame
-) -> None:
+def test_the_study_searches_the_space_and_prunes(params: Config, contract: Contract, train_split: pd.DataFrame) -> None:
     outcome = tune.tune(train_split, tuning(params, trials=16), contract)
     report, tuned = outcome.report, outcome.tuned
     assert len(report.trials) == 16
@@ -280,7 +281,9 @@ def test_train_fits_the_tuned_params_and_records_them(
 
 def test_train_refuses_params_tuned_for_another_estimator(params: Config, tmp_path: Path) -> None:
     tuned = TunedParams(tuned=True, estimator="random_forest", params={"n_estimators": 10})
-    with pytest.raises(train.TrainError, match=r"model.estimator: 'logistic_regression', but the tuned params are for 'random_forest'"):
+    with pytest.raises(
+        train.TrainError, match=r"model.estimator: 'logistic_regression', but the tuned params are for 'random_forest'"
+    ):
         train.with_tuned_params(params, tuned)
 
 
