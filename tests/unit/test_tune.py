@@ -293,3 +293,14 @@ def test_a_missing_or_foreign_artifact_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "gate.json").write_text('{"accepted": true}', encoding="utf-8")
     with pytest.raises(ArtifactError, match=r"gate\.json: tuned: Field required \(not a TunedParams file\)"):
         read_artifact(TunedParams, tmp_path / "gate.json")
+
+
+def test_an_unreachable_storage_names_the_key_without_the_password() -> None:
+    from helpers_process import free_port
+
+    url = f"postgresql+psycopg://conveyor:s3cret@127.0.0.1:{free_port()}/optuna"
+    with pytest.raises(
+        tune.TuneError, match=r"^tune\.storage: cannot open postgresql\+psycopg://conveyor:\*\*\*@"
+    ) as caught:
+        tune.open_storage(url)
+    assert "s3cret" not in str(caught.value)

@@ -150,14 +150,40 @@ def _sampler_seed(cfg: Config) -> int:
     return hash((cfg.tune.seed, worker())) % 2**32
 
 
+# Workers starting together on an empty database both create Optuna's tables; PostgreSQL lets
+# one win and refuses the other with an IntegrityError. The loser finds the tables on a retry.
+STORAGE_ATTEMPTS = 4
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage at ``url``, its tables created if need be; :class:`TuneError` if it cannot be reached."""
+    import optuna
+    import sqlalchemy
+
+    from conveyor.io import redact_url
+
+    for attempt in range(1, STORAGE_ATTEMPTS + 1):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == STORAGE_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.ArgumentError, ImportError) as exc:
+            first_line = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
+            raise TuneError(f"tune.storage: cannot open {redact_url(url)}: {first_line}") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def open_study(df: pd.DataFrame, cfg: Config) -> optuna.Study:
     """The study for this objective: new, or the one in ``tune.storage`` with the same name."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = cfg.tune.storage_url
     return optuna.create_study(
         study_name=study_name(df, cfg),
-        storage=cfg.tune.storage_url,
+        storage=None if url is None else open_storage(url),
         sampler=optuna.samplers.TPESampler(seed=_sampler_seed(cfg)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_FOLDS),
         direction=direction(cfg),
