@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from helpers_model import configured
+from helpers_process import free_port
 
 from conveyor import cli, io
 from conveyor.artifacts import ArtifactError, TunedParams, TuningReport, read_artifact
@@ -296,8 +297,6 @@ def test_a_missing_or_foreign_artifact_names_the_file(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_storage_names_the_key_without_the_password() -> None:
-    from helpers_process import free_port
-
     url = f"postgresql+psycopg://conveyor:s3cret@127.0.0.1:{free_port()}/optuna"
     with pytest.raises(
         tune.TuneError, match=r"^tune\.storage: cannot open postgresql\+psycopg://conveyor:\*\*\*@"
