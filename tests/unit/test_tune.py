@@ -111,7 +111,13 @@ def test_the_study_searches_the_space_and_prunes(params: Config, contract: Contr
     assert "pruned" in states  # C spans 1e-3..1e2: the smallest values are hopeless after one fold
     low, high = DEFAULT_SPACES["logistic_regression"]["C"]["low"], DEFAULT_SPACES["logistic_regression"]["C"]["high"]
     assert all(low <= t.params["C"] <= high for t in report.trials)
+    # The first trial is model.params itself; a later one replaces it only by scoring better.
+    assert report.trials[0].params == {"C": 1.0}
     complete = [t for t in report.trials if t.state == "complete"]
+    assert report.trials[0].state == "complete"
+    assert report.best_value is not None
+    assert report.trials[0].value is not None
+    assert report.best_trial == 0 or report.best_value > report.trials[0].value
     assert report.best_value == max(t.value for t in complete if t.value is not None)
     best = next(t for t in complete if t.number == report.best_trial)
     assert len(best.fold_values) == 3

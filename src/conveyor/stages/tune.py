@@ -200,6 +200,12 @@ def optimize(study: optuna.Study, df: pd.DataFrame, cfg: Config, contract: Contr
     remaining = cfg.tune.trials - len(study.trials)
     if remaining <= 0:
         return 0
+    incumbent = incumbent_params(cfg)
+    if incumbent:
+        # The first trial is model.params itself: the study never picks params that score worse in
+        # CV than the ones it replaces, and on a tie (the best trial is the first to reach the best
+        # value) the current params stay. Other workers of a shared study skip it if it is there.
+        study.enqueue_trial(incumbent, skip_if_exists=True)
     me = worker()
 
     def objective(trial: optuna.Trial) -> float:
@@ -219,6 +225,24 @@ def optimize(study: optuna.Study, df: pd.DataFrame, cfg: Config, contract: Contr
             show_progress_bar=progress,
         )
     return sum(1 for t in study.trials if t.user_attrs.get("worker") == me and t.state != TrialState.RUNNING)
+
+
+def incumbent_params(cfg: Config) -> dict[str, Any]:
+    """The values ``model.params`` gives the searched parameters, where they lie inside the space."""
+    found = {}
+    for name, distribution in cfg.tune.search_space(cfg.model.estimator).items():
+        value = cfg.model.params.get(name)
+        if value is None:
+            continue
+        if distribution.choices is not None:
+            inside = value in distribution.choices
+        else:
+            assert distribution.low is not None
+            assert distribution.high is not None
+            inside = isinstance(value, int | float) and distribution.low <= value <= distribution.high
+        if inside:
+            found[name] = value
+    return found
 
 
 def importance(study: optuna.Study, seed: int) -> dict[str, float]:
