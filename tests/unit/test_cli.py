@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-PIPELINE_COMMANDS = ("ingest", "validate", "split", "train", "evaluate", "gate", "schema")
+PIPELINE_COMMANDS = ("ingest", "validate", "split", "tune", "train", "evaluate", "gate", "schema")
 
 
 def test_help_lists_the_commands() -> None:
