@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from helpers_model import configured
+from helpers_model import configured, labelled, regression
 from helpers_process import free_port
 
 from conveyor import cli, io
@@ -137,6 +137,28 @@ def test_a_lower_is_better_metric_is_minimised(params: Config, contract: Contrac
     report = tune.tune(train_split, tuning(params, metric="log_loss", trials=8), contract).report
     assert report.direction == "minimize"
     assert report.best_value == min(t.value for t in report.trials if t.value is not None)
+
+
+def test_regression_minimises_rmse_on_plain_folds(params: Config, contract: Contract, penguins: pd.DataFrame) -> None:
+    cfg = configured(regression(params, "ridge", alpha=1.0), tune=SMALL | {"trials": 5})
+    assert cfg.tune_metric == "rmse"
+    report = tune.tune(labelled(penguins, cfg), cfg, contract).report
+    assert report.direction == "minimize"
+    assert report.best_value == min(t.value for t in report.trials if t.value is not None)
+    assert 150 < report.best_value < 600  # grams: body mass from the other measurements
+
+
+def test_too_few_rows_of_a_class_for_the_folds_names_the_key(
+    params: Config, contract: Contract, train_split: pd.DataFrame
+) -> None:
+    few = pd.concat(
+        [train_split[train_split["species"] != "Chinstrap"], train_split[train_split["species"] == "Chinstrap"].head(2)]
+    )
+    with pytest.raises(
+        tune.TuneError,
+        match=r"^tune\.cv_folds: 3 stratified folds need at least 3 train rows of each class; 'Chinstrap' has 2$",
+    ):
+        tune.tune(few, tuning(params), contract)
 
 
 def test_integer_and_categorical_spaces(params: Config, contract: Contract, train_split: pd.DataFrame) -> None:

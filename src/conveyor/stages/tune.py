@@ -304,8 +304,23 @@ def summarize(study: optuna.Study, cfg: Config) -> tuple[TunedParams, TuningRepo
     return tuned, report
 
 
+def check_folds(df: pd.DataFrame, cfg: Config) -> None:
+    """Raise :class:`TuneError` naming ``tune.cv_folds`` when the train split cannot be cut into that many folds."""
+    folds = cfg.tune.cv_folds
+    if len(df) < folds:
+        raise TuneError(f"tune.cv_folds: {folds} folds need at least {folds} train rows, found {len(df)}")
+    if cfg.task == "classification":
+        counts = df[cfg.data.target].astype(str).value_counts()
+        if counts.min() < folds:
+            raise TuneError(
+                f"tune.cv_folds: {folds} stratified folds need at least {folds} train rows of each class; "
+                f"{counts.idxmin()!r} has {counts.min()}"
+            )
+
+
 def tune(df: pd.DataFrame, cfg: Config, contract: Contract, *, progress: bool = False) -> Outcome:
     """Tune on ``df`` (the train split, target included) and return the artifacts."""
+    check_folds(df, cfg)
     started = time.perf_counter()
     study = open_study(df, cfg)
     ran = optimize(study, df, cfg, contract, progress=progress)
