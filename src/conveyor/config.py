@@ -192,6 +192,20 @@ class Distribution(_Section):
         """True for a range of whole numbers (both bounds written as integers)."""
         return isinstance(self.low, int) and isinstance(self.high, int)
 
+    @property
+    def bounds(self) -> tuple[int | float, int | float]:
+        """``(low, high)`` of a range; a distribution of choices has none."""
+        if self.low is None or self.high is None:
+            raise TypeError("a distribution of choices has no bounds")
+        return self.low, self.high
+
+    def contains(self, value: object) -> bool:
+        """Whether ``value`` is one of the choices, or a number inside the range."""
+        if self.choices is not None:
+            return value in self.choices
+        low, high = self.bounds
+        return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
 
 class TuneConfig(_Section):
     """The tune stage: an Optuna study over ``space`` before ``train``.

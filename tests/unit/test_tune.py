@@ -133,6 +133,15 @@ def test_the_study_searches_the_space_and_prunes(params: Config, contract: Contr
     assert set(report.importance) == {"C"}
 
 
+def test_model_params_start_the_study_only_where_the_space_can_hold_them(params: Config) -> None:
+    assert tune.incumbent_params(tuning(params)) == {"C": 1.0}  # max_iter is not searched
+    outside = configured(params, model={"params": {"C": 1000.0}}, tune=SMALL)
+    assert tune.incumbent_params(outside) == {}
+    space = {"C": {"low": 0.1, "high": 10.0}, "solver": {"choices": ["lbfgs", "saga"]}}
+    chosen = configured(params, model={"params": {"C": 2.0, "solver": "saga"}}, tune=SMALL | {"space": space})
+    assert tune.incumbent_params(chosen) == {"C": 2.0, "solver": "saga"}
+
+
 def test_a_lower_is_better_metric_is_minimised(params: Config, contract: Contract, train_split: pd.DataFrame) -> None:
     report = tune.tune(train_split, tuning(params, metric="log_loss", trials=8), contract).report
     assert report.direction == "minimize"

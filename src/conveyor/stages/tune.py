@@ -101,12 +101,10 @@ def suggest(trial: optuna.Trial, name: str, distribution: Distribution) -> Any:
     """The trial's value for parameter ``name``, drawn from ``distribution``."""
     if distribution.choices is not None:
         return trial.suggest_categorical(name, list(distribution.choices))
-    # Distribution's validator guarantees both bounds when there are no choices.
-    assert distribution.low is not None
-    assert distribution.high is not None
+    low, high = distribution.bounds
     if distribution.is_integer:
-        return trial.suggest_int(name, int(distribution.low), int(distribution.high), log=distribution.log)
-    return trial.suggest_float(name, float(distribution.low), float(distribution.high), log=distribution.log)
+        return trial.suggest_int(name, int(low), int(high), log=distribution.log)
+    return trial.suggest_float(name, float(low), float(high), log=distribution.log)
 
 
 def cross_validate(df: pd.DataFrame, cfg: Config, contract: Contract, trial: optuna.Trial) -> float:
@@ -229,20 +227,12 @@ def optimize(study: optuna.Study, df: pd.DataFrame, cfg: Config, contract: Contr
 
 def incumbent_params(cfg: Config) -> dict[str, Any]:
     """The values ``model.params`` gives the searched parameters, where they lie inside the space."""
-    found = {}
-    for name, distribution in cfg.tune.search_space(cfg.model.estimator).items():
-        value = cfg.model.params.get(name)
-        if value is None:
-            continue
-        if distribution.choices is not None:
-            inside = value in distribution.choices
-        else:
-            assert distribution.low is not None
-            assert distribution.high is not None
-            inside = isinstance(value, int | float) and distribution.low <= value <= distribution.high
-        if inside:
-            found[name] = value
-    return found
+    space = cfg.tune.search_space(cfg.model.estimator)
+    return {
+        name: cfg.model.params[name]
+        for name, distribution in space.items()
+        if name in cfg.model.params and distribution.contains(cfg.model.params[name])
+    }
 
 
 def importance(study: optuna.Study, seed: int) -> dict[str, float]:
