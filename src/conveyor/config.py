@@ -213,7 +213,7 @@ class TuneConfig(_Section):
     Each trial is scored by ``cv_folds``-fold cross-validation on the train split (stratified for
     classification) with ``metric`` (null: the gate's first compared metric). ``space`` maps
     estimator parameters to distributions (empty: the estimator's default space in
-    ``conveyor.registry.DEFAULT_SPACES``). ``n_jobs`` runs trials in parallel threads;
+    ``conveyor.registry.DEFAULT_SPACES``). ``n_jobs`` runs trials in that many processes;
     ``storage`` (an Optuna RDB URL, or a file path for SQLite) lets several processes share one
     study. With ``enabled: false`` train fits ``model.params`` as they are.
     """

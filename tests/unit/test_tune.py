@@ -170,6 +170,19 @@ def test_too_few_rows_of_a_class_for_the_folds_names_the_key(
         tune.tune(few, tuning(params), contract)
 
 
+def test_parallel_trials_run_in_two_processes_on_one_study(
+    params: Config, contract: Contract, train_split: pd.DataFrame
+) -> None:
+    outcome = tune.tune(train_split, tuning(params, trials=10, n_jobs=2), contract)
+    report = outcome.report
+    # Each process stops when the study holds 10 trials; one may finish a trial it had begun.
+    assert 10 <= len(report.trials) <= 11
+    assert outcome.new_trials == len(report.trials)
+    assert report.trials[0].params == {"C": 1.0}
+    assert sorted(t.number for t in report.trials) == list(range(len(report.trials)))
+    assert outcome.tuned.trials == len(report.trials)
+
+
 def test_integer_and_categorical_spaces(params: Config, contract: Contract, train_split: pd.DataFrame) -> None:
     space = {"n_estimators": {"low": 5, "high": 20}, "criterion": {"choices": ["gini", "entropy"]}}
     cfg = configured(

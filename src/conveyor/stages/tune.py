@@ -19,13 +19,16 @@ neither Optuna nor scikit-learn nor pandas, so it costs a Python start and a YAM
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import secrets
 import socket
 import statistics
 import sys
+import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,11 +144,33 @@ def worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
-def _sampler_seed(cfg: Config) -> int:
-    # Workers sharing a storage must not draw the same points: each run mixes in who it is.
+def _sampler_seed(cfg: Config, index: int) -> int:
+    # Workers must not draw the same points. The stage's own processes (tune.n_jobs) are told
+    # apart by their index; processes sharing a storage do not know of each other, so each mixes
+    # in who it is.
     if cfg.tune.storage is None:
-        return cfg.tune.seed
+        return cfg.tune.seed + index
     return hash((cfg.tune.seed, worker())) % 2**32
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a study lives, in a form any process can open: in memory, an RDB URL, or a journal file."""
+
+    name: str
+    url: str | None = None
+    journal: Path | None = None
+
+    def storage(self) -> optuna.storages.BaseStorage | None:
+        """The study's storage (None: in this process's memory)."""
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        if self.url is not None:
+            return open_storage(self.url)
+        if self.journal is not None:
+            return JournalStorage(JournalFileBackend(str(self.journal)))
+        return None
 
 
 # Workers starting together on an empty database both create Optuna's tables; PostgreSQL lets
@@ -173,16 +198,15 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def open_study(df: pd.DataFrame, cfg: Config) -> optuna.Study:
-    """The study for this objective: new, or the one in ``tune.storage`` with the same name."""
+def open_study(place: Place, cfg: Config, *, index: int = 0) -> optuna.Study:
+    """The study at ``place``: created, or opened if another run or worker created it."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    url = cfg.tune.storage_url
     return optuna.create_study(
-        study_name=study_name(df, cfg),
-        storage=None if url is None else open_storage(url),
-        sampler=optuna.samplers.TPESampler(seed=_sampler_seed(cfg)),
+        study_name=place.name,
+        storage=place.storage(),
+        sampler=optuna.samplers.TPESampler(seed=_sampler_seed(cfg, index)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_FOLDS),
         direction=direction(cfg),
         load_if_exists=True,
@@ -195,15 +219,11 @@ def optimize(study: optuna.Study, df: pd.DataFrame, cfg: Config, contract: Contr
     from optuna.trial import TrialState
     from sklearn.exceptions import ConvergenceWarning
 
-    remaining = cfg.tune.trials - len(study.trials)
+    # A trial enqueued but not yet run (model.params, see tune) is one of those to run.
+    begun = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+    remaining = cfg.tune.trials - len(begun)
     if remaining <= 0:
         return 0
-    incumbent = incumbent_params(cfg)
-    if incumbent:
-        # The first trial is model.params itself: the study never picks params that score worse in
-        # CV than the ones it replaces, and on a tie (the best trial is the first to reach the best
-        # value) the current params stay. Other workers of a shared study skip it if it is there.
-        study.enqueue_trial(incumbent, skip_if_exists=True)
     me = worker()
 
     def objective(trial: optuna.Trial) -> float:
@@ -217,7 +237,6 @@ def optimize(study: optuna.Study, df: pd.DataFrame, cfg: Config, contract: Contr
             objective,
             n_trials=remaining,
             timeout=cfg.tune.timeout_s,
-            n_jobs=cfg.tune.n_jobs,
             # Other workers add trials to a shared study too: stop when it holds enough.
             callbacks=[optuna.study.MaxTrialsCallback(cfg.tune.trials, states=None)],
             show_progress_bar=progress,
@@ -308,13 +327,41 @@ def check_folds(df: pd.DataFrame, cfg: Config) -> None:
             )
 
 
+def _worker(place: Place, df: pd.DataFrame, cfg: Config, contract: Contract, index: int) -> int:
+    """One of the stage's extra processes (``tune.n_jobs``): trials until the shared study holds enough."""
+    return optimize(open_study(place, cfg, index=index), df, cfg, contract, progress=False)
+
+
 def tune(df: pd.DataFrame, cfg: Config, contract: Contract, *, progress: bool = False) -> Outcome:
-    """Tune on ``df`` (the train split, target included) and return the artifacts."""
+    """Tune on ``df`` (the train split, target included) and return the artifacts.
+
+    With ``tune.n_jobs`` above 1, that many processes run trials (this one and ``n_jobs - 1``
+    spawned ones): scikit-learn's Python-level work holds the GIL, so threads would take turns. They
+    share the study through ``tune.storage``, or else a journal file that lives as long as the run.
+    """
     check_folds(df, cfg)
     started = time.perf_counter()
-    study = open_study(df, cfg)
-    ran = optimize(study, df, cfg, contract, progress=progress)
-    tuned, report = summarize(study, cfg)
+    with tempfile.TemporaryDirectory(prefix="conveyor-tune-") as scratch:
+        url = cfg.tune.storage_url
+        journal = Path(scratch) / "study.journal" if url is None and cfg.tune.n_jobs > 1 else None
+        place = Place(study_name(df, cfg), url=url, journal=journal)
+        study = open_study(place, cfg)
+        incumbent = incumbent_params(cfg)
+        if incumbent and len(study.trials) < cfg.tune.trials:
+            # The first trial is model.params itself: the study never picks params that score
+            # worse in CV than the ones it replaces, and on a tie (the best trial is the first to
+            # reach the best value) the current params stay. Workers of a shared study skip it.
+            study.enqueue_trial(incumbent, skip_if_exists=True)
+        ran = 0
+        if cfg.tune.n_jobs > 1:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(cfg.tune.n_jobs - 1, mp_context=context) as pool:
+                others = [pool.submit(_worker, place, df, cfg, contract, index) for index in range(1, cfg.tune.n_jobs)]
+                ran = optimize(study, df, cfg, contract, progress=progress)
+                ran += sum(other.result() for other in others)
+        else:
+            ran = optimize(study, df, cfg, contract, progress=progress)
+        tuned, report = summarize(study, cfg)
     return Outcome(tuned, report, ran, time.perf_counter() - started)
 
 
