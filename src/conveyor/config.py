@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 from pydantic_core import ErrorDetails
 
-from conveyor.registry import DEFAULT_SPACES, check_estimator, metric_names
+from conveyor.registry import DEFAULT_SPACES, check_estimator, check_estimator_name, metric_names
 
 
 class ConfigError(ValueError):
@@ -261,6 +261,8 @@ class Config(_Section):
         if (info.context or {}).get("check_params", True):
             check_estimator(self.task, self.model.estimator, self.model.params)
             check_estimator(self.task, self.model.estimator, self.tune.space, where="tune.space")
+        else:
+            check_estimator_name(self.task, self.model.estimator)
         known = metric_names(self.task)
         metric = () if self.tune.metric is None else (self.tune.metric,)
         for where, names in (

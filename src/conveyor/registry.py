@@ -110,15 +110,20 @@ def estimator_parameters(task: Task, name: str) -> frozenset[str]:
     return frozenset(declared) | EXTRA_PARAMETERS.get(name, frozenset())
 
 
+def check_estimator_name(task: Task, name: str) -> None:
+    """Raise ``ValueError`` naming ``model.estimator`` if ``name`` is not registered for ``task`` (imports nothing)."""
+    registry = ESTIMATORS[task]
+    if name not in registry:
+        raise ValueError(f"model.estimator: {name!r} is not a {task} estimator; expected one of {sorted(registry)}")
+
+
 def check_estimator(task: Task, name: str, params: Mapping[str, Any], *, where: str = "model.params") -> None:
     """Raise ``ValueError`` naming ``model.estimator`` or ``<where>.<key>`` if either is unusable.
 
     ``where`` is the params section being checked: ``model.params``, or ``tune.space`` for the
     parameters a study searches.
     """
-    registry = ESTIMATORS[task]
-    if name not in registry:
-        raise ValueError(f"model.estimator: {name!r} is not a {task} estimator; expected one of {sorted(registry)}")
+    check_estimator_name(task, name)
     accepted = estimator_parameters(task, name)
     unknown = sorted(set(params) - accepted)
     if unknown:

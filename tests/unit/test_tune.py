@@ -261,9 +261,13 @@ def test_disabled_passes_model_params_through(params: Config, tmp_path: Path) ->
     report = read_artifact(TuningReport, files["report"])
     assert not report.enabled
     assert report.trials == []
-    # Both declared plot folders exist, empty (see dvc.yaml's plots).
-    assert sorted(p.name for p in (files["plots"] / "plots" / "custom").iterdir()) == ["history", "importance"]
-    assert not any((files["plots"] / "plots" / "custom").rglob("*.json"))
+    # Both declared plots exist with nothing to show (see write_plots).
+    custom = files["plots"] / "plots" / "custom"
+    assert sorted(p.relative_to(custom).as_posix() for p in custom.rglob("*.json")) == [
+        "history/study.json",
+        "importance/params.json",
+    ]
+    assert all(json.loads(p.read_text(encoding="utf-8")) == [] for p in custom.rglob("*.json"))
 
 
 def test_disabled_imports_neither_optuna_nor_scikit_learn(tmp_path: Path) -> None:

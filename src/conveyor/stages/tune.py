@@ -365,38 +365,42 @@ def tune(df: pd.DataFrame, cfg: Config, contract: Contract, *, progress: bool = 
     return Outcome(tuned, report, ran, time.perf_counter() - started)
 
 
-def write_plots(report: TuningReport, out: Path) -> None:
-    """dvclive plots under ``out``: the optimisation history and the parameter importances.
+# The two plots under <plots>/plots/custom/, as dvc.yaml declares them.
+HISTORY_PLOT = "history/study"
+IMPORTANCE_PLOT = "importance/params"
 
-    Both folders exist even when there is nothing to plot (tuning disabled), as ``dvc.yaml``
-    declares them: see ``conveyor.stages.evaluate.PLOT_FOLDERS``.
+
+def write_plots(report: TuningReport, out: Path) -> None:
+    """dvclive plots under ``out``: the score of each trial (with the best so far) and the parameter importances.
+
+    Without trials (tuning disabled) both files hold an empty list, which ``dvc plots`` shows as
+    nothing: present rather than absent, so that git keeps the folder and a fresh clone does not
+    rerun the stage to recreate it. That path writes the list itself: importing dvclive takes 2 s.
     """
-    for folder in ("history", "importance"):
-        (out / "plots" / "custom" / folder).mkdir(parents=True, exist_ok=True)
-    scored = [t for t in report.trials if t.value is not None]
-    if not scored:
+    if not report.trials:
+        for name in (HISTORY_PLOT, IMPORTANCE_PLOT):
+            path = out / "plots" / "custom" / f"{name}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("[]\n", encoding="utf-8")
         return
     from dvclive.live import Live
 
     better = max if report.direction == "maximize" else min
     history, best = [], -math.inf if report.direction == "maximize" else math.inf
-    for trial in scored:
-        assert trial.value is not None
-        best = better(best, trial.value)
-        history.append({"trial": trial.number, "value": trial.value, "best": best})
+    for trial in report.trials:
+        if trial.value is not None:
+            best = better(best, trial.value)
+            history.append({"trial": trial.number, "value": trial.value, "best": best})
     with Live(dir=str(out), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        live.log_plot(HISTORY_PLOT, history, x="trial", y="value", template="scatter", title="Tuning: score per trial")
         live.log_plot(
-            "history/study", history, x="trial", y="value", template="scatter", title="Tuning: score per trial"
+            IMPORTANCE_PLOT,
+            [{"param": k, "importance": v} for k, v in report.importance.items()],
+            x="importance",
+            y="param",
+            template="bar_horizontal",
+            title="Tuning: parameter importance (fANOVA)",
         )
-        if report.importance:
-            live.log_plot(
-                "importance/params",
-                [{"param": k, "importance": v} for k, v in report.importance.items()],
-                x="importance",
-                y="param",
-                template="bar_horizontal",
-                title="Tuning: parameter importance (fANOVA)",
-            )
 
 
 def run(cfg: Config, *, data: Path, out: Path, report: Path, plots: Path, progress: bool = False) -> Outcome:
