@@ -4,7 +4,8 @@ The stage sees the train split only (``dvc.yaml`` gives it nothing else), so the
 a held-out judge for evaluate and the gate. Each trial fits the whole Conveyor pipeline (features
 + estimator, ``model.params`` with the trial's values over them) on ``tune.cv_folds`` folds,
 stratified for classification, and scores the held-out fold with :mod:`conveyor.metrics`; a trial
-whose running mean falls below the median of earlier trials at the same fold is pruned.
+whose running mean falls below the median of earlier trials at the same fold is pruned. The first
+trial is ``model.params`` itself, so the result never scores worse in CV than the params it replaces.
 
 The sampler is TPE seeded with ``tune.seed``: with ``n_jobs: 1`` and no ``storage`` the same data
 and params give the same trials and the same best params. With ``storage`` the study lives in a
@@ -12,8 +13,9 @@ database that several processes fill together: each stops once the study holds `
 trials, and the result is computed from the stored trials, so any process run later reproduces
 it without running a trial.
 
-With ``tune.enabled: false`` the stage writes ``model.params`` through unchanged. That path imports
-neither Optuna nor scikit-learn nor pandas, so it costs a Python start and a YAML read.
+With ``tune.enabled: false`` the stage writes ``model.params`` through unchanged. On that path this
+module imports neither Optuna, scikit-learn, pandas nor dvclive (each a second or more), so the
+stage costs about what the ``conveyor`` command itself does to start.
 """
 
 from __future__ import annotations
