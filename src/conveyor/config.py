@@ -211,7 +211,7 @@ class TuneConfig(_Section):
     """The tune stage: an Optuna study over ``space`` before ``train``.
 
     Each trial is scored by ``cv_folds``-fold cross-validation on the train split (stratified for
-    classification) with ``metric`` (null: the gate's first compared metric). ``space`` maps
+    classification) with ``metric`` (null: the first of ``gate.compare``). ``space`` maps
     estimator parameters to distributions (empty: the estimator's default space in
     ``conveyor.registry.DEFAULT_SPACES``). ``n_jobs`` runs trials in that many processes;
     ``storage`` (an Optuna RDB URL, or a file path for SQLite) lets several processes share one
@@ -285,15 +285,17 @@ class Config(_Section):
 
     @property
     def tune_metric(self) -> str:
-        """The metric the tune stage optimises: ``tune.metric``, else the gate's first compared metric.
+        """The metric the tune stage optimises: ``tune.metric``, else the first of ``gate.compare``.
 
-        The gate compares ``gate.compare`` (or, when empty, the thresholded metrics); with neither,
-        F1 (classification) or RMSE (regression).
+        With neither, macro F1 (classification) or RMSE (regression). ``gate.thresholds`` are not
+        consulted, so that tightening a threshold does not rerun a study (dvc.yaml lists the
+        params each stage reads).
         """
         if self.tune.metric is not None:
             return self.tune.metric
-        compared = self.gate.compare or tuple(self.gate.thresholds)
-        return compared[0] if compared else {"classification": "f1_macro", "regression": "rmse"}[self.task]
+        if self.gate.compare:
+            return self.gate.compare[0]
+        return {"classification": "f1_macro", "regression": "rmse"}[self.task]
 
 
 def parse_config(raw: object, *, source: str = "params.yaml", check_params: bool = True) -> Config:

@@ -51,7 +51,7 @@ def test_a_worse_model_on_a_branch_is_rejected_against_the_champion(reproduced_r
         # The champion was scored again on the same test split: its metrics are main's.
         assert check["baseline"] == pytest.approx(champion[name], abs=1e-9)
     assert gate["champion"]["commit"] == run(repo, "git", "rev-parse", "main").stdout.strip()
-    assert stages_run(result.stdout) == ["train", "evaluate", "gate"]  # nothing downstream ran
+    assert stages_run(result.stdout) == ["tune", "train", "evaluate", "gate"]  # nothing downstream ran
 
 
 def _drop_from_cache(repo: Path, rev: str, path: str) -> None:
@@ -73,7 +73,7 @@ def test_without_a_champion_thresholds_decide(reproduced_repo: Path, tmp_path: P
         ),
     )
     result = run(repo, "dvc", "repro", "gate")
-    assert stages_run(result.stdout) == ["train", "evaluate", "gate"]
+    assert stages_run(result.stdout) == ["tune", "train", "evaluate", "gate"]
     gate = io.read_json(repo / "reports/gate.json")
     assert (gate["accepted"], gate["decided_by"]) == (True, "thresholds only")
     assert [c["kind"] for c in gate["checks"]] == ["threshold"] * 3

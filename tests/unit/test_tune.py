@@ -69,9 +69,9 @@ def test_an_unknown_metric_names_the_key(params: Config) -> None:
 def test_the_metric_defaults_to_the_gates_first_compared_metric(params: Config) -> None:
     assert params.gate.compare[0] == "f1_macro"
     assert params.tune_metric == "f1_macro"
-    only_thresholds = configured(params, gate={"compare": []})
-    assert only_thresholds.tune_metric == next(iter(params.gate.thresholds))
-    assert tuning(params, metric="log_loss").tune_metric == "log_loss"
+    assert configured(params, gate={"compare": ["log_loss", "f1_macro"]}).tune_metric == "log_loss"
+    assert configured(params, gate={"compare": []}).tune_metric == "f1_macro"
+    assert tuning(params, metric="roc_auc").tune_metric == "roc_auc"
 
 
 @pytest.mark.parametrize("case", [(t, n) for t, names in ESTIMATORS.items() for n in names], ids="-".join)
