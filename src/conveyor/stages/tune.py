@@ -220,6 +220,7 @@ def optimize(study: optuna.Study, df: pd.DataFrame, cfg: Config, contract: Contr
     import optuna
     from optuna.trial import TrialState
     from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     # A trial enqueued but not yet run (model.params, see tune) is one of those to run.
     begun = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
@@ -232,7 +233,10 @@ def optimize(study: optuna.Study, df: pd.DataFrame, cfg: Config, contract: Contr
         trial.set_user_attr("worker", me)
         return cross_validate(df, cfg, contract, trial)
 
-    with warnings.catch_warnings():
+    # Parallel trials are processes: each keeps to one native thread (BLAS, OpenMP) so that
+    # n_jobs processes use n_jobs cores rather than fighting over them.
+    threads = 1 if cfg.tune.n_jobs > 1 else None
+    with warnings.catch_warnings(), threadpool_limits(limits=threads):
         # Part of a search: a trial whose solver stops early is scored like any other, not reported.
         warnings.simplefilter("ignore", ConvergenceWarning)
         study.optimize(
