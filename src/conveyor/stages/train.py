@@ -43,7 +43,7 @@ def with_tuned_params(cfg: Config, tuned: TunedParams | None) -> Config:
     return cfg.model_copy(update={"model": model})
 
 
-def tuning_summary(cfg: Config, tuned: TunedParams | None) -> dict[str, Any]:
+def tuning_summary(tuned: TunedParams | None) -> dict[str, Any]:
     """What ``model.json`` says about tuning: whether the params were tuned, the best CV value, the trials."""
     if tuned is None or not tuned.tuned:
         return {"tuned": False, "metric": None, "best_value": None, "trials": 0}
@@ -78,7 +78,7 @@ def metadata(
         "classes": None if classes is None else [str(c) for c in classes],
         "params": params,
         "params_hash": provenance.params_hash(params),
-        "tuning": tuning_summary(cfg, tuned),
+        "tuning": tuning_summary(tuned),
         "libraries": provenance.library_versions(),
         "training_seconds": round(seconds, 3),
         "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
