@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup run repro test test-fast lint format bench serve bento clean
+.PHONY: help setup run repro test test-fast lint format bench serve bento clean sweep
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -61,6 +61,20 @@ bench: setup ## Benchmarks (pipeline, serving) into benchmarks/results/RESULTS.m
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "bench: the serving section needs wrk: apt-get install wrk" >&2; exit 1; }
 	python benchmarks/run.py
+
+# A sweep explores: each point runs the pipeline up to $(SWEEP_TARGET) as a DVC experiment, so a
+# point the gate would reject still shows its metrics (and bentoml will not build inside DVC's
+# hidden experiment workspaces). Apply the point you want (`dvc exp apply`), then `make run`.
+SWEEP_TARGET ?= evaluate
+SWEEP_JOBS ?= 1
+sweep: setup ## Queue a DVC experiment per point, run them, print `dvc exp show --md` (`make sweep ARGS="-S model.params.C=0.01,0.1,1"`)
+	@test -n "$(ARGS)" || { echo 'sweep: name the points, e.g. make sweep ARGS="-S model.params.C=0.01,0.1,1"' >&2; exit 1; }
+	dvc queue remove --failed
+	dvc exp run --queue $(SWEEP_TARGET) $(ARGS)
+	dvc queue start --jobs $(SWEEP_JOBS)
+	@while dvc queue status | grep -Eq ' (Queued|Running) *$$'; do sleep 5; done
+	dvc exp show --md --only-changed
+	@if dvc queue status | grep -Eq ' Failed *$$'; then dvc queue status; echo "sweep: see \`dvc queue logs <name>\`" >&2; exit 1; fi
 
 # The model this checkout packaged (reports/package.json), not merely the newest in the store.
 serve: run ## `make run`, then `bentoml serve` here on port 3000 (docs at /, e.g. `make serve SERVE_ARGS="--port 8000"`)
@@ -114,7 +128,7 @@ stage-timings: setup ## CI: the stage times in $(STAGE_TIMINGS) as Markdown, int
 	conveyor timings --file $(STAGE_TIMINGS) | tee -a "$${GITHUB_STEP_SUMMARY:-/dev/null}"
 
 report: setup ## Write report/report.md and its PNG plots: gate verdict, diffs against the baseline
-	conveyor report --out report/report.md --gate reports/gate.json --champion reports/champion.json --validation reports/validation.json
+	conveyor report --out report/report.md --gate reports/gate.json --champion reports/champion.json --validation reports/validation.json --tuning reports/tuning.json
 
 image: ## Containerize the bento from `make bento` as $(IMAGE):$(TAG), push it, keep the pushed digest (needs Docker)
 	@test -f reports/package.json || { echo "image: reports/package.json is missing: run \`make bento\` first" >&2; exit 1; }

@@ -16,8 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pipeline
 import serving
+import tuning
 
-SECTIONS = {"pipeline": pipeline.main, "serving": serving.main}
+SECTIONS = {"pipeline": pipeline.main, "serving": serving.main, "tuning": tuning.main}
 
 
 def main() -> int:

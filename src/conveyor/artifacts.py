@@ -58,6 +58,15 @@ class ValidationReport(Artifact):
     warnings: list[Finding]
 
 
+class TuningSummary(Artifact):
+    """What ``model.json`` says about tuning: whether the params were tuned, the best CV value, the trials."""
+
+    tuned: bool
+    metric: str | None
+    best_value: float | None
+    trials: int
+
+
 class ModelCard(Artifact):
     """``models/model.json``: what traces a trained model to its data, params and libraries."""
 
@@ -70,6 +79,7 @@ class ModelCard(Artifact):
     classes: list[str] | None
     params: dict[str, Any]
     params_hash: str
+    tuning: TuningSummary
     libraries: dict[str, str]
 
 
@@ -83,6 +93,61 @@ class ModelIdentity(BaseModel):
 
     task: Task
     target: str
+
+
+# --- tuning: what the tune stage hands to train and to the report -----------------------------
+
+Direction = Literal["maximize", "minimize"]
+# Optuna's TrialState names, lower-cased.
+TrialStateName = Literal["complete", "pruned", "fail", "running", "waiting"]
+
+
+class TunedParams(Artifact):
+    """``models/tuned_params.json``: the estimator params ``train`` fits, written by ``tune``.
+
+    ``params`` is ``model.params`` with the best trial's values over it; with tuning disabled it
+    is ``model.params`` unchanged, ``tuned`` is false and the study fields are null.
+    """
+
+    tuned: bool
+    estimator: str
+    params: dict[str, Any]
+    metric: str | None = None
+    best_value: float | None = None
+    trials: int = 0
+
+
+class Trial(Artifact):
+    """One trial of the study: the params it tried and the cross-validated score it got."""
+
+    number: int
+    state: TrialStateName
+    params: dict[str, Any]
+    value: float | None
+    fold_values: list[float]
+
+
+class TuningReport(Artifact):
+    """``reports/tuning.json``: the study behind ``TunedParams``, for people and the PR report.
+
+    ``best_value`` is the mean of the best trial's fold scores and ``best_std`` their standard
+    deviation (the CV spread). Wall-clock times are left out on purpose: the file is a tracked
+    output and must be the same bytes whenever the same trials are replayed.
+    """
+
+    enabled: bool
+    study: str | None = None
+    estimator: str
+    metric: str | None = None
+    direction: Direction | None = None
+    cv_folds: int | None = None
+    base_params: dict[str, Any]
+    best_params: dict[str, Any]
+    best_value: float | None = None
+    best_std: float | None = None
+    best_trial: int | None = None
+    importance: dict[str, float] = Field(default_factory=dict)
+    trials: list[Trial] = Field(default_factory=list)
 
 
 class EvaluationRecord(Artifact):

@@ -52,11 +52,40 @@ def _split(args: argparse.Namespace) -> None:
     print(f"split: {n_train} train rows, {n_test} test rows")
 
 
+def _tune(args: argparse.Namespace) -> None:
+    from conveyor.stages import tune
+
+    # Disabled, the stage only copies model.params: skip importing the estimator to check them.
+    cfg = load_config(args.params, check_params=False)
+    if cfg.tune.enabled:
+        cfg = _config(args)
+    outcome = tune.run(
+        cfg, data=args.data, out=args.out, report=args.report, plots=args.plots, progress=tune.progress_wanted()
+    )
+    report = outcome.report
+    if not report.enabled:
+        print(f"tune: disabled; {cfg.model.estimator} trains with model.params")
+        return
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items())
+    print(
+        f"tune: {len(report.trials)} trials ({outcome.new_trials} run here, {outcome.seconds:.1f} s); "
+        f"best {report.metric} {report.best_value:.4f} ± {report.best_std:.4f} over {report.cv_folds} folds "
+        f"(trial {report.best_trial}): {shown}"
+    )
+
+
 def _train(args: argparse.Namespace) -> None:
     from conveyor.stages import train
 
     cfg = _config(args)
-    train.run(cfg, _contract(cfg), data=args.data, model_out=args.model, metadata_out=args.metadata)
+    train.run(
+        cfg,
+        _contract(cfg),
+        data=args.data,
+        model_out=args.model,
+        metadata_out=args.metadata,
+        tuned_params=args.tuned_params,
+    )
     print(f"train: {cfg.model.estimator} saved to {args.model}")
 
 
@@ -118,6 +147,7 @@ def _report(args: argparse.Namespace) -> None:
         validation=args.validation,
         baseline=baseline,
         root=Path.cwd(),
+        tuning=args.tuning,
     )
     verdict = {True: "accepted", False: "rejected", None: "no fresh verdict"}[written.accepted]
     print(f"report: {written.markdown} with {len(written.figures)} figure(s); gate: {verdict}")
@@ -255,6 +285,7 @@ def _add_report(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument("--validation", type=Path, required=True, help="the validate stage's report")
     sub.add_argument("--baseline", help="git revision to compare with (default: gate.baseline_rev)")
+    sub.add_argument("--tuning", type=Path, help="the tune stage's report (reports/tuning.json): adds a tuning section")
 
 
 def _add_init(sub: argparse.ArgumentParser) -> None:
@@ -293,7 +324,16 @@ STAGE_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, tuple
     "ingest": (_ingest, "Read data.source into the raw Parquet table.", ("out", "report")),
     "validate": (_validate, "Check the raw table against the data contract.", ("data", "out", "report")),
     "split": (_split, "Split the validated table into train and test.", ("data", "train", "test")),
-    "train": (_train, "Fit the feature + estimator pipeline.", ("data", "model", "metadata")),
+    "tune": (
+        _tune,
+        "Search the estimator's params by cross-validation on the train split (or pass model.params through).",
+        ("data", "out", "report", "plots"),
+    ),
+    "train": (
+        _train,
+        "Fit the feature + estimator pipeline with the tuned params.",
+        ("data", "tuned-params", "model", "metadata"),
+    ),
     "evaluate": (
         _evaluate,
         "Metrics, plots, importance, slices and latency on the test split.",

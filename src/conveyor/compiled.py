@@ -205,10 +205,51 @@ def to_onnx(model: Pipeline) -> bytes:
     renamed = _selecting_inputs(model, names)
     estimator = renamed.named_steps["estimator"]
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
+    target_opset = register_boosting_converter(estimator)
     try:
-        return bytes(convert(renamed, initial_types=inputs, options=options).SerializeToString())
+        onnx = convert(renamed, initial_types=inputs, options=options, target_opset=target_opset)
+        return bytes(onnx.SerializeToString())
     except Exception as exc:  # skl2onnx raises anything from RuntimeError to ValueError to KeyError
         raise ConversionError(f"skl2onnx could not convert {type(estimator).__name__}: {type(exc).__name__}") from exc
+
+
+# --- lightgbm and xgboost: onnxmltools' converters, registered with skl2onnx -------------------
+# skl2onnx knows scikit-learn's estimators only. onnxmltools converts the gradient-boosting
+# libraries' scikit-learn classes; registered here, they convert inside the whole pipeline and go
+# through the same parity check and fallback. Their tree operators exist up to version 3 of the
+# ai.onnx.ml domain, which the conversion must then target.
+BOOSTING_LIBRARIES = ("lightgbm", "xgboost")
+BOOSTING_ML_OPSET = 3
+
+
+def register_boosting_converter(estimator: object) -> dict[str, int] | None:
+    """Register onnxmltools' converter for a lightgbm or xgboost ``estimator``; return the opsets to target.
+
+    None (skl2onnx's defaults) for any other estimator, without importing either library.
+    """
+    if not any(cls.__module__.partition(".")[0] in BOOSTING_LIBRARIES for cls in type(estimator).__mro__):
+        return None
+    import lightgbm
+    import xgboost
+    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import get_latest_tested_opset_version, update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    from conveyor.estimators import XGBClassifier
+
+    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    for cls, alias, shapes, converter, options in (
+        (lightgbm.LGBMClassifier, "LgbmClassifier", calculate_linear_classifier_output_shapes, convert_lightgbm, classifier_options),
+        (lightgbm.LGBMRegressor, "LgbmRegressor", calculate_linear_regressor_output_shapes, convert_lightgbm, None),
+        (XGBClassifier, "XgbClassifier", calculate_linear_classifier_output_shapes, convert_xgboost, classifier_options),
+        (xgboost.XGBRegressor, "XgbRegressor", calculate_linear_regressor_output_shapes, convert_xgboost, None),
+    ):  # fmt: skip
+        update_registered_converter(cls, f"Conveyor{alias}", shapes, converter, options=options)
+    return {"": get_latest_tested_opset_version(), "ai.onnx.ml": BOOSTING_ML_OPSET}
 
 
 def parity(model: Pipeline, compiled: Predictor, test: pd.DataFrame, *, task: str, tolerance: float) -> dict[str, Any]:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 from pydantic_core import ErrorDetails
 
 from conveyor.errors import ConfigError
-from conveyor.registry import check_estimator, metric_names
+from conveyor.registry import DEFAULT_SPACES, check_estimator, check_estimator_name, metric_names
 
 # YAML has lists, not tuples; strict mode would refuse them, and tuples keep the config immutable.
 Names = Annotated[tuple[str, ...], Field(strict=False)]
@@ -187,6 +187,90 @@ class MonitorConfig(_Section):
     retrain_on_alert: bool = False
 
 
+Choice = str | int | float | bool | None
+
+
+class Distribution(_Section):
+    """Where the tune stage searches one estimator parameter.
+
+    Numbers take ``{low, high}`` (integers when both are integers) and ``log: true`` to search
+    on a log scale; categories take ``{choices: [...]}``.
+    """
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    choices: Annotated[tuple[Choice, ...], Field(strict=False, min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Distribution:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("expected either {low, high, log} or {choices: [...]}, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("expected {low, high} (and optionally log) for a number, or {choices: [...]}")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log scale (log true) needs low > 0, got {self.low}")
+        return self
+
+    @property
+    def is_integer(self) -> bool:
+        """True for a range of whole numbers (both bounds written as integers)."""
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+    @property
+    def bounds(self) -> tuple[int | float, int | float]:
+        """``(low, high)`` of a range; a distribution of choices has none."""
+        if self.low is None or self.high is None:
+            raise TypeError("a distribution of choices has no bounds")
+        return self.low, self.high
+
+    def contains(self, value: object) -> bool:
+        """Whether ``value`` is one of the choices, or a number inside the range."""
+        if self.choices is not None:
+            return value in self.choices
+        low, high = self.bounds
+        return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+
+class TuneConfig(_Section):
+    """The tune stage: an Optuna study over ``space`` before ``train``.
+
+    Each trial is scored by ``cv_folds``-fold cross-validation on the train split (stratified for
+    classification) with ``metric`` (null: the first of ``gate.compare``). ``space`` maps
+    estimator parameters to distributions (empty: the estimator's default space in
+    ``conveyor.registry.DEFAULT_SPACES``). ``n_jobs`` runs trials in that many processes;
+    ``storage`` (an Optuna RDB URL, or a file path for SQLite) lets several processes share one
+    study. With ``enabled: false`` train fits ``model.params`` as they are.
+    """
+
+    enabled: bool = False
+    trials: Annotated[int, Field(ge=1)] = 30
+    timeout_s: Annotated[float, Field(gt=0.0)] | None = None
+    metric: str | None = None
+    cv_folds: Annotated[int, Field(ge=2)] = 5
+    seed: int = 42
+    space: dict[str, Distribution] = Field(default_factory=dict)
+    n_jobs: Annotated[int, Field(ge=1)] = 1
+    storage: str | None = None
+
+    def search_space(self, estimator: str) -> dict[str, Distribution]:
+        """``space``, or the registry's default space for ``estimator`` when it is empty."""
+        if self.space:
+            return dict(self.space)
+        return {name: Distribution.model_validate(raw, strict=False) for name, raw in DEFAULT_SPACES[estimator].items()}
+
+    @property
+    def storage_url(self) -> str | None:
+        """``storage`` as an RDB URL: a plain path means a SQLite file there."""
+        if self.storage is None or "://" in self.storage:
+            return self.storage
+        return f"sqlite:///{self.storage}"
+
+
 class Config(_Section):
     """The whole of ``params.yaml``."""
 
@@ -199,12 +283,23 @@ class Config(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
+    tune: TuneConfig = TuneConfig()
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> Config:
-        check_estimator(self.task, self.model.estimator, self.model.params)
+    def _cross_checks(self, info: ValidationInfo) -> Config:
+        # A stage that never builds the estimator may skip importing it (see load_config).
+        if (info.context or {}).get("check_params", True):
+            check_estimator(self.task, self.model.estimator, self.model.params)
+            check_estimator(self.task, self.model.estimator, self.tune.space, where="tune.space")
+        else:
+            check_estimator_name(self.task, self.model.estimator)
         known = metric_names(self.task)
-        for where, names in (("gate.thresholds", self.gate.thresholds), ("gate.compare", self.gate.compare)):
+        metric = () if self.tune.metric is None else (self.tune.metric,)
+        for where, names in (
+            ("gate.thresholds", self.gate.thresholds),
+            ("gate.compare", self.gate.compare),
+            ("tune.metric", metric),
+        ):
             for name in names:
                 if name not in known:
                     raise ValueError(
@@ -218,21 +313,40 @@ class Config(_Section):
                 )
         return self
 
+    @property
+    def tune_metric(self) -> str:
+        """The metric the tune stage optimises: ``tune.metric``, else the first of ``gate.compare``.
 
-def parse_config(raw: object, *, source: str = "params.yaml") -> Config:
-    """Validate an already-parsed params mapping; raise :class:`ConfigError` naming the key."""
+        With neither, macro F1 (classification) or RMSE (regression). ``gate.thresholds`` are not
+        consulted, so that tightening a threshold does not rerun a study (dvc.yaml lists the
+        params each stage reads).
+        """
+        if self.tune.metric is not None:
+            return self.tune.metric
+        if self.gate.compare:
+            return self.gate.compare[0]
+        return {"classification": "f1_macro", "regression": "rmse"}[self.task]
+
+
+def parse_config(raw: object, *, source: str = "params.yaml", check_params: bool = True) -> Config:
+    """Validate an already-parsed params mapping; raise :class:`ConfigError` naming the key.
+
+    ``check_params=False`` skips checking ``model.params`` and ``tune.space`` against the
+    estimator's parameters, which imports the estimator's library (a second or more): for a
+    stage that does not build the model.
+    """
     if raw is None:
         raise ConfigError(f"{source}: the file is empty; expected the sections data, task, model, …")
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     try:
-        return Config.model_validate(raw, by_alias=True)
+        return Config.model_validate(raw, by_alias=True, context={"check_params": check_params})
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, source=source, root=Config)) from None
 
 
-def load_config(path: str | Path = "params.yaml") -> Config:
-    """Read and validate a params file."""
+def load_config(path: str | Path = "params.yaml", *, check_params: bool = True) -> Config:
+    """Read and validate a params file (``check_params``: see :func:`parse_config`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -242,7 +356,7 @@ def load_config(path: str | Path = "params.yaml") -> Config:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {yaml_problem(exc)}") from None
-    return parse_config(raw, source=str(path))
+    return parse_config(raw, source=str(path), check_params=check_params)
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

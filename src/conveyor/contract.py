@@ -18,13 +18,13 @@ import math
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from conveyor.config import describe_errors
 from conveyor.errors import ContractError
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pandera.pandas as pa
 
 ColumnType = Literal["int", "float", "bool", "category", "string"]
@@ -149,6 +149,8 @@ def conform(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     Numbers become float64 (booleans 0/1); text columns become object dtype with ``NaN`` for
     missing. Call only on data the contract has accepted.
     """
+    import pandas as pd
+
     out: dict[str, pd.Series] = {}
     for name, spec in contract.columns.items():
         column = df[name]
@@ -206,6 +208,8 @@ def _looks_like_id(name: str) -> bool:
 
 
 def _infer_key(series: pd.Series) -> ColumnSpec:
+    import pandas as pd
+
     # Identifiers are not features and have no range or category list: new rows bring new ids.
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         return ColumnSpec(type="int" if bool((series % 1 == 0).all()) else "float", feature=False)
@@ -213,6 +217,8 @@ def _infer_key(series: pd.Series) -> ColumnSpec:
 
 
 def _infer_column(series: pd.Series, nullable: bool, max_categories: int, range_margin: float) -> ColumnSpec:
+    import pandas as pd
+
     values = series.dropna()
     # A boolean column with gaps is read as objects (True, False, NaN), not as a bool dtype.
     if pd.api.types.is_bool_dtype(series) or (len(values) and all(isinstance(v, bool) for v in values)):

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import pandas as pd
 import yaml
 from pydantic import BaseModel, ValidationError
 
@@ -29,6 +28,7 @@ from conveyor.errors import ArtifactError, ContractError, DataError
 from conveyor.urls import redact_url
 
 if TYPE_CHECKING:
+    import pandas as pd
     from sklearn.pipeline import Pipeline
 
 ArtifactT = TypeVar("ArtifactT", bound=BaseModel)
@@ -68,6 +68,14 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.utils._bunch.Bunch",
     "builtins.slice",
     "numpy.dtype",
+    # lightgbm and xgboost (scikit-learn API): the estimator, its booster, lightgbm's parameter map.
+    "collections.OrderedDict",
+    "conveyor.estimators.XGBClassifier",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBRegressor",
     "numpy.random._mt19937.MT19937",
     "numpy.random.mtrand.RandomState",
 )
@@ -82,6 +90,8 @@ def read_source(source: str, *, query: str | None = None, sql: bool = False) -> 
     Unreadable input (empty, malformed, not UTF-8, unknown format) raises :class:`DataError`
     naming the source and the problem.
     """
+    import pandas as pd
+
     if sql:
         return _read_sql(source, query or "")
     _require_regular_file(source)
@@ -137,6 +147,7 @@ def _first_bad_byte(source: str) -> str:
 
 
 def _read_sql(url: str, query: str) -> pd.DataFrame:
+    import pandas as pd
     import sqlalchemy
 
     try:
@@ -168,6 +179,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     never a torn one that the next stage would read. The temporary name is hidden and carries
     the process id; a leftover from a killed run is removed by the next write of the same file.
     """
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.tmp-*"):
@@ -217,6 +229,7 @@ def file_sha256(path: str | Path) -> str:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a Parquet file written by :func:`write_table`."""
+    import pandas as pd
     import pyarrow as pa
 
     try:
@@ -231,6 +244,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
     """Write ``df`` as Parquet, whole or not at all."""
+
     with atomic_path(path) as temporary:
         df.to_parquet(temporary, index=False)
 
@@ -240,6 +254,8 @@ def table_hash(df: pd.DataFrame) -> str:
 
     It does not depend on the file format, so a CSV and a Parquet copy of the same data agree.
     """
+    import pandas as pd
+
     digest = hashlib.sha256()
     digest.update(json.dumps([[str(c), str(t)] for c, t in df.dtypes.items()]).encode())
     digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
@@ -297,20 +313,23 @@ def model_bytes(model: Pipeline) -> bytes:
         return node
 
     normalized = renumber(schema)
+    renamed = {original: new for original, new in numbering.items() if original in archive.namelist()}
     buffer = bytes_io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as out:
         _add_entry(out, "schema.json", json.dumps(normalized, indent=2).encode())
-        for original, number in numbering.items():
-            if f"{original}.npy" in archive.namelist():
-                _add_entry(out, f"{number}.npy", archive.read(f"{original}.npy"))
+        for original, new in renamed.items():
+            _add_entry(out, new, archive.read(original))
     return buffer.getvalue()
 
 
 def _renumbered(key: str, value: Any, numbering: dict[str, str], renumber: Any) -> Any:
+    # ``__id__`` values are object ids; ``file`` names are ids (arrays) or random UUIDs (xgboost's
+    # booster): both become their order of first appearance, the file keeping its extension.
     if key == "__id__" and isinstance(value, int):
         return int(numbering.setdefault(str(value), str(len(numbering))))
-    if key == "file" and isinstance(value, str) and value.endswith(".npy"):
-        return numbering.setdefault(value.removesuffix(".npy"), str(len(numbering))) + ".npy"
+    if key == "file" and isinstance(value, str):
+        suffix = Path(value).suffix
+        return numbering.setdefault(value, f"{len(numbering)}{suffix}")
     return renumber(value)
 
 
@@ -371,7 +390,8 @@ def read_artifact(path: str | Path, kind: type[ArtifactT]) -> ArtifactT:
     try:
         return kind.model_validate(raw)
     except ValidationError as exc:
-        problems = describe_errors(exc, source=str(path), root=kind).replace(":\n  ", ": ").replace("\n  ", "; ")
+        problems = describe_errors(exc, source=str(path), root=kind)
+        problems = problems.replace("invalid settings:\n  ", "invalid fields: ").replace("\n  ", "; ")
         raise ArtifactError(f"{problems} (not a {kind.__name__}; {REBUILD})") from None
 
 

@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import io
-from conveyor.artifacts import Champion, GateVerdict, ValidationReport
-from conveyor.errors import ConveyorError
+from conveyor.artifacts import Champion, GateVerdict, TunedParams, TuningReport, ValidationReport
+from conveyor.errors import ArtifactError, ConveyorError
 from conveyor.provenance import git, resolve_revision
 
 # DVC calls the uncommitted side of a diff "workspace"; in a review it is the candidate model.
 CANDIDATE = "candidate"
 # The stage whose failure still leaves a verdict worth reading (``reports/gate.json``).
 GATE_STAGE = "gate"
+# Where the tune stage leaves the params train fitted (committed: DVC does not cache it).
+TUNED_PARAMS = "models/tuned_params.json"
 
 
 class ReportError(ConveyorError):
@@ -159,6 +161,52 @@ def validation_section(validation: ValidationReport | None) -> list[str]:
     return lines
 
 
+def baseline_params(baseline: Baseline, *, root: Path) -> dict[str, Any] | None:
+    """The params the baseline's model was trained with (its tune stage's output), or None if it has none."""
+    if baseline.commit is None:
+        return None
+    text = git(root, "show", f"{baseline.commit}:{TUNED_PARAMS}")
+    if text is None:
+        return None
+    try:
+        return TunedParams.model_validate_json(text).params
+    except ValueError:
+        return None
+
+
+def tuning_section(
+    tuning: TuningReport | None, *, baseline: Baseline, champion: Mapping[str, Any] | None, history: Figure | None
+) -> list[str]:
+    """Trials, the best cross-validated value and the chosen params against the baseline's, with the history plot."""
+    lines = ["## Tuning", ""]
+    if tuning is None:
+        return [*lines, "`reports/tuning.json` is missing: the tune stage has not run."]
+    if not tuning.enabled:
+        return [*lines, "Off (`tune.enabled: false`): the model trains with `model.params`."]
+    counts = {state: sum(1 for t in tuning.trials if t.state == state) for state in ("complete", "pruned", "fail")}
+    done = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    lines += [
+        f"Optuna study `{tuning.study}` on `{tuning.estimator}`: {len(tuning.trials)} trials ({done}). "
+        f"Best {tuning.metric}: **{_number(tuning.best_value)} ± {_number(tuning.best_std)}** "
+        f"({tuning.cv_folds}-fold cross-validation on the train split, trial {tuning.best_trial}).",
+        "",
+    ]
+    side = f"`{baseline.requested}`"
+    names = sorted(set(tuning.best_params) | set(champion or {}))
+    lines += [f"| Param | candidate | {side} |", "|---|---|---|"]
+    lines += [
+        f"| {name} | {_param(tuning.best_params.get(name))} | {'—' if champion is None else _param(champion.get(name))} |"
+        for name in names
+    ]
+    if history is not None:
+        lines += ["", f"![{history.title}]({history.link})"]
+    return lines
+
+
+def _param(value: Any) -> str:
+    return "—" if value is None else f"{value:.4g}" if isinstance(value, float) else f"`{value}`"
+
+
 def figure_specs(plots: Mapping[str, Any]) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """(plot name, index, Vega-Lite spec) for each figure in ``dvc plots diff --json`` output.
 
@@ -221,8 +269,9 @@ def build(
     params_table: str,
     notes: Sequence[str],
     figures: Sequence[Figure],
+    tuning: Sequence[str] = (),
 ) -> str:
-    """The report's Markdown, verdict first; pure."""
+    """The report's Markdown, verdict first; pure. ``tuning`` is :func:`tuning_section`'s lines."""
     against = f"`{baseline.requested}` (`{baseline.commit[:12]}`)" if baseline.commit else f"`{baseline.requested}`"
     lines = ["# Model report", ""]
     if baseline.problem:
@@ -231,6 +280,8 @@ def build(
     if notes:
         lines.append("")
     lines += [*verdict_section(gate, champion, stale), ""]
+    if tuning:
+        lines += [*tuning, ""]
     if baseline.rev:
         lines += diff_section(f"Metrics against {against}", metrics_table, unchanged="No metric changed.")
         lines += ["", *diff_section(f"Params against {against}", params_table, unchanged="No param changed.")]
@@ -240,8 +291,13 @@ def build(
     return "\n".join(lines) + "\n"
 
 
-def run(*, out: Path, gate: Path, champion: Path, validation: Path, baseline: str, root: Path) -> Report:
-    """Ask DVC and git for the comparison, render the plots, write ``out`` and its images."""
+def run(
+    *, out: Path, gate: Path, champion: Path, validation: Path, baseline: str, root: Path, tuning: Path | None = None
+) -> Report:
+    """Ask DVC and git for the comparison, render the plots, write ``out`` and its images.
+
+    ``tuning`` is the tune stage's report; when given, the report gains a tuning section.
+    """
     resolved = resolve_baseline(baseline, root=root)
     stale = stale_stages(io.parse_json(dvc(root, "status", GATE_STAGE, "--with-deps", "--json")[0] or "{}"))
     notes = []
@@ -258,6 +314,16 @@ def run(*, out: Path, gate: Path, champion: Path, validation: Path, baseline: st
     image_dir = out.parent / f"{out.stem}-images"
     figures = render_plots(plots, image_dir, link_base=image_dir.name)
     verdict = io.read_artifact(gate, GateVerdict) if gate.exists() else None
+    tuning_lines: list[str] = []
+    if tuning is not None:
+        try:
+            study: TuningReport | None = io.read_artifact(tuning, TuningReport)
+        except ArtifactError:
+            study = None
+        history = next((f for f in figures if "tuning-plots-custom-history" in f.link), None)
+        tuning_lines = tuning_section(
+            study, baseline=resolved, champion=baseline_params(resolved, root=root), history=history
+        )
     markdown = build(
         gate=verdict,
         champion=io.read_artifact(champion, Champion) if champion.exists() else None,
@@ -268,6 +334,7 @@ def run(*, out: Path, gate: Path, champion: Path, validation: Path, baseline: st
         params_table=params_table,
         notes=notes,
         figures=figures,
+        tuning=tuning_lines,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown, encoding="utf-8")

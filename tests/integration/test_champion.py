@@ -63,7 +63,7 @@ def test_a_worse_model_on_a_branch_is_rejected_against_the_champion(reproduced_r
     for name, check in compared.items():
         # The champion was scored again on the same test split: its metrics are main's.
         assert check.baseline == pytest.approx(champion[name], abs=1e-9)
-    assert stages_run(result.stdout) == ["train", "evaluate", "gate"]  # nothing downstream ran
+    assert stages_run(result.stdout) == ["tune", "train", "evaluate", "gate"]  # nothing downstream ran
 
 
 def _drop_from_cache(repo: Path, rev: str, path: str) -> None:
@@ -85,7 +85,7 @@ def test_without_a_champion_thresholds_decide(reproduced_repo: Path, tmp_path: P
         ),
     )
     result = run(repo, "dvc", "repro", "gate")
-    assert stages_run(result.stdout) == ["train", "evaluate", "gate"]
+    assert stages_run(result.stdout) == ["tune", "train", "evaluate", "gate"]
     assert io.read_artifact(repo / "reports/gate.json", GateVerdict).accepted
     champion = io.read_artifact(repo / "reports/champion.json", Champion)
     assert (champion.status, champion.checks) == ("not_in_cache", [])

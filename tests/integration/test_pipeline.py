@@ -91,11 +91,11 @@ def test_reruns_only_what_a_change_affects(reproduced_repo: Path, tmp_path: Path
     assert stages_run(run(repo, "dvc", "repro").stdout) == []
 
     # An equal model on a branch (lbfgs converges long before 1000 iterations): a model.params
-    # change, so trained again, and accepted against main's because it is no worse.
+    # change, so passed through tune and trained again, and accepted against main's because it is no worse.
     run(repo, "git", "checkout", "--quiet", "-b", "equal")
     edit_params(repo, lambda p: p["model"]["params"].update(max_iter=2000))
     result = run(repo, "dvc", "repro")
-    assert stages_run(result.stdout) == stages_from(repo, "train")
+    assert stages_run(result.stdout) == stages_from(repo, "tune")
     assert io.read_artifact(repo / "reports/gate.json", GateVerdict).accepted is True
     champion = io.read_artifact(repo / "reports/champion.json", Champion)
     assert champion.status == "scored"

@@ -25,10 +25,12 @@ from conveyor import io, report
 from conveyor.stages.evaluate import CLASSIFICATION_PLOTS, PLACEHOLDER, REGRESSION_PLOTS
 
 PLOTS = "reports/plots"
+# The plots evaluate writes (the tune stage's own plots live under reports/tuning/).
 DECLARED: dict[str, dict[str, Any]] = {
     path: props
     for entry in yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["plots"]
     for path, props in entry.items()
+    if path.startswith(f"{PLOTS}/")
 }
 Points = list[dict[str, Any]]
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import clone_of, commit_all, run
 
 from conveyor import io, report
-from conveyor.artifacts import Champion, Check, GateVerdict, ValidationReport
+from conveyor.artifacts import Champion, Check, GateVerdict, Trial, TuningReport, ValidationReport
 from conveyor.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -82,6 +82,45 @@ def test_verdict_accepted_and_missing_and_not_reached() -> None:
     assert stopped.startswith("## Gate: ⚠️ not reached")
     assert "`validate`" in stopped
     assert "rejected" not in stopped, "a stale verdict is not shown as this change's"
+
+
+def test_tuning_section_shows_trials_best_value_params_against_the_baseline_and_history() -> None:
+    study = TuningReport(
+        enabled=True,
+        study="conveyor-abc",
+        estimator="logistic_regression",
+        metric="f1_macro",
+        direction="maximize",
+        cv_folds=5,
+        base_params={"C": 1.0, "max_iter": 1000},
+        best_params={"C": 4.5706, "max_iter": 1000},
+        best_value=0.9917,
+        best_std=0.0104,
+        best_trial=2,
+        trials=[
+            Trial(number=0, state="complete", params={"C": 0.07}, value=0.97, fold_values=[0.97] * 5),
+            Trial(number=1, state="pruned", params={"C": 0.001}, value=None, fold_values=[]),
+            Trial(number=2, state="complete", params={"C": 4.5706}, value=0.9917, fold_values=[0.9917] * 5),
+        ],
+    )
+    main_side = report.Baseline("main", "main", "0123456789ab", None)
+    history = report.Figure("Tuning, score per trial", "report-images/reports-tuning-plots-custom-history.png")
+    lines = report.tuning_section(study, baseline=main_side, champion={"C": 1.0, "max_iter": 1000}, history=history)
+    text = "\n".join(lines)
+    assert "3 trials (2 complete, 1 pruned)" in text
+    assert "Best f1_macro: **0.9917 ± 0.0104** (5-fold cross-validation on the train split, trial 2)" in text
+    assert "| Param | candidate | `main` |" in text
+    assert "| C | 4.571 | 1 |" in text
+    assert "| max_iter | `1000` | `1000` |" in text
+    assert images(text) == [history.link]
+    off = report.tuning_section(
+        TuningReport(enabled=False, estimator="ridge", base_params={}, best_params={}),
+        baseline=main_side,
+        champion=None,
+        history=None,
+    )
+    assert "Off (`tune.enabled: false`)" in "\n".join(off)
+    assert "is missing" in "\n".join(report.tuning_section(None, baseline=main_side, champion=None, history=None))
 
 
 def test_stale_stages_ignore_the_gate_itself() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-PIPELINE_COMMANDS = ("ingest", "validate", "split", "train", "evaluate", "gate", "schema")
+PIPELINE_COMMANDS = ("ingest", "validate", "split", "tune", "train", "evaluate", "gate", "schema")
 
 
 def test_help_lists_the_commands() -> None:

@@ -231,7 +231,17 @@ STAGE_ARGS = {
     "ingest": ["--out", "raw.parquet", "--report", "ingest.json"],
     "validate": ["--data", "raw.parquet", "--out", "v.parquet", "--report", "validation.json"],
     "split": ["--data", "v.parquet", "--train", "train.parquet", "--test", "test.parquet"],
-    "train": ["--data", "train.parquet", "--model", "model.skops", "--metadata", "model.json"],
+    "tune": ["--data", "train.parquet", "--out", "tuned.json", "--report", "tuning.json", "--plots", "tuning"],
+    "train": [
+        "--data",
+        "train.parquet",
+        "--tuned-params",
+        "tuned.json",
+        "--model",
+        "model.skops",
+        "--metadata",
+        "model.json",
+    ],
     "evaluate": ["--model", "model.skops", "--test", "test.parquet", "--out", "reports"],
     "gate": [
         "--model",
@@ -266,7 +276,7 @@ def test_every_stage_reports_a_bad_config_in_one_line(
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
         f"conveyor {stage}: error: {params}: model.estimator: 'svm' is not a classification estimator; "
-        "expected one of ['hist_gradient_boosting', 'logistic_regression', 'random_forest']"
+        "expected one of ['hist_gradient_boosting', 'lightgbm', 'logistic_regression', 'random_forest', 'xgboost']"
     ]
     assert not list(in_tmp.glob("*.parquet"))
 

@@ -29,14 +29,20 @@ from conveyor.stages.train import train
 CASES = [(task, name) for task, registry in ESTIMATORS.items() for name in registry]
 
 
-def test_the_registry_covers_the_three_families_for_both_tasks() -> None:
-    assert set(ESTIMATORS["classification"]) == {"logistic_regression", "random_forest", "hist_gradient_boosting"}
-    assert set(ESTIMATORS["regression"]) == {"ridge", "random_forest", "hist_gradient_boosting"}
+def test_the_registry_covers_the_five_families_for_both_tasks() -> None:
+    boosting = {"hist_gradient_boosting", "lightgbm", "xgboost"}
+    assert set(ESTIMATORS["classification"]) == {"logistic_regression", "random_forest", *boosting}
+    assert set(ESTIMATORS["regression"]) == {"ridge", "random_forest", *boosting}
 
 
 def _config(params: Config, task: Task, name: str) -> Config:
     # Small forests and few boosting rounds: the test is about the plumbing, not the score.
-    small = {"random_forest": {"n_estimators": 20, "random_state": 0}, "hist_gradient_boosting": {"max_iter": 20}}
+    small = {
+        "random_forest": {"n_estimators": 20, "random_state": 0},
+        "hist_gradient_boosting": {"max_iter": 20},
+        "lightgbm": {"n_estimators": 20, "verbose": -1},
+        "xgboost": {"n_estimators": 20},
+    }
     model_params = small.get(name, {})
     if task == "regression":
         return regression(params, name, **model_params)
@@ -60,7 +66,7 @@ def test_every_estimator_fits_and_round_trips(
     if task == "classification":
         assert set(expected) <= {"Adelie", "Chinstrap", "Gentoo"}
     else:
-        assert expected.dtype == np.float64
+        assert np.issubdtype(expected.dtype, np.floating)  # xgboost predicts float32
         # Body mass is 2.7-6.3 kg: a fitted regressor stays in that world.
         assert 2000 < float(np.median(expected.astype(np.float64))) < 7000
 
@@ -102,8 +108,8 @@ def test_params_reach_the_estimator(params: Config) -> None:
 
 
 def test_an_unknown_estimator_in_params_is_a_config_error(params: Config) -> None:
-    with pytest.raises(ConfigError, match=r"model.estimator: 'xgboost' is not a classification estimator"):
-        configured(params, model={"estimator": "xgboost", "params": {}})
+    with pytest.raises(ConfigError, match=r"model.estimator: 'catboost' is not a classification estimator"):
+        configured(params, model={"estimator": "catboost", "params": {}})
 
 
 @pytest.mark.parametrize("path", sorted(PARAMETERS))
@@ -117,3 +123,13 @@ def test_loading_the_config_imports_no_estimator_library() -> None:
     probe = "import sys; from conveyor.config import load_config; load_config('params.yaml'); print('sklearn' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_xgboost_classifies_with_the_data_labels(params: Config, contract: Contract, penguins: pd.DataFrame) -> None:
+    cfg = configured(params, model={"estimator": "xgboost", "params": {"n_estimators": 10}})
+    model = train(penguins, cfg, contract)
+    assert list(model.classes_) == ["Adelie", "Chinstrap", "Gentoo"]
+    assert set(predict(model, penguins)) <= set(model.classes_)
+    # Refitting on other labels replaces the classes rather than checking against the old ones.
+    two = penguins[penguins["species"] != "Gentoo"]
+    assert list(train(two, cfg, contract).classes_) == ["Adelie", "Chinstrap"]

@@ -8,11 +8,16 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from conveyor import io, provenance
-from conveyor.artifacts import ModelCard
+from conveyor.artifacts import ModelCard, TunedParams, TuningSummary
 from conveyor.config import Config
 from conveyor.contract import Contract
+from conveyor.errors import ConveyorError
 from conveyor.features import model_frame, resolve_features, target_values
 from conveyor.model import build_pipeline
+
+
+class TrainError(ConveyorError):
+    """The inputs of the train stage do not fit together; the message says which and what to run."""
 
 
 def train(df: pd.DataFrame, cfg: Config, contract: Contract) -> Pipeline:
@@ -22,12 +27,31 @@ def train(df: pd.DataFrame, cfg: Config, contract: Contract) -> Pipeline:
     return pipeline.fit(model_frame(df, spec), target_values(df, cfg.data.target, task=cfg.task))
 
 
-def model_card(model: Pipeline, df: pd.DataFrame, cfg: Config) -> ModelCard:
-    """What traces a model to its origin: data and params hashes, features, classes, library versions.
+def with_tuned_params(cfg: Config, tuned: TunedParams | None) -> Config:
+    """``cfg`` with the tune stage's params over ``model.params`` (unchanged when there are none)."""
+    if tuned is None:
+        return cfg
+    if tuned.estimator != cfg.model.estimator:
+        raise TrainError(
+            f"model.estimator: {cfg.model.estimator!r}, but the tuned params are for {tuned.estimator!r}; "
+            "run the tune stage again (dvc repro)"
+        )
+    model = cfg.model.model_copy(update={"params": dict(cfg.model.params) | tuned.params})
+    return cfg.model_copy(update={"model": model})
 
-    ``params`` holds the settings train reads, so ``params_hash`` names the training recipe.
 
-    Nothing here depends on when or where it ran (see :mod:`conveyor.artifacts`).
+def tuning_summary(tuned: TunedParams | None) -> TuningSummary:
+    """What ``model.json`` says about tuning: whether the params were tuned, the best CV value, the trials."""
+    if tuned is None or not tuned.tuned:
+        return TuningSummary(tuned=False, metric=None, best_value=None, trials=0)
+    return TuningSummary(tuned=True, metric=tuned.metric, best_value=tuned.best_value, trials=tuned.trials)
+
+
+def model_card(model: Pipeline, df: pd.DataFrame, cfg: Config, *, tuned: TunedParams | None = None) -> ModelCard:
+    """What traces a model to its origin: data and params hashes, features, classes, tuning, library versions.
+
+    ``params`` holds the settings train reads (``model.params`` with any tuned values over them),
+    so ``params_hash`` names the training recipe. Nothing here depends on when or where it ran.
     """
     # Only the params train reads (as dvc.yaml lists them): the card must not go stale when another
     # stage's params change, since DVC would not rerun train to rewrite it.
@@ -50,14 +74,25 @@ def model_card(model: Pipeline, df: pd.DataFrame, cfg: Config) -> ModelCard:
         classes=None if classes is None else [str(c) for c in classes],
         params=params,
         params_hash=provenance.params_hash(params),
+        tuning=tuning_summary(tuned),
         libraries=provenance.library_versions(),
     )
 
 
-def run(cfg: Config, contract: Contract, *, data: Path, model_out: Path, metadata_out: Path) -> Pipeline:
-    """Train on ``data``; write the model (skops) and its card (JSON)."""
+def run(
+    cfg: Config,
+    contract: Contract,
+    *,
+    data: Path,
+    model_out: Path,
+    metadata_out: Path,
+    tuned_params: Path | None = None,
+) -> Pipeline:
+    """Train on ``data`` (with the tune stage's params from ``tuned_params``); write the model (skops) and its card."""
+    tuned = None if tuned_params is None else io.read_artifact(tuned_params, TunedParams)
+    cfg = with_tuned_params(cfg, tuned)
     df = io.read_table(data)
     model = train(df, cfg, contract)
     io.save_model(model, model_out)
-    io.write_artifact(model_card(model, df, cfg), metadata_out)
+    io.write_artifact(model_card(model, df, cfg, tuned=tuned), metadata_out)
     return model
