@@ -18,7 +18,7 @@ import jsonschema  # type: ignore[import-untyped]
 import pandas as pd
 import pytest
 from helpers_model import labelled, regression
-from helpers_service import make_bundle
+from helpers_service import BAD, GOOD, JSON, make_bundle
 from prometheus_client import CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,16 +29,6 @@ from conveyor import io
 from conveyor.config import Config
 from conveyor.contract import Contract, parse_contract
 from conveyor.serving import Admission, Bundle, ServingApp
-
-GOOD = {
-    "bill_length_mm": 39.1,
-    "bill_depth_mm": 18.7,
-    "flipper_length_mm": 181,
-    "body_mass_g": 3750,
-    "island": "Torgersen",
-    "sex": "male",
-}
-JSON = {"content-type": "application/json"}
 
 
 class Served:
@@ -168,25 +158,6 @@ def test_deeply_nested_json_is_refused_at_once(served: Served, depth: int) -> No
         response = served.post("/predict", body[: served.serving.bundle.serve.max_body_bytes])
         assert response.status_code == 400
         assert response.json()["detail"][0]["type"] == "json_invalid"
-
-
-BAD: list[tuple[str, Any, dict[str, str], int, str]] = [
-    ("wrong type", {"records": [GOOD | {"bill_length_mm": "39.1"}]}, JSON, 400, "float_type"),
-    ("missing field", {"records": [{k: v for k, v in GOOD.items() if k != "sex"}]}, JSON, 400, "missing"),
-    ("unknown field", {"records": [GOOD | {"year": 2007}]}, JSON, 400, "extra_forbidden"),
-    ("unknown top-level field", {"records": [GOOD], "explain": True}, JSON, 400, "extra_forbidden"),
-    ("NaN", json.dumps({"records": [GOOD]}).replace("39.1", "NaN").encode(), JSON, 400, "finite_number"),
-    ("out of range", {"records": [GOOD | {"body_mass_g": 80_000}]}, JSON, 400, "less_than_equal"),
-    ("integer below its minimum", {"records": [GOOD | {"body_mass_g": 0}]}, JSON, 400, "greater_than_equal"),
-    ("unseen category", {"records": [GOOD | {"island": "Atlantis"}]}, JSON, 400, "literal_error"),
-    ("empty list", {"records": []}, JSON, 400, "too_short"),
-    ("too many records", {"records": [GOOD] * 1001}, JSON, 400, "too_long"),
-    ("not JSON", b"island=Dream", JSON, 400, "json_invalid"),
-    ("empty body", b"", JSON, 400, "json_invalid"),
-    ("not an object", b"[1, 2]", JSON, 400, "dict_type"),
-    ("wrong content type", {"records": [GOOD]}, {"content-type": "text/csv"}, 415, "media_type"),
-    ("no content type", {"records": [GOOD]}, {}, 415, "media_type"),
-]
 
 
 @pytest.mark.parametrize("bad", BAD, ids=[case[0] for case in BAD])
