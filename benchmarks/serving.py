@@ -15,9 +15,10 @@ rows) and ``minimal_sklearn``, the earlier baseline (Starlette running the sciki
 on a DataFrame, no validation), kept for comparison with earlier results.
 
 Load comes from ``wrk`` (Debian package ``wrk``) on 127.0.0.1, a fixed number of seconds per cell
-(``CONVEYOR_BENCH_SECONDS``, default 10): single-record requests at 1, 8 and 32 connections and
-100-record requests at 8. wrk shares the two cores with the server, as a sidecar client would;
-the figures are for comparison within the run, not capacity planning.
+(``CONVEYOR_BENCH_SECONDS``, default 10) split into rounds that alternate between the servers:
+single-record requests at 1, 8 and 32 connections and 100-record requests at 8. wrk shares the
+cores with the server, as a sidecar client would; the figures are for comparison within the
+run, not capacity planning.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers_process import free_port, running
 
 SECONDS = int(os.environ.get("CONVEYOR_BENCH_SECONDS", "10"))
+ROUNDS = 2  # each cell is run in alternating rounds of SECONDS / ROUNDS on every server
 CELLS = (("single", 1, 1), ("single", 8, 2), ("single", 32, 2), ("batch100", 8, 2))  # body, connections, wrk threads
 MODELS = {
     "logistic_regression": {"estimator": "logistic_regression", "params": {"C": 1.0, "max_iter": 1000}},
@@ -127,29 +130,70 @@ def parse_wrk(output: str) -> dict[str, float]:
     }
 
 
-def load(url: str, body: bytes, connections: int, threads: int, workdir: Path) -> dict[str, float]:
-    """One wrk cell: POST ``body`` to ``url`` for ``SECONDS`` seconds."""
+def load(url: str, body: bytes, *, connections: int, threads: int, seconds: int, workdir: Path) -> dict[str, float]:
+    """One wrk run: POST ``body`` to ``url`` for ``seconds`` seconds."""
     script = workdir / f"post-{len(body)}.lua"
     script.write_text(
         f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [==[{body.decode()}]==]\n'
     )
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{SECONDS}s", "--timeout", "10s", "--latency"]
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency"]
     result = subprocess.run([*command, "-s", str(script), url], capture_output=True, text=True, check=True)
-    return parse_wrk(result.stdout)
+    return parse_wrk(result.stdout) | {"seconds": float(seconds)}
 
 
-def measure_server(
-    name: str, command: list[str], cwd: Path, env: dict[str, str], *, port: int, bodies: dict[str, bytes], workdir: Path
+def combine(runs: list[dict[str, float]]) -> dict[str, float]:
+    """One cell from its rounds: requests/s over the total time, latency percentiles averaged."""
+    total = sum(run["seconds"] for run in runs)
+    return {
+        "requests": sum(run["requests"] for run in runs),
+        "req_per_s": sum(run["req_per_s"] * run["seconds"] for run in runs) / total,
+        "p50_ms": statistics.fmean(run["p50_ms"] for run in runs),
+        "p99_ms": statistics.fmean(run["p99_ms"] for run in runs),
+        "non_2xx": sum(run["non_2xx"] for run in runs),
+        "socket_errors": sum(run["socket_errors"] for run in runs),
+    }
+
+
+def measure_servers(
+    servers: dict[str, tuple[list[str], dict[str, str]]],
+    cwd: Path,
+    *,
+    bodies: dict[str, bytes],
+    workdir: Path,
+    label: str,
 ) -> dict[str, Any]:
-    """Cold start, then every load cell against one server."""
-    with running(command, cwd=cwd, env=env, port=port, log=workdir / f"{name}.log") as cold_start:
-        cells = {
-            f"{body}_c{connections}": load(
-                f"http://127.0.0.1:{port}/predict", bodies[body], connections, threads, workdir
-            )
-            for body, connections, threads in CELLS
-        }
-    return {"cold_start_s": cold_start, "cells": cells}
+    """Start every server (one after the other, timing each to ready), then run each load cell on
+    all of them in alternating rounds (A B, then B A), so that a change in the machine's load
+    during the run falls on every server alike: the ratios stay fair on a shared machine."""
+    results: dict[str, Any] = {}
+    with ExitStack() as stack:
+        ports = {}
+        for name, (command, env) in servers.items():
+            port = free_port()
+            argv = [part.replace("{port}", str(port)) for part in command]
+            cold = stack.enter_context(running(argv, cwd=cwd, env=env, port=port, log=workdir / f"{label}-{name}.log"))
+            ports[name] = port
+            results[name] = {"cold_start_s": cold, "cells": {}}
+        per_round = max(1, SECONDS // ROUNDS)
+        for body, connections, threads in CELLS:
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+            for index in range(ROUNDS):
+                order = list(servers) if index % 2 == 0 else list(reversed(servers))
+                for name in order:
+                    url = f"http://127.0.0.1:{ports[name]}/predict"
+                    runs[name].append(
+                        load(
+                            url,
+                            bodies[body],
+                            connections=connections,
+                            threads=threads,
+                            seconds=per_round,
+                            workdir=workdir,
+                        )
+                    )
+            for name in servers:
+                results[name]["cells"][f"{body}_c{connections}"] = combine(runs[name])
+    return results
 
 
 def _ready_route() -> Any:
@@ -220,35 +264,22 @@ def prepare(workdir: Path, env: dict[str, str], family: str) -> tuple[Path, str]
 
 
 def serve_family(family: str, workdir: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Package ``family``, then measure the minimal app and Conveyor on its bundle."""
+    """Package ``family``, then measure the minimal app(s) and Conveyor on its bundle."""
     repo, tag = prepare(workdir, env, family)
     bundle_dir = Path(env["BENTOML_HOME"]) / "models" / tag.replace(":", "/")
     bodies = request_bodies(repo)
     threads = str(yaml.safe_load((repo / "params.yaml").read_text())["serve"]["threads"])
     native = env | dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), threads)
     results: dict[str, Any] = {"inference": json.loads((repo / "reports/package.json").read_text())["inference"]}
-    servers: dict[str, list[str]] = {"minimal": ["minimal-app", str(bundle_dir)]}
+    app = [sys.executable, __file__]
+    servers = {"minimal": ([*app, "minimal-app", str(bundle_dir), "{port}"], native)}
     if family == "logistic_regression":
         results["in_process"] = in_process(repo, bundle_dir)
-        servers["minimal_sklearn"] = ["minimal-sklearn-app", str(repo / "models/model.skops")]
-    for name, arguments in servers.items():
-        port = free_port()
-        command = [sys.executable, __file__, *arguments, str(port)]
-        results[name] = measure_server(
-            f"{family}-{name}", command, repo, native, port=port, bodies=bodies, workdir=workdir
-        )
-    port = free_port()
-    command = ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    results["conveyor"] = measure_server(
-        f"{family}-conveyor",
-        command,
-        repo,
-        env | {"CONVEYOR_MODEL_TAG": tag},
-        port=port,
-        bodies=bodies,
-        workdir=workdir,
-    )
-    return results
+        sklearn_app = [*app, "minimal-sklearn-app", str(repo / "models/model.skops"), "{port}"]
+        servers["minimal_sklearn"] = (sklearn_app, native)
+    bentoml_serve = ["bentoml", "serve", "--host", "127.0.0.1", "--port", "{port}"]
+    servers["conveyor"] = (bentoml_serve, env | {"CONVEYOR_MODEL_TAG": tag})
+    return results | measure_servers(servers, repo, bodies=bodies, workdir=workdir, label=family)
 
 
 def main(results_dir: Path) -> str:

@@ -25,23 +25,20 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_json
-from sklearn.pipeline import Pipeline
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from conveyor import io
-from conveyor.compiled import OnnxPredictor, Predictor, SklearnPredictor
 from conveyor.config import ServeConfig
 from conveyor.contract import Contract, contract_to_dict
-from conveyor.features import FeatureSpec
 from conveyor.request import body_type, example_record, record_type
 
 MODEL_FILE = "model.skops"
@@ -49,6 +46,11 @@ ONNX_FILE = "model.onnx"
 CONTRACT_FILE = "contract.yaml"
 INFO_FILE = "conveyor.json"
 CHECKSUMS_FILE = "sha256sums.txt"
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+    from conveyor.compiled import Predictor
 
 logger = logging.getLogger("conveyor.serving")
 
@@ -117,12 +119,10 @@ class Bundle:
         return ServeConfig.model_validate(self.info["serve"], strict=False)
 
     @property
-    def spec(self) -> FeatureSpec:
-        """The model's input columns."""
+    def columns(self) -> tuple[str, ...]:
+        """The model's input columns: numeric first, then categorical, as the pipeline takes them."""
         features = self.info["features"]
-        return FeatureSpec(
-            numeric=tuple(features.get("numeric", ())), categorical=tuple(features.get("categorical", ()))
-        )
+        return (*features.get("numeric", ()), *features.get("categorical", ()))
 
     @property
     def is_classifier(self) -> bool:
@@ -132,7 +132,7 @@ class Bundle:
     @cached_property
     def record_type(self) -> Any:
         """The request record type generated from the contract for the model's input columns."""
-        return record_type(self.contract, self.spec.columns)
+        return record_type(self.contract, self.columns)
 
     @cached_property
     def request(self) -> TypeAdapter[dict[str, Any]]:
@@ -141,12 +141,23 @@ class Bundle:
 
     def example(self) -> dict[str, Any]:
         """A valid record, for the OpenAPI page and the warm-up."""
-        return example_record(self.contract, self.spec.columns)
+        return example_record(self.contract, self.columns)
 
     def predictor(self) -> Predictor:
-        """ONNX Runtime when the bundle holds a verified ONNX model, else the scikit-learn pipeline."""
+        """ONNX Runtime when the bundle holds a verified ONNX model, else the scikit-learn pipeline.
+
+        Imported here, not at the top: ``bentoml serve`` imports the service in its own process
+        too, which never predicts, and scikit-learn's import is a second of its start-up.
+        """
+        from conveyor.compiled import OnnxPredictor, SklearnPredictor
+        from conveyor.features import FeatureSpec
+
         if self.info["inference"]["inference"] == "onnx":
-            return OnnxPredictor(io.read_bytes(self.directory / ONNX_FILE), self.spec, threads=self.serve.threads)
+            features = self.info["features"]
+            spec = FeatureSpec(
+                numeric=tuple(features.get("numeric", ())), categorical=tuple(features.get("categorical", ()))
+            )
+            return OnnxPredictor(io.read_bytes(self.directory / ONNX_FILE), spec, threads=self.serve.threads)
         return SklearnPredictor(io.load_model(self.directory / MODEL_FILE))
 
 
@@ -158,7 +169,7 @@ class Engine:
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.columns = bundle.spec.columns
+        self.columns = bundle.columns
         self.predictor = bundle.predictor()
         self.classes = [str(c) for c in bundle.info.get("classes") or []]
 

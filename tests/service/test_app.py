@@ -110,7 +110,7 @@ def test_a_regressor_has_no_predict_proba_route(
     bundle = make_bundle(tmp_path, cfg, contract, labelled(penguins, cfg))
     served = Served(bundle)
     record = {k: v for k, v in GOOD.items() if k != "body_mass_g"} | {"species": "Adelie"}
-    record = {column: record.get(column, GOOD.get(column)) for column in bundle.spec.columns}
+    record = {column: record.get(column, GOOD.get(column)) for column in bundle.columns}
     assert isinstance(served.post("/predict", {"records": [record]}).json()[0], float)
     assert served.post("/predict_proba", {"records": [record]}).status_code == 404
     assert "/predict_proba" not in served.serving.openapi["paths"]
@@ -145,7 +145,7 @@ def test_a_streamed_body_is_cut_off_at_the_limit(served: Served) -> None:
 
 
 def test_the_default_limit_takes_1000_real_records(served: Served, penguins: pd.DataFrame) -> None:
-    columns = list(served.serving.bundle.spec.columns)
+    columns = list(served.serving.bundle.columns)
     rows = penguins[columns].astype(object).where(penguins.notna(), None).to_dict("records")
     body = json.dumps({"records": [rows[i % len(rows)] for i in range(1000)]}, indent=1).encode()
     assert len(body) < served.serving.bundle.serve.max_body_bytes

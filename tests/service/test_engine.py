@@ -29,7 +29,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, params: Config, contract: C
 
 def as_records(bundle: Bundle, df: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows of ``df`` validated as a request body would be (NaN sent as null)."""
-    rows = df[list(bundle.spec.columns)].astype(object).where(df.notna(), None).to_dict("records")
+    rows = df[list(bundle.columns)].astype(object).where(df.notna(), None).to_dict("records")
     records: list[dict[str, Any]] = bundle.request.validate_json(json.dumps({"records": rows}))["records"]
     return records
 
@@ -49,7 +49,7 @@ def test_the_engine_predicts_what_the_pipeline_predicts(bundle: Bundle, penguins
 def test_metadata_traces_the_model_and_carries_the_contract(bundle: Bundle, contract: Contract) -> None:
     meta = Engine(bundle).metadata()
     assert meta["model_tag"] == "conveyor-model:test"
-    assert meta["features"] == list(bundle.spec.columns)
+    assert meta["features"] == list(bundle.columns)
     assert meta["inference"]["inference"] == "onnx"
     assert Contract.model_validate(meta["contract"]) == contract
     assert {"git_revision", "data_hash", "params_hash", "metrics", "libraries", "limits"} <= set(meta)
