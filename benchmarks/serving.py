@@ -15,7 +15,7 @@ rows) and ``minimal_sklearn``, the earlier baseline (Starlette running the sciki
 on a DataFrame, no validation), kept for comparison with earlier results.
 
 Load comes from ``wrk`` (Debian package ``wrk``) on 127.0.0.1, a fixed number of seconds per cell
-(``CONVEYOR_BENCH_SECONDS``, default 10) split into rounds that alternate between the servers:
+(``CONVEYOR_BENCH_SECONDS``, default 12) split into four rounds that alternate between the servers:
 single-record requests at 1, 8 and 32 connections and 100-record requests at 8. wrk shares the
 cores with the server, as a sidecar client would; the figures are for comparison within the
 run, not capacity planning.
@@ -45,8 +45,8 @@ from pipeline import ENV, fresh_copy
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers_process import free_port, running
 
-SECONDS = int(os.environ.get("CONVEYOR_BENCH_SECONDS", "10"))
-ROUNDS = 2  # each cell is run in alternating rounds of SECONDS / ROUNDS on every server
+SECONDS = int(os.environ.get("CONVEYOR_BENCH_SECONDS", "12"))
+ROUNDS = 4  # each cell is run in alternating rounds of SECONDS / ROUNDS on every server
 CELLS = (("single", 1, 1), ("single", 8, 2), ("single", 32, 2), ("batch100", 8, 2))  # body, connections, wrk threads
 MODELS = {
     "logistic_regression": {"estimator": "logistic_regression", "params": {"C": 1.0, "max_iter": 1000}},
@@ -142,13 +142,14 @@ def load(url: str, body: bytes, *, connections: int, threads: int, seconds: int,
 
 
 def combine(runs: list[dict[str, float]]) -> dict[str, float]:
-    """One cell from its rounds: requests/s over the total time, latency percentiles averaged."""
+    """One cell from its rounds: requests/s over the total time, the median round's latency
+    percentiles (a burst of other work on a shared machine spoils one round, not the cell)."""
     total = sum(run["seconds"] for run in runs)
     return {
         "requests": sum(run["requests"] for run in runs),
         "req_per_s": sum(run["req_per_s"] * run["seconds"] for run in runs) / total,
-        "p50_ms": statistics.fmean(run["p50_ms"] for run in runs),
-        "p99_ms": statistics.fmean(run["p99_ms"] for run in runs),
+        "p50_ms": statistics.median(run["p50_ms"] for run in runs),
+        "p99_ms": statistics.median(run["p99_ms"] for run in runs),
         "non_2xx": sum(run["non_2xx"] for run in runs),
         "socket_errors": sum(run["socket_errors"] for run in runs),
     }

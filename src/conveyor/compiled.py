@@ -119,14 +119,14 @@ class OnnxPredictor:
         """
         feed = {
             self.inputs[name]: np.array(
-                [[np.nan if row[name] is None else row[name]] for row in rows], dtype=np.float32
-            )
+                [np.nan if row[name] is None else row[name] for row in rows], dtype=np.float32
+            ).reshape(-1, 1)
             for name in self.spec.numeric
         }
         return feed | {
             self.inputs[name]: np.array(
-                [[MISSING_CATEGORY if row[name] is None else str(row[name])] for row in rows], dtype=object
-            )
+                [MISSING_CATEGORY if row[name] is None else str(row[name]) for row in rows], dtype=object
+            ).reshape(-1, 1)
             for name in self.spec.categorical
         }
 

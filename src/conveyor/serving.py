@@ -482,18 +482,18 @@ class Prediction:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one ``POST`` with predictions, or a 4xx saying what is wrong with it."""
-        refusal = self.refusal(scope, await _read_body(receive))
-        if isinstance(refusal, Response):
-            await _send_response(refusal, scope, receive, send)
+        checked = self.check(scope, await _read_body(receive))
+        if isinstance(checked, Response):
+            await _send_response(checked, scope, receive, send)
             return
         engine = self.service.engine
         if engine is None:
             await _send(send, 503, error_body("the model is still loading", []))
             return
-        result = engine.predict_proba(refusal) if self.proba else engine.predict(refusal)
+        result = engine.predict_proba(checked) if self.proba else engine.predict(checked)
         await _send(send, 200, to_json(result))
 
-    def refusal(self, scope: Scope, body: bytes) -> Response | list[dict[str, Any]]:
+    def check(self, scope: Scope, body: bytes) -> Response | list[dict[str, Any]]:
         """The validated records, or the 4xx refusing them."""
         content_type = _header(scope, b"content-type").split(b";", 1)[0].strip().lower()
         if content_type != JSON_TYPE.encode():
@@ -624,6 +624,7 @@ def openapi(bundle: Bundle) -> dict[str, Any]:
         "503": _json(error, "The model is still loading"),
     }
     limited = {"413": refusals["413"]}
+    loading = limited | {"503": refusals["503"]}
     if bundle.is_classifier:
         classes = [str(c) for c in bundle.info.get("classes") or []]
         labels: dict[str, Any] = {"type": "array", "items": {"type": "string", "enum": classes}}
@@ -648,8 +649,8 @@ def openapi(bundle: Bundle) -> dict[str, Any]:
             }
         }
 
-    def read(summary: str, answer: dict[str, Any], operation: str) -> dict[str, Any]:
-        return {"operationId": operation, "summary": summary, "responses": {"200": answer, **limited}}
+    def read(summary: str, answer: dict[str, Any], operation: str, refused: Mapping[str, Any]) -> dict[str, Any]:
+        return {"operationId": operation, "summary": summary, "responses": {"200": answer, **refused}}
 
     metadata = _json({"type": "object"}, "The model's tag, provenance, metrics, limits and data contract")
     paths: dict[str, Any] = {
@@ -659,8 +660,8 @@ def openapi(bundle: Bundle) -> dict[str, Any]:
         probabilities = {"type": "array", "items": {"$ref": REF.format(model="Probabilities")}}
         paths["/predict_proba"] = prediction("Each class' probability, per record", probabilities, "predict_proba")
     paths["/metadata"] = {
-        "get": read("The served model", metadata, "metadata"),
-        "post": read("The served model (POST, as earlier versions answered)", metadata, "metadata_post"),
+        "get": read("The served model", metadata, "metadata", loading),
+        "post": read("The served model (POST, as earlier versions answered)", metadata, "metadata_post", loading),
     }
     for path, summary in (
         ("/livez", "Liveness"),
@@ -668,7 +669,7 @@ def openapi(bundle: Bundle) -> dict[str, Any]:
         ("/readyz", "Readiness: 200 once the model is loaded"),
         ("/metrics", "Prometheus metrics"),
     ):
-        paths[path] = {"get": read(summary, _text(summary), path.strip("/"))}
+        paths[path] = {"get": read(summary, _text(summary), path.strip("/"), limited)}
     return {
         "openapi": "3.1.0",
         "info": {
