@@ -278,3 +278,37 @@ def test_column_names_with_spaces_dots_dashes_unicode_and_digits_are_request_key
     assert set(served.serving.openapi["components"]["schemas"]["Record"]["properties"]) == set(names.values())
     response = served.post("/predict", {"records": [record | {"île": "Atlantis"}]})
     assert response.json()["detail"][0]["loc"] == ["records", 0, "île"]
+
+
+def test_requests_waiting_for_a_slow_model_are_predicted_together(
+    bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sklearn = bundle.info | {"inference": bundle.info["inference"] | {"inference": "sklearn"}}
+    served = Served(Bundle(bundle.directory, sklearn, bundle.contract))
+    assert served.serving.batcher is not None
+    assert Served(bundle).serving.batcher is None  # ONNX Runtime: predicted inline
+    engine = served.serving.batcher.engine
+    calls: list[int] = []
+    predict = engine.predict
+
+    def counted(rows: Any) -> list[Any]:
+        calls.append(len(rows))
+        return predict(rows)
+
+    monkeypatch.setattr(engine, "predict", counted)
+    gentoo = GOOD | {"island": "Biscoe", "flipper_length_mm": 230, "body_mass_g": 5500, "bill_depth_mm": 14.0}
+    bodies = [[GOOD] if index % 2 else [gentoo, GOOD] for index in range(20)]
+
+    def call(records: list[dict[str, Any]]) -> Callable[[httpx.AsyncClient], Any]:
+        return lambda client: client.post("/predict", content=json.dumps({"records": records}), headers=JSON)
+
+    responses = served.run(
+        *(call(records) for records in bodies),
+        lambda c: c.post("/predict_proba", content=json.dumps({"records": [GOOD]}), headers=JSON),
+    )
+    assert [r.json() for r in responses[:-1]] == [
+        ["Adelie"] if index % 2 else ["Gentoo", "Adelie"] for index in range(20)
+    ]
+    assert responses[-1].json()[0]["Adelie"] > 0.5
+    assert sum(calls) == 30
+    assert len(calls) < 20
