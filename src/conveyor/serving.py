@@ -688,10 +688,12 @@ def openapi(bundle: Bundle) -> dict[str, Any]:
         "400": _json(error, "The body is not JSON, or not what the schema allows"),
         "413": _json(error, f"The body is larger than {bundle.serve.max_body_bytes} bytes"),
         "415": _json(error, f"The content type is not {JSON_TYPE}"),
+        "429": _json(error, f"More than {bundle.serve.max_concurrency} requests in progress; retry later"),
         "503": _json(error, "The model is still loading"),
+        "504": _json(error, "Not answered in time (a body sent too slowly)"),
     }
     limited = {"413": refusals["413"]}
-    loading = limited | {"503": refusals["503"]}
+    loading = limited | {status: refusals[status] for status in ("429", "503", "504")}
     if bundle.is_classifier:
         classes = [str(c) for c in bundle.info.get("classes") or []]
         labels: dict[str, Any] = {"type": "array", "items": {"type": "string", "enum": classes}}
