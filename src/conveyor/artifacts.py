@@ -11,10 +11,12 @@ must give the same bytes (timings belong to ``make bench``; the packaged bundle 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from conveyor.config import ServeConfig
 from conveyor.registry import Task
 
 
@@ -216,6 +218,41 @@ class GateVerdict(Artifact):
     def failed(self) -> list[Check]:
         """The threshold checks that did not pass."""
         return [check for check in self.checks if not check.passed]
+
+
+class InferenceChoice(Artifact):
+    """How the packaged model is served: ONNX Runtime when it matched scikit-learn on the test split."""
+
+    inference: Literal["onnx", "sklearn"]
+    reason: str
+    tolerance: float
+    parity: dict[str, Any] | None
+
+
+class BundleInfo(Artifact):
+    """The bundle's ``conveyor.json`` (in the BentoML store, not tracked): what the service serves.
+
+    Everything but ``model_tag`` and ``git_revision`` is the bundle's content, which its version
+    hashes (:meth:`content`); ``git_revision`` is the commit it was first packaged from.
+    """
+
+    model_tag: str
+    git_revision: str
+    data_hash: str
+    params_hash: str
+    task: Task
+    target: str
+    estimator: str
+    features: dict[str, list[str]]
+    classes: list[str] | None
+    libraries: dict[str, str]
+    metrics: dict[str, float]
+    serve: ServeConfig
+    inference: InferenceChoice
+
+    def content(self) -> bytes:
+        """Canonical JSON of everything but where and as what it was stored, for the content hash."""
+        return json.dumps(self.model_dump(mode="json", exclude={"model_tag", "git_revision"}), sort_keys=True).encode()
 
 
 class PackageReport(Artifact):

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from sklearn.pipeline import Pipeline
 
 from conveyor import predict as sk
+from conveyor.artifacts import InferenceChoice
 from conveyor.features import MISSING_CATEGORY, FeatureSpec, model_frame, spec_of
 from conveyor.request import rows_frame
 
@@ -125,14 +126,14 @@ class OnnxPredictor:
         """
         feed = {
             self.inputs[name]: np.array(
-                [[np.nan if row[name] is None else row[name]] for row in rows], dtype=np.float32
-            )
+                [np.nan if row[name] is None else row[name] for row in rows], dtype=np.float32
+            ).reshape(-1, 1)
             for name in self.spec.numeric
         }
         return feed | {
             self.inputs[name]: np.array(
-                [[MISSING_CATEGORY if row[name] is None else str(row[name])] for row in rows], dtype=object
-            )
+                [MISSING_CATEGORY if row[name] is None else str(row[name]) for row in rows], dtype=object
+            ).reshape(-1, 1)
             for name in self.spec.categorical
         }
 
@@ -274,29 +275,28 @@ def parity(model: Pipeline, compiled: Predictor, test: pd.DataFrame, *, task: st
 
 def compile_pipeline(
     model: Pipeline, test: pd.DataFrame, *, task: str, tolerance: float, enabled: bool = True
-) -> tuple[bytes | None, dict[str, Any]]:
-    """Convert and verify; return the ONNX bytes (None when not used) and a report saying which path serves.
+) -> tuple[bytes | None, InferenceChoice]:
+    """Convert and verify; return the ONNX bytes (None when not used) and which path serves, and why."""
 
-    The report is ``{"inference": "onnx" | "sklearn", "reason": str, "tolerance": float, "parity": {...} | None}``.
-    """
-    report: dict[str, Any] = {"tolerance": tolerance, "parity": None}
+    def sklearn(reason: str, result: dict[str, Any] | None = None) -> tuple[None, InferenceChoice]:
+        return None, InferenceChoice(inference="sklearn", reason=reason, tolerance=tolerance, parity=result)
+
     if not enabled:
-        return None, report | {"inference": "sklearn", "reason": "serve.inference is sklearn in params.yaml"}
+        return sklearn("serve.inference is sklearn in params.yaml")
     try:
         onnx = to_onnx(model)
         result = parity(model, OnnxPredictor(onnx, spec_of(model)), test, task=task, tolerance=tolerance)
     except ConversionError as exc:
-        return None, report | {"inference": "sklearn", "reason": f"{exc}; serving with scikit-learn"}
+        return sklearn(f"{exc}; serving with scikit-learn")
     except Exception as exc:  # ONNX is an optimisation: whatever fails in it falls back, and says why
         problem = f"{type(exc).__name__}: {(str(exc).strip() or 'no message').splitlines()[0]}"
-        return None, report | {
-            "inference": "sklearn",
-            "reason": f"the ONNX model could not be checked against scikit-learn ({problem}); serving with scikit-learn",
-        }
-    report["parity"] = result
+        return sklearn(
+            f"the ONNX model could not be checked against scikit-learn ({problem}); serving with scikit-learn"
+        )
     if not result["passed"]:
-        return None, report | {
-            "inference": "sklearn",
-            "reason": f"ONNX predictions differ from scikit-learn on the test split beyond tolerance {tolerance}; serving with scikit-learn",
-        }
-    return onnx, report | {"inference": "onnx", "reason": f"ONNX matches scikit-learn on all {len(test)} test rows"}
+        return sklearn(
+            f"ONNX predictions differ from scikit-learn on the test split beyond tolerance {tolerance}; serving with scikit-learn",
+            result,
+        )
+    reason = f"ONNX matches scikit-learn on all {len(test)} test rows"
+    return onnx, InferenceChoice(inference="onnx", reason=reason, tolerance=tolerance, parity=result)

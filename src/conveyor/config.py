@@ -141,20 +141,28 @@ class ServeConfig(_Section):
     the whole test split (labels equal, probabilities within ``proba_tolerance``), else with
     scikit-learn; ``sklearn`` never converts. ``threads`` is the size of every native thread pool
     (OpenMP, BLAS, ONNX Runtime) in each of the ``workers`` processes: keep
-    ``workers * threads`` at or below the cores the service gets. ``batching`` turns on adaptive
-    batching of the ``predict`` endpoint; ``max_latency_ms`` is the time after which a queued
-    request is shed with 503, so keep it far above the slowest normal request.
+    ``workers * threads`` at or below the cores the service gets.
+
+    ``max_body_bytes`` caps every request body (413 beyond it) and ``max_concurrency`` the requests
+    in progress at once per service (429 beyond it), so a server holds at most
+    about their product in request bodies. ``access_log`` adds an INFO line per request; it
+    costs a large share of a request that takes well under a millisecond, so it is off unless
+    asked for (refused requests are always logged, one line each). ``batching`` predicts the
+    requests that wait while the model is busy in one call of at most ``max_batch_size`` records
+    (never holding one back to fill a batch); ``auto`` batches when scikit-learn serves, whose
+    calls cost milliseconds however few the rows, and not ONNX Runtime's 0.1 ms ones.
     """
 
     max_records: Annotated[int, Field(ge=1)] = 1000
-    max_body_bytes: Annotated[int, Field(ge=1024)] = 1_048_576
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 262_144
+    max_concurrency: Annotated[int, Field(ge=1)] = 256
     inference: Literal["auto", "sklearn"] = "auto"
     proba_tolerance: Annotated[float, Field(gt=0.0, le=0.1)] = 1e-4
     workers: Annotated[int, Field(ge=1)] = 1
     threads: Annotated[int, Field(ge=1)] = 1
-    batching: bool = False
-    max_batch_size: Annotated[int, Field(ge=2)] = 1000
-    max_latency_ms: Annotated[int, Field(ge=100)] = 60_000
+    access_log: bool = False
+    batching: bool | Literal["auto"] = "auto"
+    max_batch_size: Annotated[int, Field(ge=1)] = 1000
 
 
 class MonitorConfig(_Section):

@@ -8,17 +8,19 @@ dtypes, the one step every caller (train, evaluate, the service) takes before th
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import numpy as np
-import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, RobustScaler, StandardScaler
+from typing import TYPE_CHECKING
 
 from conveyor.config import FeaturesConfig
 from conveyor.contract import Contract
 from conveyor.errors import ConfigError, DataError
+
+# pandas and scikit-learn are imported where they are used: the service's own process reads a
+# FeatureSpec from here and never builds or runs a pipeline (scikit-learn is a second of its start).
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
 
 # Missing categories travel as this string rather than NaN: string tensors (ONNX) have no NaN,
 # and as a value of its own the encoder can learn that "missing" carries information.
@@ -60,6 +62,8 @@ def resolve_features(cfg: FeaturesConfig, contract: Contract, *, target: str) ->
 
 def build_preprocessor(spec: FeatureSpec, cfg: FeaturesConfig) -> ColumnTransformer:
     """An unfitted ``ColumnTransformer`` with a ``numeric`` and a ``categorical`` branch."""
+    from sklearn.compose import ColumnTransformer
+
     transformers: list[tuple[str, Pipeline, list[str]]] = []
     if spec.numeric:
         transformers.append(("numeric", _numeric_branch(cfg), list(spec.numeric)))
@@ -69,6 +73,10 @@ def build_preprocessor(spec: FeatureSpec, cfg: FeaturesConfig) -> ColumnTransfor
 
 
 def _numeric_branch(cfg: FeaturesConfig) -> Pipeline:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
     imputer = (
         SimpleImputer(strategy="constant", fill_value=0.0)
         if cfg.numeric_imputation == "zero"
@@ -82,6 +90,10 @@ def _numeric_branch(cfg: FeaturesConfig) -> Pipeline:
 
 
 def _categorical_branch(cfg: FeaturesConfig) -> Pipeline:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder
+
     steps: list[tuple[str, object]] = []
     if cfg.categorical_imputation == "most_frequent":
         steps.append(("impute", SimpleImputer(missing_values=MISSING_CATEGORY, strategy="most_frequent")))
@@ -104,6 +116,8 @@ def model_frame(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     DataFrame of shape (n_samples, n_features): numeric columns float64, categorical columns
     object dtype holding strings, missing values as ``MISSING_CATEGORY``.
     """
+    import pandas as pd
+
     missing = [c for c in spec.columns if c not in df.columns]
     if missing:
         raise DataError(f"the data lacks the model's feature columns {missing}")
@@ -115,6 +129,8 @@ def model_frame(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
 
 
 def _numbers(column: pd.Series, name: str) -> pd.Series:
+    import pandas as pd
+
     try:
         return pd.to_numeric(column, errors="raise").astype("float64")
     except (ValueError, TypeError):
@@ -135,6 +151,8 @@ def target_values(df: pd.DataFrame, target: str, *, task: str) -> np.ndarray:
     -------
     ndarray of shape (n_samples,)
     """
+    import pandas as pd
+
     if task == "classification":
         return df[target].astype(str).to_numpy(dtype=object)
     return pd.to_numeric(df[target], errors="raise").to_numpy(dtype="float64")

@@ -700,7 +700,7 @@ def run(
         raise MonitorError("give exactly one of --logs and --current")
     source = logs if logs is not None else str(current)
     window = read_logs(source) if logs is not None else io.read_source(source)
-    target = str(bundle.info["target"])
+    target = bundle.info.target
     truth = attach_labels(window, read_labels(labels, target=target), target=target) if labels else None
     stage_timings = StageTimings.model_validate(io.read_json(timings)) if timings else None
     assessment = assess(
@@ -709,7 +709,7 @@ def run(
         model=io.load_model(directory / MODEL_FILE),
         spec=bundle.spec,
         contract=bundle.contract,
-        task=bundle.info["task"],
+        task=bundle.info.task,
         target=target,
         monitor=cfg.monitor,
         gate=cfg.gate,

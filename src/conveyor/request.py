@@ -1,8 +1,11 @@
-"""The service's request model, generated from the data contract.
+"""The service's request types, generated from the data contract.
 
-One record is a pydantic model with a field per model input column: its type, range, allowed
+One record is a ``TypedDict`` with a key per model input column: its type, range, allowed
 categories and nullability come from the contract, so a request the contract would refuse is
-refused at the door (a 4xx naming the field) and the OpenAPI page documents every field.
+refused at the door (a 4xx naming the field) and the OpenAPI page documents every field. A
+``TypedDict`` rather than a model class because validation then yields plain dicts keyed by the
+contract's column names (spaces, dots, leading digits and all), which the predictors take as
+they are: no object per record, no dump back to a dict, no aliases.
 
 Choices, applied the same way to every field:
 
@@ -13,25 +16,24 @@ Choices, applied the same way to every field:
 - Floats must be finite: ``NaN`` and ``Infinity`` are refused (the JSON parser accepts them).
 - A category outside the contract's list is refused, not passed to the encoder: the model has
   never seen it, and an explicit error is more useful to a client than a silent guess.
-- Unknown fields are refused (``extra="forbid"``), including the target column.
+- Unknown fields are refused (``extra="forbid"``), including the target column, and so are
+  unknown keys beside ``records`` in the request body.
 """
 
 from __future__ import annotations
 
-import keyword
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, create_model
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from typing_extensions import TypedDict
 
 from conveyor.contract import ColumnSpec, Contract
 
-
-class RecordBase(BaseModel):
-    """The base of every generated record model: frozen, unknown fields refused."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+RECORD_CONFIG = ConfigDict(extra="forbid", strict=True)
+# The functional form, typed as Any: the keys and the name are only known at run time.
+_typed_dict: Any = TypedDict
 
 
 def _number_only(value: Any) -> Any:
@@ -48,7 +50,9 @@ def field_type(spec: ColumnSpec) -> Any:
     if spec.type == "float":
         base = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=spec.min, le=spec.max)]
     elif spec.type == "int":
-        base = Annotated[int, BeforeValidator(_number_only), Field(strict=False, ge=spec.min, le=spec.max)]
+        # The bounds before the validator: after it, pydantic writes them to the JSON schema as
+        # `ge`/`le`, which JSON Schema ignores, instead of `minimum`/`maximum`.
+        base = Annotated[int, Field(strict=False, ge=spec.min, le=spec.max), BeforeValidator(_number_only)]
     elif spec.type == "bool":
         base = StrictBool
     elif spec.type == "category" and spec.categories:
@@ -60,30 +64,34 @@ def field_type(spec: ColumnSpec) -> Any:
     return Annotated[base, Field(description=description)]
 
 
-def record_model(contract: Contract, columns: Sequence[str], *, name: str = "Record") -> type[RecordBase]:
-    """A pydantic model for one input record: a required field per column in ``columns``.
+def record_type(contract: Contract, columns: Sequence[str], *, name: str = "Record") -> Any:
+    """A ``TypedDict`` for one input record: a required key per column in ``columns``.
 
     ``columns`` are the model's input columns (from the packaged model's metadata); each must be
-    in the contract. Column names that are not Python identifiers, or that pydantic's model uses,
-    become aliases, so the JSON keys are always the contract's column names.
+    in the contract. The keys are the contract's column names whatever they contain.
     """
     unknown = [column for column in columns if column not in contract.columns]
     if unknown:
         raise ValueError(f"model input columns not in the data contract: {unknown}")
-    fields: dict[str, Any] = {}
-    for index, column in enumerate(columns):
-        annotated = field_type(contract.columns[column])
-        # A name pydantic already uses (`model_config`, `schema`, `copy`) is an alias too.
-        if (
-            column.isidentifier()
-            and not keyword.iskeyword(column)
-            and not column.startswith("_")
-            and not hasattr(RecordBase, column)
-        ):
-            fields[column] = (annotated, ...)
-        else:
-            fields[f"field_{index}"] = (annotated, Field(..., alias=column))
-    return create_model(name, __base__=RecordBase, **fields)
+    record = _typed_dict(name, {column: field_type(contract.columns[column]) for column in columns})
+    record.__pydantic_config__ = RECORD_CONFIG
+    return record
+
+
+def body_type(record: Any, *, max_records: int, example: Mapping[str, Any] | None = None) -> Any:
+    """The request body ``{"records": [record, ...]}``: 1 to ``max_records`` records, no other key."""
+    records = Annotated[
+        list[record],
+        Field(
+            min_length=1,
+            max_length=max_records,
+            description=f"1 to {max_records} records, each with every model input column",
+            examples=[[dict(example)]] if example is not None else None,
+        ),
+    ]
+    body = _typed_dict("PredictRequest", {"records": records})
+    body.__pydantic_config__ = RECORD_CONFIG
+    return body
 
 
 def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
@@ -99,7 +107,7 @@ def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.
 def example_record(contract: Contract, columns: Sequence[str]) -> dict[str, Any]:
     """A valid record: the middle of each numeric range, the first category.
 
-    It is the OpenAPI example and the service's warm-up input, so it must pass the record model.
+    It is the OpenAPI example and the service's warm-up input, so it must pass the record type.
     """
     example: dict[str, Any] = {}
     for column in columns:

@@ -54,13 +54,13 @@ SERVICE_TESTS: list[dict[str, Any]] = [
     {
         "interval": "1m",
         "input_series": [
-            {"series": f'bentoml_service_request_total{{{PREDICT},http_response_code="200"}}', "values": "0+100x40"},
-            {"series": f'bentoml_service_request_total{{{PREDICT},http_response_code="500"}}', "values": "0+5x40"},
-            {"series": f'bentoml_service_request_total{{{PREDICT},http_response_code="400"}}', "values": "0+1x40"},
+            {"series": f'conveyor_request_total{{{PREDICT},http_response_code="200"}}', "values": "0+100x40"},
+            {"series": f'conveyor_request_total{{{PREDICT},http_response_code="500"}}', "values": "0+5x40"},
+            {"series": f'conveyor_request_total{{{PREDICT},http_response_code="400"}}', "values": "0+1x40"},
             {"series": f'conveyor_refused_requests_total{{{PREDICT},field="records.0.island"}}', "values": "0+10x40"},
             *(
                 {
-                    "series": f'bentoml_service_request_duration_seconds_bucket{{{PREDICT},http_response_code="200",le="{le}"}}',
+                    "series": f'conveyor_request_duration_seconds_bucket{{{PREDICT},http_response_code="200",le="{le}"}}',
                     "values": values,
                 }
                 for le, values in (("0.5", "0+10x40"), ("1", "0+20x40"), ("2.5", "0+106x40"), ("+Inf", "0+106x40"))
@@ -76,11 +76,11 @@ SERVICE_TESTS: list[dict[str, Any]] = [
     {
         "interval": "1m",
         "input_series": [
-            {"series": f'bentoml_service_request_total{{{PREDICT},http_response_code="200"}}', "values": "0+100x40"},
+            {"series": f'conveyor_request_total{{{PREDICT},http_response_code="200"}}', "values": "0+100x40"},
             {"series": f'conveyor_refused_requests_total{{{PREDICT},field="records.0.island"}}', "values": "0+1x40"},
             *(
                 {
-                    "series": f'bentoml_service_request_duration_seconds_bucket{{{PREDICT},http_response_code="200",le="{le}"}}',
+                    "series": f'conveyor_request_duration_seconds_bucket{{{PREDICT},http_response_code="200",le="{le}"}}',
                     "values": values,
                 }
                 for le, values in (("0.5", "0+99x40"), ("1", "0+100x40"), ("2.5", "0+100x40"), ("+Inf", "0+100x40"))

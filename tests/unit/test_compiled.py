@@ -36,9 +36,10 @@ def test_logistic_regression_matches_on_every_row_and_is_served_with_onnx(
     pipeline, test = fitted(cfg, contract, penguins)
     onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE)
     assert onnx is not None
-    assert report["inference"] == "onnx"
-    assert report["parity"] == report["parity"] | {"rows": len(test), "labels_equal": True, "passed": True}
-    assert report["parity"]["max_abs_difference"] <= TOLERANCE
+    assert report.inference == "onnx"
+    assert report.parity is not None
+    assert report.parity == report.parity | {"rows": len(test), "labels_equal": True, "passed": True}
+    assert report.parity["max_abs_difference"] <= TOLERANCE
 
 
 def test_rows_with_missing_values_and_unseen_categories_agree(
@@ -65,7 +66,7 @@ def test_regression_matches_within_relative_tolerance(
     cfg = regression(params)
     pipeline, test = fitted(cfg, contract, penguins)
     onnx, report = compile_pipeline(pipeline, test, task="regression", tolerance=TOLERANCE)
-    assert report["inference"] == "onnx", report
+    assert report.inference == "onnx", report
     assert onnx is not None
     predicted = OnnxPredictor(onnx, spec_of(pipeline)).predict(test)
     assert predicted.shape == (len(test),)
@@ -80,9 +81,9 @@ def test_hist_gradient_boosting_falls_back_to_scikit_learn_and_says_why(
         to_onnx(pipeline)
     onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE)
     assert onnx is None
-    assert report["inference"] == "sklearn"
-    assert "HistGradientBoostingClassifier" in report["reason"]
-    assert report["parity"] is None
+    assert report.inference == "sklearn"
+    assert "HistGradientBoostingClassifier" in report.reason
+    assert report.parity is None
 
 
 def test_a_model_that_disagrees_beyond_tolerance_is_not_used(
@@ -93,15 +94,16 @@ def test_a_model_that_disagrees_beyond_tolerance_is_not_used(
     pipeline, test = fitted(cfg, contract, penguins)
     strict, report = compile_pipeline(pipeline, test, task="classification", tolerance=1e-9)
     assert strict is None
-    assert report["inference"] == "sklearn"
-    assert report["parity"]["passed"] is False
-    assert "beyond tolerance" in report["reason"]
+    assert report.inference == "sklearn"
+    assert report.parity is not None
+    assert report.parity["passed"] is False
+    assert "beyond tolerance" in report.reason
 
 
 def test_sklearn_only_skips_conversion(params: Config, contract: Contract, penguins: pd.DataFrame) -> None:
     pipeline, test = fitted(params, contract, penguins)
     onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE, enabled=False)
-    assert (onnx, report["inference"], report["parity"]) == (None, "sklearn", None)
+    assert (onnx, report.inference, report.parity) == (None, "sklearn", None)
 
 
 def test_the_records_feed_is_the_model_frame_feed(params: Config, contract: Contract, penguins: pd.DataFrame) -> None:
@@ -148,7 +150,7 @@ def test_columns_with_spaces_dots_dashes_unicode_and_leading_digits_are_served_w
     cfg = configured(params, features={"drop": []})
     pipeline, test = fitted(cfg, contract, data)
     onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE)
-    assert report["inference"] == "onnx", report
+    assert report.inference == "onnx", report
     assert onnx is not None
     predictor = OnnxPredictor(onnx, spec_of(pipeline))
     rows = [
@@ -167,9 +169,9 @@ def test_any_failure_while_checking_the_onnx_model_falls_back_with_the_reason(
 
     monkeypatch.setattr("conveyor.compiled.parity", broken)
     onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE)
-    assert (onnx, report["inference"], report["parity"]) == (None, "sklearn", None)
-    assert "RuntimeError: Required inputs (['mean_radius']) are missing" in report["reason"]
-    assert "more" not in report["reason"]
+    assert (onnx, report.inference, report.parity) == (None, "sklearn", None)
+    assert "RuntimeError: Required inputs (['mean_radius']) are missing" in report.reason
+    assert "more" not in report.reason
 
 
 def test_an_onnx_model_whose_inputs_are_not_the_expected_names_is_refused(

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from conveyor import io, provenance
-from conveyor.artifacts import EvaluationRecord, GateVerdict, ModelCard, PackageReport
+from conveyor.artifacts import BundleInfo, EvaluationRecord, GateVerdict, InferenceChoice, ModelCard, PackageReport
 from conveyor.compiled import compile_pipeline
 from conveyor.config import Config
 from conveyor.contract import contract_to_dict
@@ -55,16 +55,24 @@ def check_gate(verdict: GateVerdict, model_sha256: str, *, source: Path, model_p
 
 
 def bundle_info(
-    card: ModelCard, evaluation: EvaluationRecord, cfg: Config, inference: dict[str, Any]
-) -> dict[str, Any]:
-    """The content of ``conveyor.json`` but the commit: what traces the packaged model, and how to serve it."""
-    keys = ("data_hash", "params_hash", "task", "target", "estimator", "features", "classes", "libraries")
-    return card.model_dump(mode="json", include=set(keys)) | {
-        "metrics": evaluation.metrics,
-        "gate": {"accepted": True},
-        "serve": cfg.serve.model_dump(mode="json"),
-        "inference": inference,
-    }
+    card: ModelCard, evaluation: EvaluationRecord, cfg: Config, inference: InferenceChoice, *, model_tag: str = ""
+) -> BundleInfo:
+    """The bundle's ``conveyor.json``; ``model_tag`` and the commit are filled in once the content is hashed."""
+    return BundleInfo(
+        model_tag=model_tag,
+        git_revision="",
+        data_hash=card.data_hash,
+        params_hash=card.params_hash,
+        task=card.task,
+        target=card.target,
+        estimator=card.estimator,
+        features=card.features,
+        classes=card.classes,
+        libraries=card.libraries,
+        metrics=evaluation.metrics,
+        serve=cfg.serve,
+        inference=inference,
+    )
 
 
 def content_version(*parts: bytes) -> str:
@@ -89,14 +97,14 @@ def source_digest(bentofile: Path) -> bytes:
     return b"\0".join(str(f.relative_to(root)).encode() + b"\0" + io.read_bytes(f) for f in sorted(files))
 
 
-def labels(info: Mapping[str, Any], inference: str) -> dict[str, str]:
+def labels(info: BundleInfo) -> dict[str, str]:
     """BentoML labels: short, string-valued, enough to find a model by where it came from."""
     return {
-        "git_revision": str(info["git_revision"]),
-        "data_hash": str(info["data_hash"])[:12],
-        "params_hash": str(info["params_hash"])[:12],
-        "estimator": str(info["estimator"]),
-        "inference": inference,
+        "git_revision": info.git_revision,
+        "data_hash": info.data_hash[:12],
+        "params_hash": info.params_hash[:12],
+        "estimator": info.estimator,
+        "inference": info.inference.inference,
     }
 
 
@@ -159,16 +167,16 @@ def run(
     version = content_version(
         io.read_bytes(model_path),
         canonical_json(contract_to_dict(contract)),
-        canonical_json(info),
+        info.content(),
         str(cfg.monitor.reference_rows).encode(),
     )
     model_tag = f"{MODEL_NAME}:{version}"
-    info |= {"model_tag": model_tag, "git_revision": provenance.git_revision(root)}
+    info = info.model_copy(update={"model_tag": model_tag, "git_revision": provenance.git_revision(root)})
     try:
         bentoml.models.get(model_tag)
     except bentoml.exceptions.NotFound:
         with bentoml.models.create(
-            model_tag, labels=labels(info, inference["inference"]), metadata=store_metadata(info)
+            model_tag, labels=labels(info), metadata=store_metadata(info.model_dump(mode="json"))
         ) as saved:
             write_bundle(Path(saved.path), model=model, onnx=onnx, contract=contract, info=info)
             reference_columns = (*spec_of(model).columns, cfg.data.target)
@@ -192,16 +200,16 @@ def run(
                 str(bentofile.resolve()),
                 version=bento_tag.split(":", 1)[1],
                 build_ctx=str(root),
-                labels=labels(info, inference["inference"]),
+                labels=labels(info),
             )
     report = PackageReport(
         model_tag=model_tag,
         bento_tag=bento_tag,
         data_hash=card.data_hash,
         params_hash=card.params_hash,
-        inference=inference["inference"],
-        inference_reason=inference["reason"],
-        parity=inference["parity"],
+        inference=inference.inference,
+        inference_reason=inference.reason,
+        parity=inference.parity,
         metrics=record.metrics,
     )
     io.write_artifact(report, out)
