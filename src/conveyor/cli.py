@@ -271,7 +271,8 @@ def _timings(args: argparse.Namespace) -> None:
     from conveyor import io
     from conveyor.artifacts import StageTimings
 
-    timings = io.read_artifact(args.file, StageTimings)
+    # No file: no stage ran in this job (DVC found every output in the cache or the remote).
+    timings = io.read_artifact(args.file, StageTimings) if args.file.exists() else StageTimings({})
     rows = [f"| `{stage}` | {seconds:.1f} |" for stage, seconds in timings.root.items()]
     print("\n".join(["## Pipeline stage times", "", "| stage | seconds |", "|---|---|", *rows]))
     print(f"\nTotal {timings.total:.1f} s; slowest: `{timings.slowest}`." if timings.root else "\nNo stage ran.")

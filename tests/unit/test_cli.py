@@ -58,3 +58,14 @@ def test_without_the_variable_no_time_is_written(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "conveyor", "ingest", "--out", str(tmp_path / "raw.parquet")]
     subprocess.run([*command, "--report", str(tmp_path / "i.json")], cwd=ROOT, env=env, check=True, timeout=120)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i.json", "raw.parquet"]
+
+
+def test_timings_of_a_job_where_no_stage_ran(tmp_path: Path) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "conveyor", "timings", "--file", str(tmp_path / "stage-timings.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "No stage ran." in shown
