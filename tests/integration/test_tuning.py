@@ -51,7 +51,8 @@ def test_tuning_reruns_only_tune_and_what_follows_and_the_tuned_model_ships(
     # The report's tuning section compares the tuned params with main's (model.params, untuned).
     commit_all(repo, "tuned")
     run(repo, "conveyor", "report", "--out", "report/report.md", "--gate", "reports/gate.json",
-        "--validation", "reports/validation.json", "--tuning", "reports/tuning.json", "--baseline", "HEAD~1")  # fmt: skip
+        "--champion", "reports/champion.json", "--validation", "reports/validation.json",
+        "--tuning", "reports/tuning.json", "--baseline", "HEAD~1")  # fmt: skip
     markdown = (repo / "report/report.md").read_text(encoding="utf-8")
     assert "## Tuning" in markdown
     assert "| Param | candidate | `HEAD~1` |" in markdown
