@@ -13,6 +13,7 @@ then finds the pull request from the `workflow_run` event and posts the report o
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -64,10 +65,6 @@ def act(
     api = work / "github-api.json"
     if not api.exists():
         api.write_text(json.dumps({"pulls": []}))
-    mappings = []
-    for uses in sorted(remote_actions(repo / workflow)):
-        folder = STAND_IN_FOR.get(uses.split("@")[0], "unavailable")
-        mappings += ["--local-repository", f"{uses}={STAND_INS / folder}"]
     installed = ROOT / ".tools" / "bin" / "uv"  # where `make setup` puts it
     uv = str(installed) if installed.exists() else shutil.which("uv") or "uv"
     stand_in_env = {
@@ -80,6 +77,26 @@ def act(
         "STAND_IN_CML_BIN": str(STAND_INS / "bin"),
         "STAND_IN_GITHUB_API": str(api),
     }
+    result = run_act(repo, work, event_name=event_name, workflow=workflow, stand_in_env=stand_in_env)
+    (work / f"act-{Path(workflow).stem}.log").write_text(result.stdout + result.stderr)
+    return result
+
+
+def run_act(
+    repo: Path,
+    work: Path,
+    *,
+    event_name: str,
+    workflow: str,
+    stand_in_env: dict[str, str],
+    path_first: tuple[Path, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """``act`` on ``workflow`` in ``repo`` with ``work/event.json``: every remote action mapped to its
+    stand-in, ``stand_in_env`` passed to the steps, ``path_first`` before the tools on PATH."""
+    mappings = []
+    for uses in sorted(remote_actions(repo / workflow)):
+        folder = STAND_IN_FOR.get(uses.split("@")[0], "unavailable")
+        mappings += ["--local-repository", f"{uses}={STAND_INS / folder}"]
     args = [
         str(BIN / "act"),
         event_name,
@@ -95,9 +112,8 @@ def act(
     for key, value in stand_in_env.items():
         args += ["--env", f"{key}={value}"]
     env = tool_env() | stand_in_env | {"XDG_CACHE_HOME": str(work / "xdg-cache")}
-    result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=900, check=False)
-    (work / f"act-{Path(workflow).stem}.log").write_text(result.stdout + result.stderr)
-    return result
+    env["PATH"] = os.pathsep.join([*map(str, path_first), env["PATH"]])
+    return subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
 def calls(work: Path, tool: str) -> list[dict[str, Any]]:

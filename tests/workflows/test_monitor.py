@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, clone_of, commit_all, run, tool_env
+from conftest import BIN, ROOT, clone_of, commit_all, run
 from helpers_monitor import write_monitor_logs
-from test_act import STAND_IN_FOR, STAND_INS, remote_actions
+from test_act import STAND_IN_FOR, STAND_INS, remote_actions, run_act
 
 from conveyor import io
 from conveyor.contract import Contract
@@ -32,10 +31,6 @@ def act_dispatch(repo: Path, work: Path, logs: Path, timings: Path) -> str:
     (work / "event.json").write_text(
         json.dumps({"inputs": {"logs_url": str(logs)}, "repository": {"full_name": REPOSITORY}})
     )
-    mappings = []
-    for uses in sorted(remote_actions(repo / WORKFLOW)):
-        folder = STAND_IN_FOR.get(uses.split("@")[0], "unavailable")
-        mappings += ["--local-repository", f"{uses}={STAND_INS / folder}"]
     stand_in_env = {
         "STAND_IN_SOURCE": str(repo),
         "STAND_IN_CACHE": str(repo),
@@ -47,24 +42,15 @@ def act_dispatch(repo: Path, work: Path, logs: Path, timings: Path) -> str:
         "STAND_IN_GH_RUN_ID": "4242",
         "STAND_IN_TIMINGS": str(timings),
     }
-    args = [
-        str(BIN / "act"),
-        "workflow_dispatch",
-        "--workflows",
-        WORKFLOW,
-        "--eventpath",
-        str(work / "event.json"),
-        "--platform",
-        "ubuntu-latest=-self-hosted",
-        "--action-offline-mode",
-        *mappings,
-    ]
-    for key, value in stand_in_env.items():
-        args += ["--env", f"{key}={value}"]
-    env = tool_env() | stand_in_env | {"XDG_CACHE_HOME": str(work / "xdg-cache")}
     # `gh` is on every GitHub runner; here the stand-in is.
-    env["PATH"] = f"{STAND_INS / 'gh'}:{env['PATH']}"
-    result = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=900, check=False)
+    result = run_act(
+        repo,
+        work,
+        event_name="workflow_dispatch",
+        workflow=WORKFLOW,
+        stand_in_env=stand_in_env,
+        path_first=(STAND_INS / "gh",),
+    )
     log = result.stdout + result.stderr
     (work / f"act-{len(list(work.glob('act-*.log')))}.log").write_text(log)
     assert result.returncode == 0, log[-4000:]
