@@ -36,7 +36,7 @@ class Served:
 
     def __init__(self, bundle: Bundle) -> None:
         self.registry = CollectorRegistry()
-        self.serving = ServingApp(bundle, exposition=lambda: generate_latest(self.registry))
+        self.serving = ServingApp(bundle, exposition=lambda: generate_latest(self.registry), registry=self.registry)
         self.serving.load()
         self.release = asyncio.Event()
 
@@ -48,7 +48,7 @@ class Served:
             return PlainTextResponse("done")
 
         server = Starlette(routes=[Route("/livez", livez), Route("/slow", slow), Mount("/", app=self.serving.app)])
-        self.app = self.serving.front(server, registry=self.registry, routes=("/livez", "/slow"))
+        self.app = self.serving.front(server, routes=("/livez", "/slow"))
 
     def run(self, *calls: Callable[[httpx.AsyncClient], Any]) -> list[httpx.Response]:
         """Run the calls concurrently, each given the client; their responses in order."""
