@@ -28,16 +28,17 @@ from starlette.routing import Mount, Route
 from conveyor import io
 from conveyor.config import Config
 from conveyor.contract import Contract, parse_contract
+from conveyor.prediction_log import Exporter
 from conveyor.serving import Admission, Bundle, ServingApp
 
 
 class Served:
     """A bundle served in process, with the middleware ``bentoml serve`` runs, through httpx."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, exporter: Exporter | None = None) -> None:
         self.registry = CollectorRegistry()
         self.serving = ServingApp(bundle, exposition=lambda: generate_latest(self.registry), registry=self.registry)
-        self.serving.load()
+        self.serving.load(exporter=exporter)
         self.release = asyncio.Event()
 
         async def livez(_: Request) -> PlainTextResponse:
