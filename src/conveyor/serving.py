@@ -223,6 +223,7 @@ class Engine:
                 "max_body_bytes": self.bundle.serve.max_body_bytes,
                 "max_concurrency": self.bundle.serve.max_concurrency,
             },
+            "prediction_log": info.logging.model_dump(mode="json"),
             "contract": contract_to_dict(self.bundle.contract),
         }
 

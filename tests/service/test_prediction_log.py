@@ -140,6 +140,11 @@ def test_logging_off_in_the_bundle_starts_no_log(bundle: Bundle) -> None:
     assert "x-request-id" in response.headers
     assert served.serving.log is None
     assert recorder.requests == []
+    assert served.request("GET", "/metadata").json()["prediction_log"] == {
+        "enabled": False,
+        "sample_rate": 1.0,
+        "max_queued_records": 20_000,
+    }
 
 
 def test_predictions_are_counted_by_class_and_refusals_by_field(bundle: Bundle) -> None:
