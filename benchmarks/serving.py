@@ -265,7 +265,12 @@ def prepare(workdir: Path, env: dict[str, str], family: str) -> tuple[Path, str]
     params["model"] = MODELS[family]
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True, check=True)
-    return repo, json.loads((repo / "reports/package.json").read_text())["model_tag"]
+    tag = json.loads((repo / "reports/package.json").read_text())["model_tag"]
+    if not (Path(env["BENTOML_HOME"]) / "models" / tag.replace(":", "/")).is_dir():
+        # The copy's outputs matched dvc.lock, so DVC skipped package: this run's store has no model yet.
+        force = ["dvc", "repro", "--force", "--single-item", "package"]
+        subprocess.run(force, cwd=repo, env=env, capture_output=True, text=True, check=True)
+    return repo, tag
 
 
 def serve_family(family: str, workdir: Path, env: dict[str, str]) -> dict[str, Any]:

@@ -842,6 +842,13 @@ def openapi(bundle: Bundle) -> dict[str, Any]:
     else:
         labels = {"type": "array", "items": {"type": "number"}}
     body = {"required": True, "content": {JSON_TYPE: {"schema": {"$ref": REF.format(model="PredictRequest")}}}}
+    request_id = {
+        "X-Request-ID": {
+            "description": "This request's id: 16 hex digits, the request_id of its records in the prediction log",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        }
+    }
 
     def prediction(summary: str, answer: Mapping[str, Any], operation: str) -> dict[str, Any]:
         return {
@@ -849,7 +856,7 @@ def openapi(bundle: Bundle) -> dict[str, Any]:
                 "operationId": operation,
                 "summary": summary,
                 "requestBody": body,
-                "responses": {"200": _json(answer, summary), **refusals},
+                "responses": {"200": _json(answer, summary) | {"headers": request_id}, **refusals},
             }
         }
 
