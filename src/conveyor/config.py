@@ -184,7 +184,8 @@ class MonitorConfig(_Section):
     The service side, carried by the packaged model like ``serve``: with ``log_predictions`` the
     service logs ``log_sample_rate`` of its prediction requests (drawn per request) through
     ``bentoml.monitor``, from a queue of at most ``log_queue_records`` records (beyond it records
-    are dropped and counted, never waited for).
+    are dropped and counted, never waited for), exported by a thread that spends at most
+    ``log_max_cpu_share`` of a core doing so.
     """
 
     reference_rows: Annotated[int, Field(ge=100)] = 5000
@@ -201,6 +202,7 @@ class MonitorConfig(_Section):
     log_predictions: bool = True
     log_sample_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     log_queue_records: Annotated[int, Field(ge=1)] = 20_000
+    log_max_cpu_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
 
 
 Choice = str | int | float | bool | None

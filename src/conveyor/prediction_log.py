@@ -11,6 +11,7 @@ Requests are sampled whole (all records of a request or none), so labels can nam
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import threading
@@ -19,9 +20,12 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter
+
+if TYPE_CHECKING:
+    from bentoml.monitoring import MonitorBase
 
 from conveyor.features import FeatureSpec
 from conveyor.registry import Task
@@ -38,6 +42,7 @@ MODEL_TAG = "model_tag"
 # How long the idle thread sleeps before looking at the queue again; also the most a record waits.
 POLL_SECONDS = 0.05
 FAILURE_LOG_INTERVAL_S = 60.0
+MIN_REST_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +63,25 @@ class PredictionLog:
 
     ``submit`` is all the request path pays: a sampling draw and a ``deque.append`` (or a count
     when the queue holds ``max_queued_records`` records already). The queue is bounded in records,
-    not requests, since one request may carry up to ``serve.max_records`` of them.
+    not requests, since one request may carry up to ``serve.max_records`` of them. The thread
+    spends at most ``max_cpu_share`` of its time exporting: under a load the exporter cannot
+    keep up with, records are dropped (and counted) rather than taken from the requests' CPU.
     """
 
-    def __init__(self, export: Exporter, *, sample_rate: float, max_queued_records: int, records: Counter) -> None:
+    def __init__(
+        self,
+        export: Exporter,
+        *,
+        sample_rate: float,
+        max_queued_records: int,
+        records: Counter,
+        max_cpu_share: float = 1.0,
+    ) -> None:
         self.export = export
         self.sample_rate = sample_rate
         self.max_queued_records = max_queued_records
+        # After each CPU second spent exporting, the thread rests this long (none at a share of 1).
+        self.rest_per_busy_second = 1.0 / max_cpu_share - 1.0
         self.queue: deque[LoggedRequest] = deque()
         # Each written by one thread only (the request path, the drain): their difference is the backlog.
         self.queued_records = 0
@@ -104,6 +121,7 @@ class PredictionLog:
             self.thread.join(timeout)
 
     def _drain(self) -> None:
+        owed = 0.0
         while True:
             try:
                 request = self.queue.popleft()
@@ -113,6 +131,7 @@ class PredictionLog:
                 self.stopping.wait(POLL_SECONDS)
                 continue
             size = len(request.records)
+            started = time.thread_time()
             try:
                 self.export(request)
             except Exception as error:  # whatever the exporter raises, the service goes on
@@ -123,6 +142,14 @@ class PredictionLog:
                 self.outcomes["exported"].inc(size)
             finally:
                 self.done_records += size
+            # Exporting holds the GIL the request path needs; resting in proportion to the CPU
+            # time it took (not the wall time: waiting on a network is free) keeps the thread
+            # within max_cpu_share of a core, and a backlog beyond it fills the queue, to be
+            # dropped and counted. Rests are gathered into steps of at least a millisecond.
+            owed += (time.thread_time() - started) * self.rest_per_busy_second
+            if owed >= MIN_REST_S:
+                self.stopping.wait(owed)
+                owed = 0.0
 
     def _report(self, error: Exception) -> None:
         now = time.monotonic()
@@ -166,7 +193,8 @@ class BentoMonitorExporter:
         # every value after the first of the first batch ("Column name … is duplicated"): a line
         # per record for a schema that is fixed here. Its errors still show.
         logging.getLogger("bentoml._internal.monitoring.base").setLevel(logging.ERROR)
-        self.monitor = bentoml.monitor
+        self.open_monitor = bentoml.monitor
+        self.monitor: MonitorBase[Any] | None = None
         self.trace_context = trace_context
         self.columns = [(name, "numerical") for name in spec.numeric] + [
             (name, "categorical") for name in spec.categorical
@@ -178,20 +206,39 @@ class BentoMonitorExporter:
     def __call__(self, request: LoggedRequest) -> None:
         """Write ``request`` as ``len(request.records)`` monitor records."""
         records, size = request.records, len(request.records)
+        # Every column is built before the monitor is touched: an error here leaves it clean.
+        columns = [([record[name] for record in records], name, "feature", kind) for name, kind in self.columns]
         if request.endpoint == "/predict_proba":
             predictions: list[Any] = [max(answer, key=answer.__getitem__) for answer in request.outputs]
             probabilities: list[Any] = [[answer[name] for name in self.classes] for answer in request.outputs]
         else:
             predictions, probabilities = list(request.outputs), [None] * size
+        columns += [
+            (predictions, PREDICTION, "prediction", self.prediction_type),
+            (probabilities, PROBABILITIES, "prediction", "numerical_sequence"),
+            ([request.endpoint] * size, ENDPOINT, "metadata", "categorical"),
+            ([self.model_tag] * size, MODEL_TAG, "metadata", "categorical"),
+        ]
+        # In a context of its own: BentoML keeps the record being built and the request id in
+        # context variables, which an export that failed halfway must not leave to the next one.
+        contextvars.Context().run(self._write, request.request_id, columns)
+
+    def _write(self, request_id: str, columns: list[tuple[list[Any], str, str, str]]) -> None:
         # BentoML types its own ids as integers but only ever writes str(id).
-        self.trace_context.request_id = request.request_id  # type: ignore[assignment]
-        with self.monitor(MONITOR_NAME) as monitor:
-            for name, kind in self.columns:
-                monitor.log_batch([record[name] for record in records], name, "feature", kind)
-            monitor.log_batch(predictions, PREDICTION, "prediction", self.prediction_type)
-            monitor.log_batch(probabilities, PROBABILITIES, "prediction", "numerical_sequence")
-            monitor.log_batch([request.endpoint] * size, ENDPOINT, "metadata", "categorical")
-            monitor.log_batch([self.model_tag] * size, MODEL_TAG, "metadata", "categorical")
+        self.trace_context.request_id = request_id  # type: ignore[assignment]
+        if self.monitor is None:
+            # The first request goes through the context manager, which makes (and caches) the
+            # monitor from BentoML's configuration; the rest call the monitor's own
+            # start_record/stop_record, sparing bentoml.monitor's dependency injection per request.
+            with self.open_monitor(MONITOR_NAME) as monitor:
+                for column in columns:
+                    monitor.log_batch(*column)
+            self.monitor = monitor
+            return
+        self.monitor.start_record()  # type: ignore[no-untyped-call]
+        for column in columns:
+            self.monitor.log_batch(*column)
+        self.monitor.stop_record()
 
 
 def register(registry: CollectorRegistry | None) -> Counter:

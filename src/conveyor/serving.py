@@ -723,6 +723,7 @@ class ServingApp:
                 sample_rate=settings.sample_rate,
                 max_queued_records=settings.max_queued_records,
                 records=self.counts.log_records,
+                max_cpu_share=settings.max_cpu_share,
             ).start()
         engine = Engine(self.bundle)
         engine.warm_up()

@@ -107,6 +107,7 @@ def bundle_info(
             enabled=cfg.monitor.log_predictions,
             sample_rate=cfg.monitor.log_sample_rate,
             max_queued_records=cfg.monitor.log_queue_records,
+            max_cpu_share=cfg.monitor.log_max_cpu_share,
         ),
         prediction_buckets=prediction_buckets(target) if card.task == "regression" else None,
     )
