@@ -35,6 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
@@ -198,7 +200,20 @@ def measure_servers(
                     )
             for name in servers:
                 results[name]["cells"][f"{body}_c{connections}"] = combine(runs[name])
+        for name, port in ports.items():
+            results[name]["prediction_log"] = log_outcomes(f"http://127.0.0.1:{port}/metrics")
     return results
+
+
+def log_outcomes(url: str) -> dict[str, float]:
+    """Records the server's prediction log exported, dropped and failed (none for a server without one)."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return {}
+    found = re.findall(r'^conveyor_prediction_log_records_total\{outcome="(\w+)"\} (\S+)$', text, flags=re.MULTILINE)
+    return {outcome: float(value) for outcome, value in found}
 
 
 def _ready_route() -> Any:
@@ -373,6 +388,11 @@ def targets(family_results: dict[str, Any]) -> list[str]:
     for cell in logged:
         cost = 1 - logged[cell]["req_per_s"] / unlogged[cell]["req_per_s"]
         checks.append((f"{cell}: prediction logging costs {cost:.1%} of req/s", cost < MAX_LOGGING_COST))
+    outcomes = family_results["conveyor"].get("prediction_log", {})
+    total = sum(outcomes.values())
+    if total:
+        shares = ", ".join(f"{outcome} {value / total:.1%}" for outcome, value in sorted(outcomes.items()))
+        checks.append((f"records handed to the prediction log over all cells: {total:,.0f} ({shares})", True))
     header = (
         f"Targets against `minimal`: ≥ {MIN_THROUGHPUT_RATIO}x req/s and p99 ≤ {MAX_P99_RATIO}x at c1 and c32, "
         f"≥ {MIN_THROUGHPUT_RATIO}x rows/s with 100 records, no errors, cold start < {MAX_COLD_START_S:.0f} s; "
