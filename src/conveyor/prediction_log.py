@@ -5,7 +5,9 @@ got in ``X-Request-ID``) go into a bounded in-memory queue; a background thread 
 and calls the exporter (:class:`BentoMonitorExporter`: ``bentoml.monitor``, which writes JSON
 lines by default or sends OTLP when BentoML's ``monitoring`` configuration says so). So logging
 never blocks a request on disk or network and never fails one: a full queue drops the request's
-records and counts them, a failing exporter is counted and logged at most once a minute.
+records and counts them, a failing exporter is counted and logged at most once a minute, and the
+thread keeps to a share of a core (``monitor.log_max_cpu_share``), so that under a load it cannot
+keep up with it drops records rather than slow the requests down.
 Requests are sampled whole (all records of a request or none), so labels can name any logged one.
 """
 
@@ -64,7 +66,7 @@ class PredictionLog:
     ``submit`` is all the request path pays: a sampling draw and a ``deque.append`` (or a count
     when the queue holds ``max_queued_records`` records already). The queue is bounded in records,
     not requests, since one request may carry up to ``serve.max_records`` of them. The thread
-    spends at most ``max_cpu_share`` of its time exporting: under a load the exporter cannot
+    spends at most ``max_cpu_share`` of a core exporting: under a load the exporter cannot
     keep up with, records are dropped (and counted) rather than taken from the requests' CPU.
     """
 
