@@ -210,7 +210,8 @@ def log_outcomes(url: str) -> dict[str, float]:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
             text = response.read().decode()
-    except (urllib.error.URLError, ConnectionError):
+    except (urllib.error.URLError, ConnectionError) as error:
+        print(f"bench: could not read {url}: {error}", file=sys.stderr)
         return {}
     found = re.findall(r'^conveyor_prediction_log_records_total\{outcome="(\w+)"\} (\S+)$', text, flags=re.MULTILINE)
     return {outcome: float(value) for outcome, value in found}

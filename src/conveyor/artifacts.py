@@ -235,7 +235,7 @@ class PredictionLogging(Artifact):
     enabled: bool = True
     sample_rate: float = 1.0
     max_queued_records: int = 20_000
-    max_cpu_share: float = 0.05
+    max_cpu_share: float = 0.03
 
 
 class BundleInfo(Artifact):
