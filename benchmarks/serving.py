@@ -35,8 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
@@ -200,21 +198,7 @@ def measure_servers(
                     )
             for name in servers:
                 results[name]["cells"][f"{body}_c{connections}"] = combine(runs[name])
-        for name, port in ports.items():
-            results[name]["prediction_log"] = log_outcomes(f"http://127.0.0.1:{port}/metrics")
     return results
-
-
-def log_outcomes(url: str) -> dict[str, float]:
-    """Records the server's prediction log exported, dropped and failed (none for a server without one)."""
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-    except (urllib.error.URLError, ConnectionError) as error:
-        print(f"bench: could not read {url}: {error}", file=sys.stderr)
-        return {}
-    found = re.findall(r'^conveyor_prediction_log_records_total\{outcome="(\w+)"\} (\S+)$', text, flags=re.MULTILINE)
-    return {outcome: float(value) for outcome, value in found}
 
 
 def _ready_route() -> Any:
@@ -395,10 +379,6 @@ def targets(family_results: dict[str, Any]) -> list[str]:
         f"prediction logging (`conveyor` against `conveyor_unlogged`) under {MAX_LOGGING_COST:.0%} of req/s in every cell."
     )
     lines = [header, "", *(f"- {'met' if passed else 'NOT met'}: {text}" for text, passed in checks)]
-    outcomes = family_results["conveyor"].get("prediction_log", {})
-    if total := sum(outcomes.values()):
-        shares = ", ".join(f"{outcome} {value / total:.1%}" for outcome, value in sorted(outcomes.items()))
-        lines += ["", f"Records `conveyor` handed to its prediction log over all cells: {total:,.0f} ({shares})."]
     return lines
 
 
