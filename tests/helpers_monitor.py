@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -74,38 +75,52 @@ def fitted_model(
     return model, spec, train
 
 
-# Writes records through BentoML's own monitoring API, one `with bentoml.monitor(...)` per request,
-# in a process of its own: BentoML configures Python logging globally for its exporter.
+# Logs requests as the service does (conveyor.prediction_log: the queue, its thread and the
+# bentoml.monitor exporter), in a process of its own, since BentoML configures Python logging
+# globally for its exporter; warnings are errors there too, as in this suite.
 WRITER = """
 import json, sys
-import bentoml
-from bentoml._internal.context import trace_context
+from bentoml._internal.configuration.containers import BentoMLContainer
+from prometheus_client import CollectorRegistry
+from conveyor.features import FeatureSpec
+from conveyor.prediction_log import BentoMonitorExporter, LoggedRequest, PredictionLog, register
 
-log_path, requests = sys.argv[1], json.loads(sys.stdin.read())
-for request in requests:
-    trace_context.request_id = request["request_id"]
-    with bentoml.monitor("conveyor_predict", monitor_class="default", monitor_options={"log_path": log_path}) as mon:
-        for name, (role, kind) in request["schema"].items():
-            mon.log_batch(request["columns"][name], name, role, kind)
+log_path, payload = sys.argv[1], json.loads(sys.stdin.read())
+BentoMLContainer.config.monitoring.options.log_path.set(log_path)
+exporter = BentoMonitorExporter(
+    spec=FeatureSpec(numeric=tuple(payload["numeric"]), categorical=tuple(payload["categorical"])),
+    task="classification",
+    classes=[],
+    model_tag="conveyor-model:test",
+)
+log = PredictionLog(exporter, sample_rate=1.0, max_queued_records=10**6, records=register(CollectorRegistry())).start()
+for request in payload["requests"]:
+    log.submit(LoggedRequest(request["request_id"], "/predict", request["records"], request["predictions"]))
+log.close(timeout=60)
+assert log.failures == 0 and log.done_records == log.queued_records
 """
 
 
-def write_monitor_logs(log_path: Path, requests: list[tuple[int, pd.DataFrame]], contract: Contract) -> None:
-    """Log each ``(request id, records)`` as BentoML's service would, into ``log_path``."""
-    payload = []
-    for request_id, records in requests:
-        schema = {
-            name: (
-                "prediction" if name == monitor.PREDICTION else "feature",
-                "numerical" if name in contract.columns and contract.columns[name].is_numeric else "categorical",
-            )
-            for name in records.columns
-        }
-        # As the service logs them: plain Python values, None where missing.
-        columns = {name: records[name].astype(object).where(records[name].notna(), None).tolist() for name in records}
-        payload.append({"request_id": request_id, "schema": schema, "columns": columns})
+def write_monitor_logs(log_path: Path, requests: list[tuple[str, pd.DataFrame]], contract: Contract) -> None:
+    """Log each ``(request id, records)`` (inputs and a ``prediction`` column) as the service would."""
+    columns = [name for name in requests[0][1].columns if name != monitor.PREDICTION]
+    payload: dict[str, Any] = {
+        "numeric": [name for name in columns if contract.columns[name].is_numeric],
+        "categorical": [name for name in columns if not contract.columns[name].is_numeric],
+        "requests": [],
+    }
+    for request_id, frame in requests:
+        # As the service hands them over: validated records of plain Python values, None where missing.
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        payload["requests"].append(
+            {
+                "request_id": request_id,
+                "records": [{name: record[name] for name in columns} for record in records],
+                "predictions": [record.get(monitor.PREDICTION) for record in records],
+            }
+        )
     subprocess.run(
-        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", WRITER, str(log_path)],
+        [sys.executable, "-W", "error", "-c", WRITER, str(log_path)],
         input=json.dumps(payload),
         env=tool_env() | {"BENTOML_HOME": str(log_path / "bentoml-home")},
         text=True,

@@ -22,8 +22,9 @@ def make_bundle(directory: Path, cfg: Config, contract: Contract, data: pd.DataF
     pipeline = train(data, cfg, contract)
     onnx, inference = compile_pipeline(pipeline, data, task=cfg.task, tolerance=cfg.serve.proba_tolerance)
     evaluation = EvaluationRecord(model_sha256="0" * 64, test_sha256="0" * 64, metrics={"accuracy": 1.0})
+    target = data[cfg.data.target].tolist() if cfg.task == "regression" else None
     info = package.bundle_info(
-        model_card(pipeline, data, cfg), evaluation, cfg, inference, model_tag="conveyor-model:test"
+        model_card(pipeline, data, cfg), evaluation, cfg, inference, model_tag="conveyor-model:test", target=target
     )
     info = info.model_copy(update={"git_revision": "0" * 40})
     write_bundle(directory, model=pipeline, onnx=onnx, contract=contract, info=info)

@@ -229,11 +229,22 @@ class InferenceChoice(Artifact):
     parity: dict[str, Any] | None
 
 
+class PredictionLogging(Artifact):
+    """The ``monitor.log_*`` settings the bundle was packaged with (see :mod:`conveyor.prediction_log`)."""
+
+    enabled: bool = True
+    sample_rate: float = 1.0
+    max_queued_records: int = 20_000
+    max_cpu_share: float = 0.03
+
+
 class BundleInfo(Artifact):
     """The bundle's ``conveyor.json`` (in the BentoML store, not tracked): what the service serves.
 
     Everything but ``model_tag`` and ``git_revision`` is the bundle's content, which its version
     hashes (:meth:`content`); ``git_revision`` is the commit it was first packaged from.
+    ``prediction_buckets`` (regression only) are the upper edges of the buckets the service
+    counts predicted values in: the training target's deciles.
     """
 
     model_tag: str
@@ -249,6 +260,8 @@ class BundleInfo(Artifact):
     metrics: dict[str, float]
     serve: ServeConfig
     inference: InferenceChoice
+    logging: PredictionLogging = PredictionLogging()
+    prediction_buckets: list[float] | None = None
 
     def content(self) -> bytes:
         """Canonical JSON of everything but where and as what it was stored, for the content hash."""

@@ -180,6 +180,12 @@ class MonitorConfig(_Section):
     ``min_labelled_rows`` labelled records and alerts below the gate's thresholds.
     ``max_pipeline_seconds`` bounds the last pipeline run; ``retrain_on_alert`` lets the monitor
     workflow dispatch the retrain workflow.
+
+    The service side, carried by the packaged model like ``serve``: with ``log_predictions`` the
+    service logs ``log_sample_rate`` of its prediction requests (drawn per request) through
+    ``bentoml.monitor``, from a queue of at most ``log_queue_records`` records (beyond it records
+    are dropped and counted, never waited for), exported by a thread that spends at most
+    ``log_max_cpu_share`` of a core doing so.
     """
 
     reference_rows: Annotated[int, Field(ge=100)] = 5000
@@ -193,6 +199,10 @@ class MonitorConfig(_Section):
     min_labelled_rows: Annotated[int, Field(ge=1)] = 50
     max_pipeline_seconds: Annotated[float, Field(gt=0.0)] = 1800.0
     retrain_on_alert: bool = False
+    log_predictions: bool = True
+    log_sample_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    log_queue_records: Annotated[int, Field(ge=1)] = 20_000
+    log_max_cpu_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.03
 
 
 Choice = str | int | float | bool | None

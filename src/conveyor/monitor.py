@@ -89,9 +89,11 @@ def write_reference(directory: Path, train: pd.DataFrame, *, columns: tuple[str,
 def read_logs(location: str) -> pd.DataFrame:
     """Every record in the BentoML monitor logs under ``location`` (a folder or an fsspec URL).
 
-    Each line of ``data.<worker>.log*`` is one JSON object: the logged columns plus
-    ``timestamp``, ``request_id`` and ``trace_id``. A ``record`` column numbers the records of
-    each request in the order they were logged, so labels can name one record of a batch.
+    Each line of ``data.<worker>.log*`` is one JSON object: the columns the service logs (see
+    :class:`conveyor.prediction_log.BentoMonitorExporter`) plus BentoML's ``timestamp``,
+    ``request_id`` (the ``X-Request-ID`` the client got) and ``trace_id``. A ``record`` column
+    numbers the records of each request in the order they were logged, so labels can name one
+    record of a batch.
     """
     import fsspec
 
@@ -114,22 +116,15 @@ def read_logs(location: str) -> pd.DataFrame:
                 records.append(record)
     window = pd.DataFrame.from_records(records)
     if REQUEST_ID in window.columns:
-        window[REQUEST_ID] = window[REQUEST_ID].map(header_request_id).astype("object")
+        window[REQUEST_ID] = window[REQUEST_ID].map(_request_id).astype("object")
         window[RECORD] = window.groupby(REQUEST_ID, dropna=False).cumcount()
     return window
 
 
-def header_request_id(logged: object) -> str | None:
-    """A logged request id as the client saw it in ``X-BentoML-Request-ID``.
-
-    BentoML logs the id as a decimal integer and sends it in the header as 16 hex digits (its
-    default ``logging.formatting.span_id: 016x``); labels are keyed by what clients saw. Outside a
-    request (a warm-up) the logged id is the text ``None``.
-    """
-    text = str(logged)
-    if text in {"None", "nan", ""}:
-        return None
-    return format(int(text), "016x") if text.isdigit() else text
+def _request_id(logged: object) -> str | None:
+    """A request id as text, the service's ``X-Request-ID``; none where BentoML logged ``None``."""
+    text = "" if logged is None else str(logged)
+    return None if text in {"None", "nan", ""} else text
 
 
 def read_labels(source: str, *, target: str) -> pd.DataFrame:
@@ -139,6 +134,8 @@ def read_labels(source: str, *, target: str) -> pd.DataFrame:
         labels = pd.read_csv(source, dtype={REQUEST_ID: str})
     else:
         labels = io.read_source(source)
+    if REQUEST_ID in labels.columns:
+        labels[REQUEST_ID] = labels[REQUEST_ID].map(_request_id)
     missing = [name for name in (REQUEST_ID, target) if name not in labels.columns]
     if missing:
         raise MonitorError(f"{source}: the labels table lacks column(s) {missing}; expected {REQUEST_ID} and {target}")

@@ -32,6 +32,7 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from conveyor import io
+from conveyor.prediction_log import BentoMonitorExporter
 from conveyor.serving import Bundle, BundleError, ServingApp
 
 MODEL_NAME = "conveyor-model"
@@ -84,7 +85,7 @@ class ConveyorService(bentoml.Service[T]):  # type: ignore[misc]
 
     def to_asgi(self, is_main: bool = True) -> Any:
         """BentoML's ASGI app (probes, docs, the mounted routes) behind Conveyor's middleware."""
-        return APP.front(super().to_asgi(is_main), registry=None, routes=BENTOML_ROUTES, timeout=TIMEOUT_S)
+        return APP.front(super().to_asgi(is_main), routes=BENTOML_ROUTES, timeout=TIMEOUT_S)
 
 
 @bentoml.service(
@@ -109,6 +110,24 @@ class Conveyor:
 
     def __init__(self) -> None:
         threadpool_limits(limits=SERVE.threads)
-        APP.load()
+        APP.load(exporter=prediction_exporter())
         gc.collect()
         gc.freeze()
+
+    @bentoml.on_shutdown  # type: ignore[untyped-decorator]
+    def flush_prediction_log(self) -> None:
+        """Export the predictions still queued before the worker exits."""
+        APP.close()
+
+
+def prediction_exporter() -> BentoMonitorExporter | None:
+    """The exporter of the prediction log, unless BentoML's ``monitoring.enabled`` is off.
+
+    Where it writes is BentoML's ``monitoring`` configuration (``BENTOML_CONFIG`` or
+    ``BENTOML_CONFIG_OPTIONS``): JSON lines under ``options.log_path`` by default, OTLP with
+    ``type: otlp``. Whether and how much is logged is the bundle's (``monitor.log_*``).
+    """
+    if not BentoMLContainer.config.monitoring.enabled.get():
+        return None
+    info = BUNDLE.info
+    return BentoMonitorExporter(spec=BUNDLE.spec, task=info.task, classes=info.classes or [], model_tag=info.model_tag)

@@ -18,15 +18,18 @@ answer serialised by pydantic-core.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import logging
+import secrets
 import time
+from collections import Counter as Tally
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -43,6 +46,8 @@ from conveyor.config import ServeConfig
 from conveyor.contract import Contract, contract_to_dict
 from conveyor.errors import ConveyorError
 from conveyor.features import FeatureSpec
+from conveyor.prediction_log import Exporter, LoggedRequest, PredictionLog
+from conveyor.prediction_log import register as register_log_counter
 from conveyor.request import body_type, example_record, record_type
 
 MODEL_FILE = "model.skops"
@@ -218,6 +223,7 @@ class Engine:
                 "max_body_bytes": self.bundle.serve.max_body_bytes,
                 "max_concurrency": self.bundle.serve.max_concurrency,
             },
+            "prediction_log": info.logging.model_dump(mode="json"),
             "contract": contract_to_dict(self.bundle.contract),
         }
 
@@ -331,9 +337,10 @@ class BodyLimit:
     is buffered and handed on, so every route, BentoML's included, sees at most that many bytes.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: ServiceMetrics | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse an oversized body; otherwise pass the request on with its body replayed."""
@@ -342,6 +349,8 @@ class BodyLimit:
             return
         refusal, body = await self._read(scope, receive)
         if refusal is not None:
+            if self.metrics is not None:
+                self.metrics.refused(scope["path"], refusal[1])
             await _send_response(refuse(scope["method"], scope["path"], *refusal), scope, receive, send)
             return
         delivered = False
@@ -515,8 +524,10 @@ async def _read_body(receive: Receive) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _send(send: Send, status: int, body: bytes, media_type: str = JSON_TYPE) -> None:
-    headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
+async def _send(
+    send: Send, status: int, body: bytes, media_type: str = JSON_TYPE, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    headers = [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -538,12 +549,13 @@ class Prediction:
     and the exception wrapping cost more than the ONNX model does.
     """
 
-    def __init__(self, service: ServingApp, *, proba: bool) -> None:
+    def __init__(self, service: ServingApp, *, path: str, proba: bool) -> None:
         self.service = service
+        self.path = path
         self.proba = proba
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one ``POST`` with predictions, or a 4xx saying what is wrong with it."""
+        """Answer one ``POST`` with predictions and its ``X-Request-ID``, or a 4xx saying what is wrong."""
         checked = self.check(scope, await _read_body(receive))
         if isinstance(checked, Response):
             await _send_response(checked, scope, receive, send)
@@ -551,7 +563,10 @@ class Prediction:
         if self.service.engine is None:
             await _send(send, 503, error_body("the model is still loading", []))
             return
-        await _send(send, 200, to_json(await self.service.answer(checked, proba=self.proba)))
+        outputs = await self.service.answer(checked, proba=self.proba)
+        request_id = secrets.token_hex(8)
+        await _send(send, 200, to_json(outputs), extra=((REQUEST_ID_HEADER, request_id.encode()),))
+        self.service.answered(LoggedRequest(request_id, self.path, checked, outputs), proba=self.proba)
 
     def check(self, scope: Scope, body: bytes) -> Response | list[dict[str, Any]]:
         """The validated records, or the 4xx refusing them."""
@@ -559,30 +574,118 @@ class Prediction:
         if content_type != JSON_TYPE.encode():
             shown = content_type.decode("latin-1") or "none"
             detail = [problem(["header", "content-type"], "media_type", f"expected {JSON_TYPE}, got {shown}")]
+            self.service.counts.refused(self.path, detail)
             return refuse(scope["method"], scope["path"], 415, detail)
         try:
             records: list[dict[str, Any]] = self.service.bundle.request.validate_json(body)["records"]
         except ValidationError as error:
             found = error.errors(include_url=False, include_input=False, include_context=False)
-            return refuse(scope["method"], scope["path"], 400, [problem(d["loc"], d["type"], d["msg"]) for d in found])
+            detail = [problem(d["loc"], d["type"], d["msg"]) for d in found]
+            self.service.counts.refused(self.path, detail)
+            return refuse(scope["method"], scope["path"], 400, detail)
         return records
+
+
+REQUEST_ID_HEADER = b"x-request-id"
+# What conveyor_refused_requests_total names as the field at fault, besides the model's input columns.
+REFUSAL_FIELDS = ("body", "records", "content-type", "content-length", "unknown_field")
+
+
+def refused_field(loc: Sequence[str | int], columns: frozenset[str]) -> str:
+    """The field a problem's ``loc`` points at, from a fixed set: an input column or one of :data:`REFUSAL_FIELDS`.
+
+    A key the client made up (unknown at the top or in a record) is ``unknown_field``, so the
+    series stay as few as the contract's columns whatever clients send.
+    """
+    if not loc or loc[0] == "body":
+        return "body"
+    if loc[0] == "header":
+        return str(loc[1]) if len(loc) > 1 and loc[1] in REFUSAL_FIELDS else "body"
+    if loc[0] != "records":
+        return "unknown_field"
+    if len(loc) < 3:
+        return "records"
+    return str(loc[2]) if loc[2] in columns else "unknown_field"
+
+
+class ServiceMetrics:
+    """Conveyor's series beyond the request ones: predictions by class or value bucket, refusals by field.
+
+    ``conveyor_predictions_total{endpoint, prediction}`` counts records: by predicted class (for
+    ``/predict_proba``, the most probable one), or for regression by the bucket of the training
+    target's deciles the value falls in (``<=12.5``, …, ``>40.1``). ``conveyor_refused_requests_total
+    {endpoint, field}`` counts refused prediction requests by the field of their first problem
+    (see :func:`refused_field`). Both are bounded: classes, buckets and columns are the model's.
+    """
+
+    def __init__(self, bundle: Bundle, *, paths: Iterable[str], registry: CollectorRegistry | None) -> None:
+        self.predictions = Counter(
+            "conveyor_predictions_total",
+            "Predicted records by class (classification) or value bucket (regression)",
+            ("endpoint", "prediction"),
+            registry=registry,
+        )
+        self.refusals = Counter(
+            "conveyor_refused_requests_total",
+            "Refused prediction requests by the field at fault (the first problem's)",
+            ("endpoint", "field"),
+            registry=registry,
+        )
+        self.log_records = register_log_counter(registry)
+        self.paths = frozenset(paths)
+        self.columns = frozenset(bundle.columns)
+        self.edges = list(bundle.info.prediction_buckets or [])
+        self.buckets = [f"<={edge:g}" for edge in self.edges] + [f">{self.edges[-1]:g}" if self.edges else "all"]
+        # Resolving labels takes a lock and a lookup; the series are few, keep them.
+        self.series: dict[tuple[str, str, str], Any] = {}
+
+    def refused(self, path: str, detail: Sequence[Mapping[str, Any]]) -> None:
+        """Count one refused request to a prediction route, by the field of its first problem."""
+        if path in self.paths and detail:
+            self._child("refusals", path, refused_field(detail[0]["loc"], self.columns)).inc()
+
+    def predicted(self, path: str, labels: Sequence[str]) -> None:
+        """Count each record's predicted class (or bucket)."""
+        if len(labels) == 1:
+            self._child("predictions", path, labels[0]).inc()
+            return
+        for label, count in Tally(labels).items():
+            self._child("predictions", path, label).inc(count)
+
+    def bucket(self, value: float) -> str:
+        """The label of the value bucket ``value`` falls in."""
+        return self.buckets[bisect.bisect_left(self.edges, value)]
+
+    def _child(self, counter: Literal["predictions", "refusals"], path: str, label: str) -> Any:
+        key = (counter, path, label)
+        child = self.series.get(key)
+        if child is None:
+            child = self.series[key] = getattr(self, counter).labels(path, label)
+        return child
 
 
 class ServingApp:
     """The service's HTTP API as a Starlette app: prediction routes, metadata, OpenAPI and metrics.
 
     The engine is loaded by :meth:`load` (BentoML calls it once per worker, at startup); until
-    then the prediction routes answer 503. ``exposition`` renders ``/metrics``.
+    then the prediction routes answer 503. ``exposition`` renders ``/metrics``; the service's
+    series go to ``registry`` (``None`` under Prometheus' multiprocess mode, as in ``bentoml
+    serve``, where samples go to shared files rather than a registry).
     """
 
-    def __init__(self, bundle: Bundle, *, exposition: Callable[[], bytes]) -> None:
+    def __init__(
+        self, bundle: Bundle, *, exposition: Callable[[], bytes], registry: CollectorRegistry | None = None
+    ) -> None:
         self.bundle = bundle
         self.exposition = exposition
+        self.registry = registry
         self.engine: Engine | None = None
         self.batcher: Batcher | None = None
-        self.predictions: dict[str, ASGIApp] = {"/predict": Prediction(self, proba=False)}
+        self.log: PredictionLog | None = None
+        self.predictions: dict[str, ASGIApp] = {"/predict": Prediction(self, path="/predict", proba=False)}
         if bundle.is_classifier:
-            self.predictions["/predict_proba"] = Prediction(self, proba=True)
+            self.predictions["/predict_proba"] = Prediction(self, path="/predict_proba", proba=True)
+        self.counts = ServiceMetrics(bundle, paths=self.predictions, registry=registry)
         routes = [Route(path, endpoint, methods=["POST"]) for path, endpoint in self.predictions.items()]
         routes += [
             Route("/metadata", self.metadata, methods=["GET", "POST"]),
@@ -592,9 +695,7 @@ class ServingApp:
         self.app = _Routes(routes=routes)
         self.paths = tuple(route.path for route in routes)
 
-    def front(
-        self, server: ASGIApp, *, registry: CollectorRegistry | None, routes: Iterable[str] = (), timeout: float = 30
-    ) -> ASGIApp:
+    def front(self, server: ASGIApp, *, routes: Iterable[str] = (), timeout: float = 30) -> ASGIApp:
         """The ASGI app to run: ``server`` (which mounts :attr:`app`) behind this service's middleware.
 
         Outermost first: :class:`RequestMetrics` (``routes`` are the server's own paths, counted
@@ -603,14 +704,27 @@ class ServingApp:
         """
         serve = self.bundle.serve
         app: ASGIApp = FastLane(server, routes=self.predictions)
-        app = BodyLimit(app, max_body_bytes=serve.max_body_bytes)
+        app = BodyLimit(app, max_body_bytes=serve.max_body_bytes, metrics=self.counts)
         # Per worker, as BentoML divides traffic.max_concurrency.
         app = Admission(app, max_concurrency=-(-serve.max_concurrency // serve.workers), timeout=timeout)
         known = (*self.paths, *routes)
-        return RequestMetrics(app, routes=known, registry=registry, access_log=serve.access_log)
+        return RequestMetrics(app, routes=known, registry=self.registry, access_log=serve.access_log)
 
-    def load(self) -> Engine:
-        """Load the model, warm it up and serve it from now on (batched, if ``serve.batching`` says so)."""
+    def load(self, exporter: Exporter | None = None) -> Engine:
+        """Load the model, warm it up and serve it from now on (batched, if ``serve.batching`` says so).
+
+        With an ``exporter`` and the bundle's ``logging.enabled``, answered requests are logged
+        through it from a :class:`~conveyor.prediction_log.PredictionLog` started here (per worker).
+        """
+        settings = self.bundle.info.logging
+        if exporter is not None and settings.enabled:
+            self.log = PredictionLog(
+                exporter,
+                sample_rate=settings.sample_rate,
+                max_queued_records=settings.max_queued_records,
+                records=self.counts.log_records,
+                max_cpu_share=settings.max_cpu_share,
+            ).start()
         engine = Engine(self.bundle)
         engine.warm_up()
         serve = self.bundle.serve
@@ -625,6 +739,24 @@ class ServingApp:
             return await self.batcher(records, proba=proba)
         assert self.engine is not None, "answer() before load()"
         return self.engine.predict_proba(records) if proba else self.engine.predict(records)
+
+    def answered(self, request: LoggedRequest, *, proba: bool) -> None:
+        """Count an answered request's predictions and hand it to the log (if sampled); never raises."""
+        outputs = request.outputs
+        if proba:
+            labels = [max(answer, key=answer.__getitem__) for answer in outputs]
+        elif self.bundle.is_classifier:
+            labels = list(outputs)
+        else:
+            labels = [self.counts.bucket(value) for value in outputs]
+        self.counts.predicted(request.endpoint, labels)
+        if self.log is not None and self.log.sampled():
+            self.log.submit(request)
+
+    def close(self) -> None:
+        """Flush the prediction log (BentoML calls this at shutdown)."""
+        if self.log is not None:
+            self.log.close()
 
     async def metadata(self, _: Request) -> Response:
         """``GET /metadata``: where the model came from, its metrics, limits and contract."""
@@ -711,6 +843,13 @@ def openapi(bundle: Bundle) -> dict[str, Any]:
     else:
         labels = {"type": "array", "items": {"type": "number"}}
     body = {"required": True, "content": {JSON_TYPE: {"schema": {"$ref": REF.format(model="PredictRequest")}}}}
+    request_id = {
+        "X-Request-ID": {
+            "description": "This request's id: 16 hex digits, the request_id of its records in the prediction log",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        }
+    }
 
     def prediction(summary: str, answer: Mapping[str, Any], operation: str) -> dict[str, Any]:
         return {
@@ -718,7 +857,7 @@ def openapi(bundle: Bundle) -> dict[str, Any]:
                 "operationId": operation,
                 "summary": summary,
                 "requestBody": body,
-                "responses": {"200": _json(answer, summary), **refusals},
+                "responses": {"200": _json(answer, summary) | {"headers": request_id}, **refusals},
             }
         }
 

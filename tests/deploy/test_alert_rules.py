@@ -57,7 +57,7 @@ SERVICE_TESTS: list[dict[str, Any]] = [
             {"series": f'conveyor_request_total{{{PREDICT},http_response_code="200"}}', "values": "0+100x40"},
             {"series": f'conveyor_request_total{{{PREDICT},http_response_code="500"}}', "values": "0+5x40"},
             {"series": f'conveyor_request_total{{{PREDICT},http_response_code="400"}}', "values": "0+1x40"},
-            {"series": f'conveyor_refused_requests_total{{{PREDICT},field="records.0.island"}}', "values": "0+10x40"},
+            {"series": f'conveyor_refused_requests_total{{{PREDICT},field="island"}}', "values": "0+10x40"},
             *(
                 {
                     "series": f'conveyor_request_duration_seconds_bucket{{{PREDICT},http_response_code="200",le="{le}"}}',
@@ -77,7 +77,7 @@ SERVICE_TESTS: list[dict[str, Any]] = [
         "interval": "1m",
         "input_series": [
             {"series": f'conveyor_request_total{{{PREDICT},http_response_code="200"}}', "values": "0+100x40"},
-            {"series": f'conveyor_refused_requests_total{{{PREDICT},field="records.0.island"}}', "values": "0+1x40"},
+            {"series": f'conveyor_refused_requests_total{{{PREDICT},field="island"}}', "values": "0+1x40"},
             *(
                 {
                     "series": f'conveyor_request_duration_seconds_bucket{{{PREDICT},http_response_code="200",le="{le}"}}',

@@ -21,25 +21,26 @@ def population(contract: Contract) -> Population:
     return Population(io.read_source(str(ROOT / "data" / "penguins.csv")), contract)
 
 
-def served(population: Population, sizes: list[int], seed: int) -> list[tuple[int, pd.DataFrame]]:
-    """Requests of the given sizes, with ids 1001, 1002, …; each record carries its true label too."""
+def served(population: Population, sizes: list[int], seed: int) -> list[tuple[str, pd.DataFrame]]:
+    """Requests of the given sizes, with ids ``00000000000003e9``, ``…3ea``, …; the label as the prediction."""
     rng = np.random.default_rng(seed)
     requests = []
     for number, size in enumerate(sizes):
         records = population.draw(size, rng).drop(columns=["year"])
-        requests.append((1001 + number, records.rename(columns={"species": monitor.PREDICTION})))
+        requests.append((f"{1001 + number:016x}", records.rename(columns={"species": monitor.PREDICTION})))
     return requests
 
 
-def test_records_ids_and_positions_are_read_from_bentomls_own_logs(
+def test_records_ids_and_positions_are_read_from_the_services_logs(
     tmp_path: Path, population: Population, contract: Contract
 ) -> None:
     requests = served(population, [3, 1, 2], seed=1)
     write_monitor_logs(tmp_path / "monitoring", requests, contract)
-    assert sorted(p.name for p in (tmp_path / "monitoring" / "conveyor_predict" / "data").iterdir()) == ["data.0.log"]
+    data = tmp_path / "monitoring" / "conveyor_predictions" / "data"
+    assert sorted(p.name for p in data.iterdir()) == ["data.0.log"]
     window = monitor.read_logs(str(tmp_path / "monitoring"))
     assert len(window) == 6
-    # As clients saw it in X-BentoML-Request-ID: 16 hex digits.
+    # As clients saw it in X-Request-ID, never read as a number.
     assert (
         window[monitor.REQUEST_ID].tolist()
         == ["00000000000003e9"] * 3 + ["00000000000003ea"] + ["00000000000003eb"] * 2
@@ -48,12 +49,13 @@ def test_records_ids_and_positions_are_read_from_bentomls_own_logs(
     expected = pd.concat([records for _, records in requests], ignore_index=True)
     assert np.allclose(window["bill_length_mm"].astype(float), expected["bill_length_mm"], equal_nan=True)
     assert window["island"].tolist() == expected["island"].tolist()
-    assert {"timestamp", "trace_id"} <= set(window.columns)
+    assert window[monitor.PREDICTION].tolist() == expected[monitor.PREDICTION].tolist()
+    assert set(window["model_tag"]) == {"conveyor-model:test"}
+    assert set(window["endpoint"]) == {"/predict"}
+    assert {"timestamp", "trace_id", "probabilities"} <= set(window.columns)
 
 
-def test_labels_join_on_the_header_request_id_and_record(
-    tmp_path: Path, population: Population, contract: Contract
-) -> None:
+def test_labels_join_on_the_request_id_and_record(tmp_path: Path, population: Population, contract: Contract) -> None:
     requests = served(population, [2, 1], seed=2)
     write_monitor_logs(tmp_path / "monitoring", requests, contract)
     window = monitor.read_logs(str(tmp_path / "monitoring"))

@@ -67,7 +67,7 @@ def test_monitor_judges_exports_and_logs_against_the_packaged_reference(
 
     logs = tmp_path / "monitoring"
     records = resampled(reproduced_repo, 60, seed=3).drop(columns=["species", "year"])
-    write_monitor_logs(logs, [(7, records)], contract)
+    write_monitor_logs(logs, [("0123456789abcdef", records)], contract)
     result = run(reproduced_repo, "conveyor", "monitor", "--logs", logs, "--out", tmp_path / "few", "--fail-on-alert")
     assert "monitor: insufficient_data (60 records; alerts: none)" in result.stdout
 

@@ -28,16 +28,17 @@ from starlette.routing import Mount, Route
 from conveyor import io
 from conveyor.config import Config
 from conveyor.contract import Contract, parse_contract
+from conveyor.prediction_log import Exporter
 from conveyor.serving import Admission, Bundle, ServingApp
 
 
 class Served:
     """A bundle served in process, with the middleware ``bentoml serve`` runs, through httpx."""
 
-    def __init__(self, bundle: Bundle) -> None:
+    def __init__(self, bundle: Bundle, exporter: Exporter | None = None) -> None:
         self.registry = CollectorRegistry()
-        self.serving = ServingApp(bundle, exposition=lambda: generate_latest(self.registry))
-        self.serving.load()
+        self.serving = ServingApp(bundle, exposition=lambda: generate_latest(self.registry), registry=self.registry)
+        self.serving.load(exporter=exporter)
         self.release = asyncio.Event()
 
         async def livez(_: Request) -> PlainTextResponse:
@@ -48,7 +49,7 @@ class Served:
             return PlainTextResponse("done")
 
         server = Starlette(routes=[Route("/livez", livez), Route("/slow", slow), Mount("/", app=self.serving.app)])
-        self.app = self.serving.front(server, registry=self.registry, routes=("/livez", "/slow"))
+        self.app = self.serving.front(server, routes=("/livez", "/slow"))
 
     def run(self, *calls: Callable[[httpx.AsyncClient], Any]) -> list[httpx.Response]:
         """Run the calls concurrently, each given the client; their responses in order."""

@@ -70,7 +70,7 @@ def logged_window(directory: Path, repo: Path, contract: Contract, *, seed: int,
     if shift is not None:
         records[shift] = (records[shift] + records[shift].std()).round()
     write_monitor_logs(
-        directory, [(seed * 1000 + i, records.iloc[i * 100 : (i + 1) * 100]) for i in range(5)], contract
+        directory, [(f"{seed * 1000 + i:016x}", records.iloc[i * 100 : (i + 1) * 100]) for i in range(5)], contract
     )
     return directory
 

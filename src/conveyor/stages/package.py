@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,15 @@ from typing import Any
 import yaml
 
 from conveyor import io, provenance
-from conveyor.artifacts import BundleInfo, EvaluationRecord, GateVerdict, InferenceChoice, ModelCard, PackageReport
+from conveyor.artifacts import (
+    BundleInfo,
+    EvaluationRecord,
+    GateVerdict,
+    InferenceChoice,
+    ModelCard,
+    PackageReport,
+    PredictionLogging,
+)
 from conveyor.compiled import compile_pipeline
 from conveyor.config import Config
 from conveyor.contract import contract_to_dict
@@ -54,10 +62,33 @@ def check_gate(verdict: GateVerdict, model_sha256: str, *, source: Path, model_p
         )
 
 
+# Buckets the service counts regression predictions in: the training target's deciles.
+PREDICTION_QUANTILES = tuple(q / 10 for q in range(1, 10))
+
+
+def prediction_buckets(target: Sequence[float] | None) -> list[float] | None:
+    """Upper edges of the value buckets for ``conveyor_predictions_total`` (regression), rounded to 4 digits."""
+    if target is None or len(target) == 0:
+        return None
+    import numpy as np
+
+    edges = np.quantile(np.asarray(target, dtype=np.float64), PREDICTION_QUANTILES)
+    return sorted({float(f"{edge:.4g}") for edge in edges})
+
+
 def bundle_info(
-    card: ModelCard, evaluation: EvaluationRecord, cfg: Config, inference: InferenceChoice, *, model_tag: str = ""
+    card: ModelCard,
+    evaluation: EvaluationRecord,
+    cfg: Config,
+    inference: InferenceChoice,
+    *,
+    model_tag: str = "",
+    target: Sequence[float] | None = None,
 ) -> BundleInfo:
-    """The bundle's ``conveyor.json``; ``model_tag`` and the commit are filled in once the content is hashed."""
+    """The bundle's ``conveyor.json``; ``model_tag`` and the commit are filled in once the content is hashed.
+
+    ``target`` is the training split's target (regression only), for the prediction buckets.
+    """
     return BundleInfo(
         model_tag=model_tag,
         git_revision="",
@@ -72,6 +103,13 @@ def bundle_info(
         metrics=evaluation.metrics,
         serve=cfg.serve,
         inference=inference,
+        logging=PredictionLogging(
+            enabled=cfg.monitor.log_predictions,
+            sample_rate=cfg.monitor.log_sample_rate,
+            max_queued_records=cfg.monitor.log_queue_records,
+            max_cpu_share=cfg.monitor.log_max_cpu_share,
+        ),
+        prediction_buckets=prediction_buckets(target) if card.task == "regression" else None,
     )
 
 
@@ -160,7 +198,9 @@ def run(
     )
     card = io.read_artifact(metadata, ModelCard)
     record = io.read_artifact(evaluation, EvaluationRecord)
-    info = bundle_info(card, record, cfg, inference)
+    train_split = io.read_table(train)
+    target = train_split[card.target].dropna().tolist() if card.task == "regression" else None
+    info = bundle_info(card, record, cfg, inference, target=target)
     # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
     # model, contract and parity report it is derived from do not. The monitor's reference sample
     # is in the bundle too: another size must not reuse a stored model.
@@ -182,7 +222,7 @@ def run(
             reference_columns = (*spec_of(model).columns, cfg.data.target)
             write_reference(
                 Path(saved.path),
-                io.read_table(train),
+                train_split,
                 columns=reference_columns,
                 rows=cfg.monitor.reference_rows,
                 seed=cfg.split.seed,
