@@ -202,7 +202,7 @@ class MonitorConfig(_Section):
     log_predictions: bool = True
     log_sample_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     log_queue_records: Annotated[int, Field(ge=1)] = 20_000
-    log_max_cpu_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.03
+    log_max_cpu_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.02
 
 
 Choice = str | int | float | bool | None
