@@ -144,7 +144,7 @@ def test_logging_off_in_the_bundle_starts_no_log(bundle: Bundle) -> None:
         "enabled": False,
         "sample_rate": 1.0,
         "max_queued_records": 20_000,
-        "max_cpu_share": 0.03,
+        "max_cpu_share": 0.02,
     }
 
 
