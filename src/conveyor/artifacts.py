@@ -230,12 +230,15 @@ class InferenceChoice(Artifact):
 
 
 class PredictionLogging(Artifact):
-    """The ``monitor.log_*`` settings the bundle was packaged with (see :mod:`conveyor.prediction_log`)."""
+    """The ``monitor.log_*`` settings the bundle was packaged with (see :mod:`conveyor.prediction_log`).
 
-    enabled: bool = True
-    sample_rate: float = 1.0
-    max_queued_records: int = 20_000
-    max_cpu_share: float = 0.03
+    No defaults here: they are ``MonitorConfig``'s, and the package stage always copies them.
+    """
+
+    enabled: bool
+    sample_rate: float
+    max_queued_records: int
+    max_cpu_share: float
 
 
 class BundleInfo(Artifact):
@@ -260,7 +263,7 @@ class BundleInfo(Artifact):
     metrics: dict[str, float]
     serve: ServeConfig
     inference: InferenceChoice
-    logging: PredictionLogging = PredictionLogging()
+    logging: PredictionLogging
     prediction_buckets: list[float] | None = None
 
     def content(self) -> bytes:

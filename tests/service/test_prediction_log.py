@@ -16,7 +16,6 @@ from helpers_service import GOOD, make_bundle
 from test_app import Served, data_dir
 
 from conveyor import io
-from conveyor.artifacts import PredictionLogging
 from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.prediction_log import LoggedRequest
@@ -36,7 +35,7 @@ def logging_as(bundle: Bundle, **settings: Any) -> Bundle:
     """``bundle`` as if packaged with other ``monitor.log_*`` settings."""
     return Bundle(
         bundle.directory,
-        bundle.info.model_copy(update={"logging": PredictionLogging(**settings)}),
+        bundle.info.model_copy(update={"logging": bundle.info.logging.model_copy(update=settings)}),
         bundle.contract,
     )
 
