@@ -5,6 +5,7 @@ package (.ci/run installs it)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,19 @@ def test_each_alert_fires_on_its_metric_and_not_on_healthy_series(
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump(unit_tests))
     result = run(tmp_path, promtool(), "test", "rules", "tests.yaml", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_each_rule_reads_recorded_series_from_earlier_in_its_own_group() -> None:
+    """Groups evaluate independently (promtool even picks their order at random), so a rule that read
+    a series recorded in another group could see it one interval late or not at all."""
+    for group in rule_groups(annotations=False)["groups"]:
+        recorded_before: set[str] = set()
+        for rule in group["rules"]:
+            # Recording rule names hold colons; raw metric names by convention do not.
+            read = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*:[A-Za-z0-9_:]+", rule["expr"]))
+            assert read <= recorded_before, (group["name"], rule.get("alert") or rule.get("record"), read)
+            if "record" in rule:
+                recorded_before.add(rule["record"])
 
 
 def test_every_alert_has_a_firing_test() -> None:
