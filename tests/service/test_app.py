@@ -39,12 +39,14 @@ class Served:
         self.registry = CollectorRegistry()
         self.serving = ServingApp(bundle, exposition=lambda: generate_latest(self.registry), registry=self.registry)
         self.serving.load(exporter=exporter)
+        self.slow_entered = asyncio.Event()
         self.release = asyncio.Event()
 
         async def livez(_: Request) -> PlainTextResponse:
             return PlainTextResponse("\n")
 
         async def slow(_: Request) -> PlainTextResponse:
+            self.slow_entered.set()
             await self.release.wait()
             return PlainTextResponse("done")
 
@@ -211,14 +213,14 @@ def test_requests_beyond_the_concurrency_limit_get_429_and_probes_still_answer(b
         return await client.get("/slow")
 
     async def then_predict(client: httpx.AsyncClient) -> httpx.Response:
-        await asyncio.sleep(0.05)  # the slow request holds the only slot by now
+        await served.slow_entered.wait()  # the slow request holds the only slot
         try:
             return await client.post("/predict", content=json.dumps({"records": [GOOD]}), headers=JSON)
         finally:
             served.release.set()
 
     async def probe(client: httpx.AsyncClient) -> httpx.Response:
-        await asyncio.sleep(0.05)
+        await served.slow_entered.wait()
         return await client.get("/livez")
 
     slow_response, refused, live = served.run(slow, then_predict, probe)
