@@ -26,6 +26,9 @@ from conveyor.model import build_pipeline
 from conveyor.stages.split import split
 
 JITTER = 0.2
+# The BentoML option that says where the prediction log's files go: the served-traffic test proves
+# it under `bentoml serve`, and deploy/'s Deployment sets it (test_deploy.py).
+LOG_PATH_OPTION = "services.conveyor.monitoring.options.log_path="
 # Categories moved in a mix change: this many percentage points of all records.
 MIX_POINTS = 0.30
 

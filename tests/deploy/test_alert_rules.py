@@ -18,7 +18,9 @@ from test_deploy import OVERLAYS, render
 RULE = ROOT / "deploy" / "base" / "prometheusrule.yaml"
 NAMESPACE = "conveyor-prod"
 # Series in the namespace the ServiceMonitor's targets get.
-PREDICT = f'namespace="{NAMESPACE}",endpoint="/predict"'
+NAMESPACED = f'namespace="{NAMESPACE}"'
+PREDICT = f'{NAMESPACED},endpoint="/predict"'
+PREDICTION_LOG = "conveyor_prediction_log_records_total"
 WEEK_IN_STEPS = 7 * 24 * 3
 
 
@@ -59,6 +61,8 @@ SERVICE_TESTS: list[dict[str, Any]] = [
             {"series": f'conveyor_request_total{{{PREDICT},http_response_code="500"}}', "values": "0+5x40"},
             {"series": f'conveyor_request_total{{{PREDICT},http_response_code="400"}}', "values": "0+1x40"},
             {"series": f'conveyor_refused_requests_total{{{PREDICT},field="island"}}', "values": "0+10x40"},
+            {"series": f'{PREDICTION_LOG}{{{NAMESPACED},outcome="exported"}}', "values": "0+90x40"},
+            {"series": f'{PREDICTION_LOG}{{{NAMESPACED},outcome="failed"}}', "values": "0+10x40"},
             *(
                 {
                     "series": f'conveyor_request_duration_seconds_bucket{{{PREDICT},http_response_code="200",le="{le}"}}',
@@ -72,6 +76,8 @@ SERVICE_TESTS: list[dict[str, Any]] = [
             alert("ConveyorHighErrorRate", "20m", {"severity": "critical", "namespace": NAMESPACE}),
             alert("ConveyorHighLatency", "20m", {"severity": "warning", "namespace": NAMESPACE}),
             alert("ConveyorHighRefusalRate", "35m", {"severity": "warning", "namespace": NAMESPACE}),
+            alert("ConveyorPredictionLogLoss", "12m"),  # not yet for 15 minutes
+            alert("ConveyorPredictionLogLoss", "35m", {"severity": "warning", "namespace": NAMESPACE}),
         ],
     },
     {
@@ -79,6 +85,8 @@ SERVICE_TESTS: list[dict[str, Any]] = [
         "input_series": [
             {"series": f'conveyor_request_total{{{PREDICT},http_response_code="200"}}', "values": "0+100x40"},
             {"series": f'conveyor_refused_requests_total{{{PREDICT},field="island"}}', "values": "0+1x40"},
+            {"series": f'{PREDICTION_LOG}{{{NAMESPACED},outcome="exported"}}', "values": "0+99x40"},
+            {"series": f'{PREDICTION_LOG}{{{NAMESPACED},outcome="dropped"}}', "values": "0+1x40"},
             *(
                 {
                     "series": f'conveyor_request_duration_seconds_bucket{{{PREDICT},http_response_code="200",le="{le}"}}',
@@ -91,6 +99,7 @@ SERVICE_TESTS: list[dict[str, Any]] = [
             alert("ConveyorHighErrorRate", "35m"),
             alert("ConveyorHighLatency", "35m"),
             alert("ConveyorHighRefusalRate", "35m"),
+            alert("ConveyorPredictionLogLoss", "35m"),
         ],
     },
 ]
@@ -127,7 +136,7 @@ def test_the_rules_are_valid_prometheus_rules(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(rule_groups(annotations=True)))
     result = run(tmp_path, promtool(), "check", "rules", rules)
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 @pytest.mark.parametrize(("evaluation_interval", "tests"), [("1m", SERVICE_TESTS), ("20m", MIX_TESTS)])

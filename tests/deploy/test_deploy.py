@@ -12,6 +12,7 @@ import kubernetes_validate  # type: ignore[import-untyped]  # no stubs or py.typ
 import pytest
 import yaml
 from conftest import BIN, ROOT, run
+from helpers_monitor import LOG_PATH_OPTION
 
 from conveyor import deploy
 from conveyor.cli import main
@@ -77,6 +78,23 @@ def test_deployment_is_probed_bounded_and_unprivileged(overlay: str) -> None:
     assert "/tmp" in mounts, "a read-only root needs a writable /tmp for BentoML"
     assert container["image"] == f"ghcr.io/owner/conveyor:unreleased@{PLACEHOLDER_DIGEST}"
     assert PINNED.match(container["image"]), "pinned by digest: a re-pushed tag cannot change what runs"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_what_the_service_writes_goes_to_its_writable_volumes(overlay: str) -> None:
+    """With a read-only root, the prediction log at BentoML's default (./monitoring) would fail every record."""
+    pod = by_kind(render(DEPLOY / "overlays" / overlay))["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    (log_path,) = (
+        option.removeprefix(LOG_PATH_OPTION)
+        for option in env["BENTOML_CONFIG_OPTIONS"].split()
+        if option.startswith(LOG_PATH_OPTION)
+    )
+    writable = [Path(mount["mountPath"]) for mount in container["volumeMounts"] if not mount.get("readOnly")]
+    for written in (Path(log_path), Path(env["PROMETHEUS_MULTIPROC_DIR"])):
+        assert written.is_absolute(), written
+        assert any(written.is_relative_to(mount) for mount in writable), f"{written} is on the read-only root"
 
 
 def selects(selector: dict[str, Any], deployment: dict[str, Any]) -> bool:

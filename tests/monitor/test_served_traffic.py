@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import ROOT, run, tool_env
-from helpers_monitor import Population
+from helpers_monitor import LOG_PATH_OPTION, Population
 from helpers_process import free_port, running
 
 from conveyor import io
@@ -84,7 +84,7 @@ def test_served_traffic_is_logged_and_a_shift_is_named(
     logs = tmp_path / "served-logs"
     port = free_port()
     # BentoML's own configuration says where its monitor writes (here: JSON lines under logs/).
-    env = tool_env() | {"BENTOML_CONFIG_OPTIONS": f"services.conveyor.monitoring.options.log_path={logs}"}
+    env = tool_env() | {"BENTOML_CONFIG_OPTIONS": f"{LOG_PATH_OPTION}{logs}"}
     command = ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)]
     rng = np.random.default_rng(11)
     with (
