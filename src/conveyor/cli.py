@@ -278,6 +278,16 @@ def _timings(args: argparse.Namespace) -> None:
     print(f"\nTotal {timings.total:.1f} s; slowest: `{timings.slowest}`." if timings.root else "\nNo stage ran.")
 
 
+def _check_repro(args: argparse.Namespace) -> None:
+    from conveyor import repro
+
+    outcome = repro.check(Path.cwd(), rev=args.rev)
+    lines = repro.summary(outcome)
+    print("\n".join(lines), file=sys.stderr if outcome.problems else sys.stdout)
+    if outcome.problems:
+        raise SystemExit(1)
+
+
 def _add_report(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--out", type=Path, required=True, help="the Markdown file; images go to <stem>-images/ beside it")
     sub.add_argument("--gate", type=Path, required=True, help="the gate's verdict (reports/gate.json)")
@@ -379,6 +389,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     timings.add_argument("--file", type=Path, required=True, help="the stage-timings.json the stages wrote")
     timings.set_defaults(handler=_timings)
+    check_repro = commands.add_parser(
+        "check-repro",
+        help="After `dvc repro`: is the committed dvc.lock current, and are the results the committed ones?",
+        description=(
+            "Compare the workspace after `dvc repro` with a revision: every stage's command, params and input "
+            "files exactly; tracked reports within a stated numeric tolerance; machine-dependent bytes named."
+        ),
+    )
+    check_repro.add_argument(
+        "--rev", default="HEAD", help="the revision holding the committed dvc.lock (default: HEAD)"
+    )
+    check_repro.set_defaults(handler=_check_repro)
     _add_init(
         command(
             "init",
