@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup run repro test test-fast lint format bench serve bento clean sweep
+.PHONY: help setup system-tools run repro check-repro test test-fast lint format bench serve bento clean sweep
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,7 +30,26 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
 	@touch $@
 
-setup: $(VENV)/.synced ## Create .venv from uv.lock (installs uv itself into .tools/ first)
+setup: $(VENV)/.synced system-tools ## Create .venv from uv.lock (installs uv itself into .tools/ first), then system-tools
+
+# Tools tests run that no PyPI package ships, as command:package (Debian/Ubuntu names; GitHub's
+# runners are Ubuntu). PostgreSQL's server binaries live in /usr/lib/postgresql/<version>/bin.
+SYSTEM_TOOLS := promtool:prometheus pg_ctl:postgresql
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+
+system-tools: ## Install the missing system tools tests need (promtool, PostgreSQL) with apt-get, or say how
+	@missing=; for pair in $(SYSTEM_TOOLS); do \
+		command -v "$${pair%%:*}" >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/$${pair%%:*}" >/dev/null \
+			|| missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null && { [ -z "$(SUDO)" ] || $(SUDO) true 2>/dev/null; }; then \
+		echo "system-tools: apt-get install$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+			&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "system-tools: install$$missing with your package manager (no apt-get as root or passwordless sudo here): the tests that need them fail until then" >&2; \
+	fi
 
 # A fresh clone reproduces main's committed outputs byte for byte, so DVC skips `package`; the
 # BentoML store lives outside the repository, though, and may not hold that model yet.
@@ -41,6 +60,9 @@ run: setup ## Set up, then `dvc repro` to an accepted, packaged model (in this m
 	@python -c '$(IN_STORE)' 2>/dev/null || { echo "run: the packaged model is not in this machine's BentoML store: packaging it"; dvc repro --force --single-item package; }
 
 repro: run
+
+check-repro: setup ## After `make run`: is the committed dvc.lock current, and are results the committed ones (within tolerance)?
+	conveyor check-repro
 
 test: setup ## Run the whole test suite, slow integration tests included
 	pytest

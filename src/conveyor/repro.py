@@ -144,9 +144,10 @@ def lock_problems(committed: Mapping[str, Any], current: Mapping[str, Any]) -> l
             problems.append(Problem(name, "dvc.yaml", f"the command changed since dvc.lock was committed; {_RERUN}"))
         for params_file, values in new.get("params", {}).items():
             before = old.get("params", {}).get(params_file, {})
-            for key in sorted(values.keys() | before.keys()):
-                if values.get(key) != before.get(key):
-                    problems.append(Problem(name, params_file, f"{key} changed since dvc.lock was committed; {_RERUN}"))
+            problems += [
+                Problem(name, params_file, f"{key} changed since dvc.lock was committed; {_RERUN}")
+                for key in _changed_keys(before, values)
+            ]
         old_deps = {dep["path"]: dep for dep in old.get("deps", [])}
         for dep in new.get("deps", []):
             path = dep["path"]
@@ -164,6 +165,17 @@ def lock_problems(committed: Mapping[str, Any], current: Mapping[str, Any]) -> l
                 Problem(name, path, f"no longer a dependency, but the committed dvc.lock lists it; {_RERUN}")
             )
     return problems
+
+
+def _changed_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """The dotted params keys whose values differ (a stage that reads a whole section records it nested)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [
+            changed
+            for key in sorted(before.keys() | after.keys())
+            for changed in _changed_keys(before.get(key), after.get(key), f"{prefix}.{key}" if prefix else key)
+        ]
+    return [] if before == after else [prefix]
 
 
 def _within(path: str, out: str) -> bool:

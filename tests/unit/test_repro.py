@@ -95,7 +95,7 @@ def _changed(edit: str) -> dict[str, Any]:
     ("edit", "expected"),
     [
         ("cmd", "stage split: dvc.yaml: the command changed"),
-        ("params", "stage split: params.yaml: split changed"),
+        ("params", "stage split: params.yaml: split.seed changed"),
         ("code", "stage split: src/conveyor/stages/split.py: changed since dvc.lock was committed"),
         ("new dep", "stage split: src/conveyor/io.py: a new dependency"),
         ("new stage", "stage train: dvc.lock: stage is not in the committed dvc.lock"),
