@@ -21,7 +21,7 @@ COMMITTER, OTHER_MACHINE = "Haswell", "Sandybridge"
 
 def _model_md5(repo: Path) -> str:
     lock = yaml.safe_load((repo / "dvc.lock").read_text(encoding="utf-8"))
-    return next(out["md5"] for out in lock["stages"]["train"]["outs"] if out["path"] == "models/model.skops")
+    return str(next(out["md5"] for out in lock["stages"]["train"]["outs"] if out["path"] == "models/model.skops"))
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,11 @@ def test_numbers_close_is_rounding_not_change(committed: float, rerun: float, sa
 
 
 def test_json_differences_names_the_key_path_beyond_the_tolerance() -> None:
-    committed = {"metrics": {"log_loss": 0.041739977711749525, "accuracy": 1.0}, "points": [{"x": 0.5}]}
-    rerun = {"metrics": {"log_loss": 0.04173997771174948, "accuracy": 1.0}, "points": [{"x": 0.5 + 1e-15}]}
+    committed: dict[str, Any] = {"metrics": {"log_loss": 0.041739977711749525, "accuracy": 1.0}, "points": [{"x": 0.5}]}
+    rerun: dict[str, Any] = {
+        "metrics": {"log_loss": 0.04173997771174948, "accuracy": 1.0},
+        "points": [{"x": 0.5 + 1e-15}],
+    }
     assert repro.json_differences(committed, rerun) == []
     moved = copy.deepcopy(rerun)
     moved["points"][0]["x"] = 0.6
