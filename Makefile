@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup system-tools run repro check-repro test test-fast lint format bench serve bento clean sweep
+.PHONY: help setup system-tools run repro check-repro test test-fast lint format docs bench serve bento clean sweep
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -70,14 +70,24 @@ test: setup ## Run the whole test suite, slow integration tests included
 test-fast: setup ## Run the unit tests only (no `slow` marker)
 	pytest -m "not slow"
 
-lint: setup ## ruff (lint + format check) and mypy
+lint: setup ## ruff (lint + format check), mypy, and the docs site built with --strict (a broken link fails)
 	ruff check .
 	ruff format --check .
 	mypy
+	$(MKDOCS) build --strict --site-dir $(DOCS_SITE)
 
 format: setup ## Format and autofix with ruff
 	ruff format .
 	ruff check --fix .
+
+# The site (mkdocs.yml) builds offline into a gitignored folder. Material for MkDocs 9.7+ prints an
+# end-of-life banner on every build; it is news, not a problem with these docs.
+DOCS_SITE := build/site
+MKDOCS := NO_MKDOCS_2_WARNING=1 mkdocs
+
+docs: setup ## Regenerate docs/layout.md from the package tree, then build the site into build/site/ (open index.html)
+	python docs/gen_layout.py
+	$(MKDOCS) build --strict --site-dir $(DOCS_SITE)
 
 bench: setup ## Benchmarks (pipeline, serving) into benchmarks/results/RESULTS.md; needs wrk (installed if root)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
@@ -109,7 +119,7 @@ bento: setup ## Re-export requirements/serve.txt from uv.lock, then `dvc repro` 
 clean: ## Remove the environments and caches (not data, not the DVC cache)
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
 
-# --- CI/CD (the GitHub workflows run these; see README, "CI/CD") ------------------------------
+# --- CI/CD (the GitHub workflows run these; see docs/ci-cd.md) -------------------------------
 # The image is ghcr.io/<owner>/<repo> in lowercase (registries reject uppercase; GitHub owners may
 # have it), tagged with the commit. Both can be overridden: `make image IMAGE=… TAG=…`.
 IMAGE ?= ghcr.io/$(shell printf '%s' '$(or $(GITHUB_REPOSITORY),local/conveyor)' | tr '[:upper:]' '[:lower:]')
@@ -172,7 +182,7 @@ lint-workflows: setup ## zizmor (offline) and the GitHub-workflow JSON schema on
 	zizmor --offline .github/workflows
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
-# --- Monitoring (the model-monitor workflow runs these; see README, "Monitoring") ---------------
+# --- Monitoring (the model-monitor workflow runs these; see docs/monitoring.md) -----------------
 MONITOR_OUT ?= monitor-report
 PIPELINE_WORKFLOW ?= deploy.yml
 
