@@ -11,6 +11,7 @@ result; this module never talks to GitHub, so the report is the same locally and
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 import subprocess
@@ -360,7 +361,7 @@ def _definition(name: str, declared: Mapping[str, Mapping[str, Any]], spec: Mapp
 
 
 def figure_title(name: str, spec: Mapping[str, Any]) -> str:
-    """The figure's title from dvc.yaml; a per-class plot's names its class ("ROC, Adelie against the rest")."""
+    """The figure's title from dvc.yaml; a per-class plot's title names its class ("ROC, Adelie against the rest")."""
     title = spec.get("title", {})
     label = str(title.get("text", name) if isinstance(title, dict) else title)
     path = Path(name)
@@ -463,7 +464,7 @@ def native_figure(
         drawn = "; ".join([*(["line: candidate"] if candidate else []), *([f"bars: `{baseline}`"] if other else [])])
         reading = f"{drawn[:1].upper()}{drawn[1:]}. {how}"
     if identical:
-        reading += f" The candidate's points are the same as `{baseline}`'s: drawn once."
+        reading += f" The candidate's plot is the same as `{baseline}`'s: drawn once."
     elif baseline and candidate is None:
         reading += " The candidate has no such plot."
     elif baseline and other is None:
@@ -522,7 +523,9 @@ def resample(points: Points, x: str, y: str, grid: Sequence[float]) -> list[floa
     Between two points the curve is the straight segment joining them (as the PNG draws it); a
     vertical step counts with its top. Beyond the measured x range, the nearest end's value.
     """
-    xy = [(float(p[x]), float(p[y])) for p in points]
+    xy = _pairs(points, x, y)
+    if not xy:
+        return [0.0 for _ in grid]
     values = []
     for g in grid:
         found = [
@@ -543,7 +546,8 @@ def bar_chart(
 ) -> tuple[list[str], str]:
     """A horizontal bar chart: ``value`` per ``category`` (permutation importance per feature)."""
     sides = [
-        {str(p[category]): float(p[value]) for p in points} if points else None for points in (candidate, baseline)
+        {str(p[category]): float(p[value]) for p in points if isinstance(p.get(value), int | float)} if points else None
+        for points in (candidate, baseline)
     ]
     ranked = sorted(
         {c for side in sides if side for c in side}, key=lambda c: [-(side or {}).get(c, 0.0) for side in sides]
@@ -568,11 +572,10 @@ def binned_chart(
     title: str, candidate: Points | None, baseline: Points | None, x: str, y: str
 ) -> tuple[list[str], str]:
     """A scatter plot as the mean ``y`` per value of ``x``, or per equal-count bin of ``x`` (a binned scatter plot)."""
-    sides = [
-        (kind, [(float(p[x]), float(p[y])) for p in points])
-        for kind, points in (("bar", baseline), ("line", candidate))
-        if points
-    ]
+    pairs = [(kind, _pairs(points or [], x, y)) for kind, points in (("bar", baseline), ("line", candidate))]
+    sides = [(kind, xy) for kind, xy in pairs if xy]
+    if not sides:
+        return ["*No points to draw.*"], ""
     pooled = sorted(px for _, xy in sides for px, _ in xy)
     distinct = sorted(set(pooled))
     if len(distinct) <= MAX_CATEGORIES:
@@ -602,6 +605,20 @@ def binned_chart(
     lines = [(kind, side) for (kind, _), side in zip(sides, means, strict=True)]
     chart = _xychart(title, f'"{_label(x)}" [{", ".join(labels)}]', f'"{_label(y)}" {_range(lines)}', lines)
     return chart, how
+
+
+def _pairs(points: Points, x: str, y: str) -> list[tuple[float, float]]:
+    # A point without a finite number on either axis cannot be drawn (DVC's JSON has no Infinity:
+    # ``io.parse_json`` reads it as None).
+    pairs = []
+    for point in points:
+        try:
+            pair = (float(point[x]), float(point[y]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if all(math.isfinite(v) for v in pair):
+            pairs.append(pair)
+    return pairs
 
 
 def _xychart(

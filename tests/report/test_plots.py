@@ -215,7 +215,7 @@ def regression_branch(reproduced_repo: Path, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.mark.slow
-def test_dvc_plots_show_and_diff_report_no_error_for_either_task(regression_branch: Path) -> None:
+def test_dvc_plots_show_and_diff_report_no_error_for_either_task(regression_branch: Path, tmp_path: Path) -> None:
     regression = {f"{PLOTS}/{folder}/test.json" for folder in REGRESSION_PLOTS}
     show = io.parse_json(run(regression_branch, "dvc", "plots", "show", "--json").stdout)
     assert show.get("errors") is None
@@ -235,3 +235,16 @@ def test_dvc_plots_show_and_diff_report_no_error_for_either_task(regression_bran
     for command in (["show"], ["diff", "main"]):
         result = run(regression_branch, "dvc", "plots", *command, "--out", "html")
         assert "failed" not in result.stderr.lower(), result.stderr
+
+    # The report draws the regression scatter plots as GitHub renders them: binned, in Mermaid.
+    shown_natively = {
+        f.title: "\n".join(f.native)
+        for f in report.render_plots(
+            diff, tmp_path, link_base=".", declared=report.declared_plots(regression_branch), baseline="main"
+        )
+    }
+    for title in ("Predicted vs actual", "Residuals"):
+        assert "```mermaid\nxychart-beta\n" in shown_natively[title]
+        assert "A binned scatter plot of" in shown_natively[title]
+        assert "`main` has no such plot." in shown_natively[title]
+    assert "The candidate has no such plot." in shown_natively["ROC, Adelie against the rest"]

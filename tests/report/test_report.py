@@ -244,7 +244,7 @@ def test_a_candidate_equal_to_the_baseline_is_drawn_once_and_said_so(
     chart = "\n".join(figure.native)
     assert "    line [" in chart
     assert "    bar [" not in chart, "no second series hidden under the first"
-    assert "The candidate's points are the same as `main`'s: drawn once." in chart
+    assert "The candidate's plot is the same as `main`'s: drawn once." in chart
     (png_spec,) = drawn
     assert {p["rev"] for p in png_spec["data"]["values"]} == {"candidate"}
     assert png_spec["encoding"]["color"]["scale"] == {"domain": ["candidate"], "range": ["#945dd6"]}
@@ -527,3 +527,12 @@ def test_a_report_on_the_baseline_itself_says_the_candidate_is_the_baseline() ->
     text = report.build(**args, candidate_is_baseline=True)
     assert "> ⚠️ The candidate is `main` (`0123456789ab`) itself" in text
     assert "itself" not in report.build(**args)
+
+
+def test_points_without_a_number_are_left_out() -> None:
+    rows: report.Points = [{"trial": 0, "value": 0.5}, {"trial": 1, "value": None}, {"trial": 2, "value": 0.7}]
+    chart, _ = report.binned_chart("Tuning, score per trial", rows, None, "trial", "value")
+    assert '    x-axis "trial" ["0", "2"]' in chart
+    assert report.binned_chart("Empty", [{"trial": 0, "value": None}], None, "trial", "value")[0] == [
+        "*No points to draw.*"
+    ]
