@@ -28,10 +28,8 @@ from conveyor.metrics import classification_metrics, regression_metrics
 from conveyor.predict import predict, predict_proba
 
 # Every plot in dvc.yaml is a folder under <out>/plots. Each task fills its own folders; write()
-# puts PLACEHOLDER in the other task's, because `dvc plots show/diff` reports a declared path that
-# does not exist as an error, and git (hence a baseline revision) keeps no empty folder. DVC reads
-# the placeholder's empty list as a plot without points: no figure, no error.
-PLACEHOLDER = "none.json"
+# puts the placeholder in the other task's (see conveyor.io.PLOT_PLACEHOLDER).
+PLACEHOLDER = io.PLOT_PLACEHOLDER
 CLASSIFICATION_PLOTS = ("sklearn/confusion_matrix", "custom/roc", "sklearn/precision_recall", "sklearn/calibration")
 REGRESSION_PLOTS = ("custom/predicted_vs_actual", "custom/residuals")
 
@@ -146,8 +144,9 @@ def write(evaluation: Evaluation, out: Path) -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     other_task = REGRESSION_PLOTS if evaluation.classes is not None else CLASSIFICATION_PLOTS
+    task = "classification" if evaluation.classes is not None else "regression"
     for folder in other_task:
-        io.write_text("[]\n", out / "plots" / folder / PLACEHOLDER)
+        io.write_plot_placeholder(out / "plots" / folder, f"No plot: the model is a {task} model.")
     io.write_json(evaluation.importance, out / "importance.json")
     io.write_json({"slices": evaluation.slices}, out / "slices.json")
 

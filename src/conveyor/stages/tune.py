@@ -380,15 +380,14 @@ IMPORTANCE_PLOT = "importance/params"
 def write_plots(report: TuningReport, out: Path) -> None:
     """dvclive plots under ``out``: the score of each trial (with the best so far) and the parameter importances.
 
-    Without trials (tuning disabled) both files hold an empty list, which ``dvc plots`` shows as
-    nothing: present rather than absent, so that git keeps the folder and a fresh clone does not
-    rerun the stage to recreate it. That path writes the list itself: importing dvclive takes 2 s.
+    Without trials (tuning disabled) both folders hold the placeholder, which ``dvc plots``
+    shows as nothing: present rather than absent, so that git keeps the folder and a fresh clone
+    does not rerun the stage to recreate it. That path writes no plot: importing dvclive takes 2 s.
     """
     if not report.trials:
         for name in (HISTORY_PLOT, IMPORTANCE_PLOT):
-            path = out / "plots" / "custom" / f"{name}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("[]\n", encoding="utf-8")
+            folder = out / "plots" / "custom" / Path(name).parent
+            io.write_plot_placeholder(folder, "No plot: tuning is off (tune.enabled: false).")
         return
     from dvclive.live import Live
 
