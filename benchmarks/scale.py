@@ -98,11 +98,11 @@ def run_conveyor(repo: Path, shim_dir: Path) -> dict[str, Any]:
     return {"seconds": seconds, "cpu_seconds": cpu, "stages": stages, "tracked_bytes": sizes}
 
 
-def run_baseline(repo: Path, data: Path) -> dict[str, Any]:
-    """The one-process script on the same table: seconds, peak RSS and its phases."""
+def run_baseline(data: Path, out: Path) -> dict[str, Any]:
+    """The one-process script on the same table (its model saved into ``out``): seconds, peak RSS, phases."""
     script = Path(__file__).resolve().parent / "one_process.py"
-    command = [sys.executable, str(script), str(data), str(repo / "data" / "contract.yaml"), str(repo.parent / "base")]
-    seconds, cpu, peak, stdout = _run_measured(command, repo, ENV)
+    command = [sys.executable, str(script), str(data), str(ROOT / "data" / "contract.yaml"), str(out)]
+    seconds, cpu, peak, stdout = _run_measured(command, out.parent, ENV)
     return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_kib": peak, **json.loads(stdout.strip().splitlines()[-1])}
 
 
@@ -119,7 +119,7 @@ def measure(rows: int, runs: int) -> dict[str, Any]:
         shim.write_text(SHIM.format(python=sys.executable, real=str(Path(sys.executable).parent / "conveyor")))
         shim.chmod(0o755)
         for index in range(runs):
-            results["baseline"].append(run_baseline(ROOT, data))
+            results["baseline"].append(run_baseline(data, parent / f"baseline-{index}"))
             results["conveyor"].append(run_conveyor(conveyor_copy(parent, f"repo-{index}", data), shim_dir))
     return results
 
