@@ -15,10 +15,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pipeline
+import scale
 import serving
 import tuning
 
-SECTIONS = {"pipeline": pipeline.main, "serving": serving.main, "tuning": tuning.main}
+SECTIONS = {"pipeline": pipeline.main, "serving": serving.main, "tuning": tuning.main, "scale": scale.main}
 
 
 def main() -> int:

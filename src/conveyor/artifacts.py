@@ -152,6 +152,15 @@ class TuningReport(Artifact):
     trials: list[Trial] = Field(default_factory=list)
 
 
+class ImportanceSample(Artifact):
+    """The rows permutation importance scored: ``rows`` of the test split's ``test_rows``, drawn with ``seed``."""
+
+    rows: int
+    test_rows: int
+    repeats: int
+    seed: int
+
+
 class EvaluationRecord(Artifact):
     """``reports/evaluation.json``: the metrics and exactly which model and test file they belong to.
 
@@ -162,6 +171,8 @@ class EvaluationRecord(Artifact):
     model_sha256: str
     test_sha256: str
     metrics: dict[str, float]
+    # Which rows the importance in reports/importance.json came from (None: not computed).
+    importance: ImportanceSample | None = None
 
 
 class Check(Artifact):

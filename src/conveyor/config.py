@@ -128,9 +128,18 @@ class GateConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    """Evaluation extras: permutation importance repeats and the smallest slice reported."""
+    """Evaluation extras: permutation importance, the plots' size and the smallest slice reported.
+
+    Metrics use the whole test split. Permutation importance scores the model
+    ``importance_repeats`` times per input column, so on a large split it runs on a seeded sample
+    of ``importance_rows`` rows (``split.seed``; ``reports/evaluation.json`` records the size).
+    Each curve and scatter plot keeps at most ``plot_points`` points: the plots are tracked in
+    git and must not grow with the data.
+    """
 
     importance_repeats: Annotated[int, Field(ge=1)] = 5
+    importance_rows: Annotated[int, Field(ge=1)] = 10_000
+    plot_points: Annotated[int, Field(ge=2)] = 500
     min_slice_rows: Annotated[int, Field(ge=1)] = 5
 
 

@@ -60,8 +60,15 @@ CURVES = {
     "sklearn/precision_recall/steps.json": PRECISION_RECALL,
     "sklearn/calibration/bins.json": CALIBRATION,
 }
-# Three a's (one taken for b) and two b's: the cells hold 2, 1, 0 and 2.
+# Three a's (one taken for b) and two b's: the cells hold 2, 1, 0 and 2. evaluate writes a count
+# per cell; the (b, a) cell is left out here to show the template fills an absent cell with 0.
 CONFUSION: Points = [
+    {"actual": "a", "predicted": "a", "count": 2},
+    {"actual": "a", "predicted": "b", "count": 1},
+    {"actual": "b", "predicted": "b", "count": 2},
+]
+# The same matrix as dvclive wrote it before the counts (a baseline revision may still hold it).
+CONFUSION_ROWS: Points = [
     *[{"actual": "a", "predicted": "a"}] * 2,
     {"actual": "a", "predicted": "b"},
     *[{"actual": "b", "predicted": "b"}] * 2,
@@ -168,6 +175,16 @@ def test_each_curve_is_drawn_through_its_points_in_order(rendered: dict[str, dic
 
 def test_the_confusion_matrix_prints_every_count(rendered: dict[str, dict[str, Any]]) -> None:
     spec = rendered[f"{PLOTS}/sklearn/confusion_matrix/test.json"]
+    texts = sorted(item["text"] for _, _, items in marks(spec, "text") for item in items)
+    assert texts == ["0", "1", "2", "2"]
+
+
+def test_a_confusion_matrix_of_one_row_per_record_still_shows_its_counts(tmp_path: Path) -> None:
+    root = plot_repo(tmp_path)
+    (root / PLOTS / "sklearn" / "confusion_matrix" / "test.json").write_text(json.dumps(CONFUSION_ROWS))
+    plots, errors = shown(root)
+    assert errors == []
+    spec = figures(plots)[f"{PLOTS}/sklearn/confusion_matrix/test.json"]
     texts = sorted(item["text"] for _, _, items in marks(spec, "text") for item in items)
     assert texts == ["0", "1", "2", "2"]
 

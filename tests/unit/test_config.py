@@ -140,6 +140,18 @@ BROKEN: list[Any] = [
         "greater than or equal to 1",
         id="zero-importance-repeats",
     ),
+    pytest.param(
+        lambda r: r["evaluate"].update(importance_rows=0),
+        "evaluate.importance_rows",
+        "greater than or equal to 1",
+        id="zero-importance-rows",
+    ),
+    pytest.param(
+        lambda r: r["evaluate"].update(plot_points=1),
+        "evaluate.plot_points",
+        "greater than or equal to 2",
+        id="one-plot-point",
+    ),
 ]
 
 
