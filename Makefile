@@ -85,7 +85,35 @@ bento: setup ## Re-export requirements/serve.txt from uv.lock, then `dvc repro` 
 	dvc repro
 
 clean: ## Remove the environments and caches (not data, not the DVC cache)
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(FEAST_VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# --- Feature store (the option `feature_store` in params.yaml; see docs/feature-store.md) -------
+# Feast needs pandas<3: it gets its own environment from feature_repo/uv.lock, and the project only
+# ever runs it as a process. FEAST_USAGE=False: nothing is reported anywhere, everything is local.
+FEAST_REPO := feature_repo
+FEAST_VENV := $(FEAST_REPO)/.venv
+FEAST := cd $(FEAST_REPO) && FEAST_USAGE=False .venv/bin/feast
+# From before the example's first event to now: `feast materialize-incremental` on a new store
+# would start at now minus each view's TTL, and the example's rows are older than that.
+MATERIALIZE_START ?= 2000-01-01T00:00:00
+FEATURE_SERVER_PORT ?= 6566
+
+.PHONY: feast-env feast-apply materialize feature-server feature-store
+
+$(FEAST_VENV)/.synced: $(FEAST_REPO)/pyproject.toml $(FEAST_REPO)/uv.lock | $(UV)
+	env -u UV_PROJECT_ENVIRONMENT $(UV) sync --frozen --project $(FEAST_REPO)
+	@touch $@
+
+feast-env: $(FEAST_VENV)/.synced ## Create feature_repo/.venv (Feast, pandas 2) from feature_repo/uv.lock
+
+feast-apply: feast-env ## `feast apply` the example repository's definitions (registry in feature_repo/store/)
+	$(FEAST) apply
+
+materialize: feast-apply ## Load the online store (SQLite) with each entity's newest feature values
+	$(FEAST) materialize $(MATERIALIZE_START) $$(date -u +%Y-%m-%dT%H:%M:%S)
+
+feature-server: materialize ## `feast serve` on 127.0.0.1:$(FEATURE_SERVER_PORT), the online features the service reads
+	$(FEAST) serve --host 127.0.0.1 --port $(FEATURE_SERVER_PORT) --no-access-log
 
 # --- CI/CD (the GitHub workflows run these; see README, "CI/CD") ------------------------------
 # The image is ghcr.io/<owner>/<repo> in lowercase (registries reject uppercase; GitHub owners may
