@@ -97,6 +97,11 @@ def build(store: FeatureStore, entity_rows: pd.DataFrame, service_name: str) -> 
     features = [field.name for p in service.feature_view_projections for field in p.features]
     passthrough = [c for c in entity_rows.columns if c not in {*keys, TIMESTAMP}]
     table = joined.sort_values(ROW, kind="stable")[[*passthrough, *features]].reset_index(drop=True)
+    for column in table.columns:
+        # pandas 2's nullable strings as plain Parquet strings: pandas 3 reads them as its default
+        # `str`, as it reads the same column from a CSV.
+        if isinstance(table[column].dtype, pd.StringDtype):
+            table[column] = table[column].astype(object).where(table[column].notna(), None)
     summary = {
         "feature_service": service_name,
         "feature_views": sorted(views),

@@ -33,6 +33,12 @@ def _ingest(args: argparse.Namespace) -> None:
 
     summary = ingest.run(_config(args), out=args.out, report=args.report)
     print(f"ingest: {summary.rows} rows, {len(summary.columns)} columns, hash {summary.hash[:12]}")
+    if summary.feature_store is not None:
+        join = summary.feature_store
+        print(
+            f"ingest: feature service {join.feature_service}: {join.entity_rows} entity rows, "
+            f"{join.dropped} dropped by the point-in-time join"
+        )
 
 
 def _validate(args: argparse.Namespace) -> None:

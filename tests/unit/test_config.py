@@ -122,6 +122,24 @@ BROKEN: list[Any] = [
         lambda r: r["features"].update(scaling="zscore"), "features.scaling", "'standard'", id="unknown-scaling"
     ),
     pytest.param(
+        lambda r: r["feature_store"].update(max_dropped_share=1.5),
+        "feature_store.max_dropped_share",
+        "less than or equal to 1",
+        id="feature-store-dropped-share-above-1",
+    ),
+    pytest.param(
+        lambda r: r["feature_store"].update(feature_servce="x"),
+        "feature_store.feature_servce",
+        "'feature_service'",
+        id="feature-store-unknown-key",
+    ),
+    pytest.param(
+        lambda r: r["feature_store"].update(enabled="yes"),
+        "feature_store.enabled",
+        "valid boolean",
+        id="feature-store-enabled-not-a-bool",
+    ),
+    pytest.param(
         lambda r: r["data"].update(query="SELECT * FROM penguins"),
         "data.query",
         "only used with a SQLAlchemy URL",
