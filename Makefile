@@ -109,8 +109,9 @@ feast-env: $(FEAST_VENV)/.synced ## Create feature_repo/.venv (Feast, pandas 2) 
 feast-apply: feast-env ## `feast apply` the example repository's definitions (registry in feature_repo/store/)
 	$(FEAST) apply
 
-materialize: feast-apply ## Load the online store (SQLite) with each entity's newest feature values
-	$(FEAST) materialize $(MATERIALIZE_START) $$(date -u +%Y-%m-%dT%H:%M:%S)
+materialize: feast-env ## `feast apply`, then load the online store (SQLite) with each entity's newest feature values
+	@# One process for both: importing Feast takes seconds.
+	cd $(FEAST_REPO) && FEAST_USAGE=False .venv/bin/python materialize.py --repo . --apply --start $(MATERIALIZE_START)
 
 feature-server: materialize ## `feast serve` on 127.0.0.1:$(FEATURE_SERVER_PORT), the online features the service reads
 	$(FEAST) serve --host 127.0.0.1 --port $(FEATURE_SERVER_PORT) --no-access-log

@@ -44,18 +44,12 @@ def copy_definitions(destination: Path, *, with_sources: bool) -> Path:
     return destination
 
 
-def feast(python: Path, repo: Path, *args: str, timeout: float = 300) -> None:
-    """Run the ``feast`` CLI of the Feast environment in ``repo``."""
-    run(repo, python.parent / "feast", *args, timeout=timeout, env=FEAST_ENV)
-
-
 @contextmanager
 def served_example(workdir: Path) -> Iterator[tuple[str, Path]]:
     """``feast serve`` on 127.0.0.1 over a materialised copy of the example in ``workdir``: (its URL, the copy)."""
     python = feast_python()
     repo = copy_definitions(workdir / "repo", with_sources=True)
-    feast(python, repo, "apply")
-    feast(python, repo, "materialize", "2000-01-01T00:00:00", pd.Timestamp.now("UTC").strftime("%Y-%m-%dT%H:%M:%S"))
+    run(repo, python, EXAMPLE / "materialize.py", "--repo", repo, "--apply", timeout=300, env=FEAST_ENV)
     port = free_port()
     command = [str(python.parent / "feast"), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     with running(
