@@ -110,6 +110,14 @@ class OnlineFeatures:
         return json.loads(text)
 
 
+def parse_entity(text: str) -> tuple[str, EntityKey]:
+    """``"penguin_id=5"`` as ``("penguin_id", 5)``: digits are an integer key, anything else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise DataError(f"entity key {text!r}: expected KEY=VALUE, e.g. penguin_id=5")
+    return key, int(value) if value.lstrip("-").isdigit() else value
+
+
 def _records(
     answer: Any, entities: Mapping[str, Sequence[EntityKey]], *, feature_service: str
 ) -> list[dict[str, FeatureValue]]:
