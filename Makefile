@@ -116,6 +116,30 @@ materialize: feast-env ## `feast apply`, then load the online store (SQLite) wit
 feature-server: materialize ## `feast serve` on 127.0.0.1:$(FEATURE_SERVER_PORT), the online features the service reads
 	$(FEAST) serve --host 127.0.0.1 --port $(FEATURE_SERVER_PORT) --no-access-log
 
+# The whole option end to end, without touching this checkout's params.yaml or dvc.lock: the
+# pipeline runs in a copy of the tracked files (build/feature-store/) with feature_store.enabled,
+# up to train; then `feast serve` answers for one entity key and the trained model predicts.
+FEATURE_STORE_DEMO ?= build/feature-store
+DEMO_ENTITY ?= penguin_id=1
+DEMO_PARAMS := import sys, yaml; p = yaml.safe_load(open("params.yaml")); p["feature_store"].update(enabled=True, python=sys.argv[1]); yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+FREE_PORT := import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+
+feature-store: setup materialize ## The feature store end to end: pipeline from Feast (in a copy), feast serve, one prediction from an entity key
+	rm -rf $(FEATURE_STORE_DEMO) && mkdir -p $(FEATURE_STORE_DEMO)
+	git ls-files -z | xargs -0 cp --parents -t $(FEATURE_STORE_DEMO)
+	cd $(FEATURE_STORE_DEMO) && python -c '$(DEMO_PARAMS)' $(abspath $(FEAST_VENV))/bin/python \
+		&& git init -q -b main && git add -A \
+		&& git -c user.name=conveyor -c user.email=conveyor@localhost commit -qm "feature store demo" \
+		&& dvc repro train && cat reports/ingest.json
+	@port=$$(python -c '$(FREE_PORT)'); \
+	FEAST_USAGE=False setsid $(FEAST_VENV)/bin/feast --chdir $(FEAST_REPO) serve --host 127.0.0.1 --port $$port --no-access-log \
+		>$(FEATURE_STORE_DEMO)/serve.log 2>&1 & \
+	pid=$$!; trap 'kill -- -'$$pid' 2>/dev/null; wait '$$pid' 2>/dev/null' EXIT; \
+	for _ in $$(seq 1 240); do curl -sf http://127.0.0.1:$$port/health >/dev/null && break; sleep 0.5; done; \
+	echo "feature-store: feast serve on 127.0.0.1:$$port; predicting for $(DEMO_ENTITY) from its online features:"; \
+	conveyor online-predict --params $(FEATURE_STORE_DEMO)/params.yaml --url http://127.0.0.1:$$port \
+		--model $(FEATURE_STORE_DEMO)/models/model.skops --entity $(DEMO_ENTITY)
+
 # --- CI/CD (the GitHub workflows run these; see README, "CI/CD") ------------------------------
 # The image is ghcr.io/<owner>/<repo> in lowercase (registries reject uppercase; GitHub owners may
 # have it), tagged with the commit. Both can be overridden: `make image IMAGE=… TAG=…`.
