@@ -18,7 +18,7 @@ def answer(values: dict[str, list[Any]], statuses: dict[str, list[str]]) -> dict
 
 
 ENTITIES = {"penguin_id": [1, 2]}
-VALUES = {
+VALUES: dict[str, list[Any]] = {
     "penguin_id": [1, 2],
     "penguin_measurements__body_mass_g": [3750.0, None],
     "penguin_profiles__island": ["Torgersen", "Biscoe"],
