@@ -20,7 +20,17 @@ from conveyor.features import resolve_features
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
-NOT_PROJECT = {".venv", ".tools", ".git", ".dvc", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+NOT_PROJECT = {
+    ".venv",
+    ".tools",
+    ".git",
+    ".dvc",
+    "build",
+    "node_modules",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+}
 
 Edit = Callable[[dict[str, Any]], object]
 
