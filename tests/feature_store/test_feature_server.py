@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 from helpers_feast import newest_values, served_example
 
-from conveyor.online_features import FeatureServerError, MissingEntityError, OnlineFeatures
+from conveyor import io
+from conveyor.errors import DataError
+from conveyor.online_features import FeatureServerError, MissingEntityError, OnlineFeatures, with_online_features
+from conveyor.predict import predict_proba
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +35,36 @@ def client(server: tuple[str, Path]) -> Iterator[OnlineFeatures]:
 
 
 def test_the_online_features_equal_the_offline_values(server: tuple[str, Path], client: OnlineFeatures) -> None:
-    _, repo = server
-    offline = newest_values(repo / "data" / "penguin_measurements.parquet").join(
-        newest_values(repo / "data" / "penguin_profiles.parquet")[["island", "sex"]]
-    )
+    values = offline(server[1])
     records = client.get({"penguin_id": PENGUINS})
     for penguin, record in zip(PENGUINS, records, strict=True):
-        expected = offline.loc[penguin, list(record)]
+        expected = values.loc[penguin, list(record)]
         assert record == {k: (None if pd.isna(v) else v) for k, v in expected.items()}, f"penguin_id={penguin}"
     assert records[0]["body_mass_g"] == 4000.0  # the 2009 measurement, the newest
+
+
+def offline(repo: Path) -> pd.DataFrame:
+    """Each penguin's newest offline values, both views, indexed by ``penguin_id``."""
+    return newest_values(repo / "data" / "penguin_measurements.parquet").join(
+        newest_values(repo / "data" / "penguin_profiles.parquet")[["island", "sex"]]
+    )
+
+
+def test_records_with_entity_keys_alone_predict_as_the_features_passed_directly(
+    server: tuple[str, Path], client: OnlineFeatures
+) -> None:
+    model = io.load_model(ROOT / "models" / "model.skops")
+    records = with_online_features([{"penguin_id": p} for p in PENGUINS], client, keys=["penguin_id"])
+    direct = offline(server[1]).loc[PENGUINS].reset_index(drop=True)
+    assert (predict_proba(model, pd.DataFrame(records)) == predict_proba(model, direct)).all()
+
+
+def test_a_request_time_field_wins_and_a_missing_key_is_named(client: OnlineFeatures) -> None:
+    (record,) = with_online_features([{"penguin_id": 1, "body_mass_g": 3000.0}], client, keys=["penguin_id"])
+    assert record["body_mass_g"] == 3000.0
+    assert "penguin_id" not in record
+    with pytest.raises(DataError, match=r"^record 1: no entity key 'penguin_id'"):
+        with_online_features([{"penguin_id": 1}, {"island": "Dream"}], client, keys=["penguin_id"])
 
 
 def test_a_missing_entity_names_the_key(client: OnlineFeatures) -> None:
