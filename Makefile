@@ -117,7 +117,60 @@ bento: setup ## Re-export requirements/serve.txt from uv.lock, then `dvc repro` 
 	dvc repro
 
 clean: ## Remove the environments and caches (not data, not the DVC cache)
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(FEAST_VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# --- Feature store (the option `feature_store` in params.yaml; see docs/feature-store.md) -------
+# Feast needs pandas<3: it gets its own environment from feature_repo/uv.lock, and the project only
+# ever runs it as a process. FEAST_USAGE=False: nothing is reported anywhere, everything is local.
+FEAST_REPO := feature_repo
+FEAST_VENV := $(FEAST_REPO)/.venv
+FEAST := cd $(FEAST_REPO) && FEAST_USAGE=False .venv/bin/feast
+# From before the example's first event to now: `feast materialize-incremental` on a new store
+# would start at now minus each view's TTL, and the example's rows are older than that.
+MATERIALIZE_START ?= 2000-01-01T00:00:00
+FEATURE_SERVER_PORT ?= 6566
+
+.PHONY: feast-env feast-apply materialize feature-server feature-store
+
+$(FEAST_VENV)/.synced: $(FEAST_REPO)/pyproject.toml $(FEAST_REPO)/uv.lock | $(UV)
+	env -u UV_PROJECT_ENVIRONMENT $(UV) sync --frozen --project $(FEAST_REPO)
+	@touch $@
+
+feast-env: $(FEAST_VENV)/.synced ## Create feature_repo/.venv (Feast, pandas 2) from feature_repo/uv.lock
+
+feast-apply: feast-env ## `feast apply` the example repository's definitions (registry in feature_repo/store/)
+	$(FEAST) apply
+
+materialize: feast-env ## `feast apply`, then load the online store (SQLite) with each entity's newest feature values
+	@# One process for both: importing Feast takes seconds.
+	cd $(FEAST_REPO) && FEAST_USAGE=False .venv/bin/python materialize.py --repo . --apply --start $(MATERIALIZE_START)
+
+feature-server: materialize ## `feast serve` on 127.0.0.1:$(FEATURE_SERVER_PORT), the online features the service reads
+	$(FEAST) serve --host 127.0.0.1 --port $(FEATURE_SERVER_PORT) --no-access-log
+
+# The whole option end to end, without touching this checkout's params.yaml or dvc.lock: the
+# pipeline runs in a copy of the tracked files (build/feature-store/) with feature_store.enabled,
+# up to train; then `feast serve` answers for one entity key and the trained model predicts.
+FEATURE_STORE_DEMO ?= build/feature-store
+DEMO_ENTITY ?= penguin_id=1
+DEMO_PARAMS := import sys, yaml; p = yaml.safe_load(open("params.yaml")); p["feature_store"].update(enabled=True, python=sys.argv[1]); yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+FREE_PORT := import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+
+feature-store: setup materialize ## The feature store end to end: pipeline from Feast (in a copy), feast serve, one prediction from an entity key
+	rm -rf $(FEATURE_STORE_DEMO) && mkdir -p $(FEATURE_STORE_DEMO)
+	git ls-files -z | xargs -0 cp --parents -t $(FEATURE_STORE_DEMO)
+	cd $(FEATURE_STORE_DEMO) && python -c '$(DEMO_PARAMS)' $(abspath $(FEAST_VENV))/bin/python \
+		&& git init -q -b main && git add -A \
+		&& git -c user.name=conveyor -c user.email=conveyor@localhost commit -qm "feature store demo" \
+		&& dvc repro train && cat reports/ingest.json
+	@port=$$(python -c '$(FREE_PORT)'); \
+	FEAST_USAGE=False setsid $(FEAST_VENV)/bin/feast --chdir $(FEAST_REPO) serve --host 127.0.0.1 --port $$port --no-access-log \
+		>$(FEATURE_STORE_DEMO)/serve.log 2>&1 & \
+	pid=$$!; trap 'kill -- -'$$pid' 2>/dev/null; wait '$$pid' 2>/dev/null' EXIT; \
+	for _ in $$(seq 1 240); do curl -sf http://127.0.0.1:$$port/health >/dev/null && break; sleep 0.5; done; \
+	echo "feature-store: feast serve on 127.0.0.1:$$port; predicting for $(DEMO_ENTITY) from its online features:"; \
+	conveyor online-predict --params $(FEATURE_STORE_DEMO)/params.yaml --url http://127.0.0.1:$$port \
+		--model $(FEATURE_STORE_DEMO)/models/model.skops --entity $(DEMO_ENTITY)
 
 # --- CI/CD (the GitHub workflows run these; see docs/ci-cd.md) -------------------------------
 # The image is ghcr.io/<owner>/<repo> in lowercase (registries reject uppercase; GitHub owners may

@@ -1,4 +1,4 @@
-"""ingest: read ``data.source`` into the raw Parquet table and record what was read."""
+"""ingest: read ``data.source`` (or the feature store) into the raw Parquet table and record what was read."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from conveyor import io
-from conveyor.artifacts import IngestReport
-from conveyor.config import Config, DataConfig
+from conveyor.artifacts import FeatureStoreJoin, IngestReport
+from conveyor.config import Config, DataConfig, FeatureStoreConfig
 from conveyor.urls import redact_url
 
 
@@ -17,20 +17,39 @@ def ingest(cfg: DataConfig) -> pd.DataFrame:
     return io.read_source(cfg.source, query=cfg.query, sql=cfg.is_sql)
 
 
-def summarize(df: pd.DataFrame, *, source: str) -> IngestReport:
+def ingest_feature_store(cfg: FeatureStoreConfig) -> tuple[pd.DataFrame, FeatureStoreJoin]:
+    """The training table joined point-in-time from the feature store, and what the join dropped.
+
+    Stops (:class:`DataError`) when the join dropped more than ``max_dropped_share`` of the entity
+    rows. The label comes from the entity table; validate checks it like any other column.
+    """
+    from conveyor import feature_store
+
+    df, join = feature_store.build_training_set(cfg)
+    feature_store.check_dropped(join, max_share=cfg.max_dropped_share)
+    return df, join
+
+
+def summarize(df: pd.DataFrame, *, source: str, join: FeatureStoreJoin | None = None) -> IngestReport:
     """Row count, columns with their dtypes, and the content hash of ``df``; ``source`` without secrets."""
     return IngestReport(
         source=redact_url(source),
         rows=len(df),
         columns={str(name): str(dtype) for name, dtype in df.dtypes.items()},
         hash=io.table_hash(df),
+        feature_store=join,
     )
 
 
 def run(cfg: Config, *, out: Path, report: Path) -> IngestReport:
     """Read the source, write it to ``out`` as Parquet and its summary to ``report``."""
-    df = ingest(cfg.data)
+    store = cfg.feature_store
+    if store.enabled:
+        df, join = ingest_feature_store(store)
+        summary = summarize(df, source=f"feast:{store.repo} ({store.feature_service})", join=join)
+    else:
+        df = ingest(cfg.data)
+        summary = summarize(df, source=cfg.data.source)
     io.write_table(df, out)
-    summary = summarize(df, source=cfg.data.source)
     io.write_artifact(summary, report)
     return summary
