@@ -75,15 +75,15 @@ def _median_ms(action: Callable[[], object], calls: int) -> float:
 def in_process(repo: Path, bundle_dir: Path) -> dict[str, dict[str, float]]:
     """Median milliseconds per call for 1 and 1,000 rows, scikit-learn and ONNX Runtime."""
     from conveyor import io
-    from conveyor.predict import predict
-    from conveyor.serving import Bundle
+    from conveyor.model.predict import predict
+    from conveyor.serving.routes import Bundle
 
     model = io.load_model(repo / "models/model.skops")
     test = io.read_table(repo / "data/split/test.parquet")
     thousand = test.sample(1000, replace=True, random_state=0).reset_index(drop=True)
     onnx = Bundle.load(bundle_dir).predictor()
     calls: dict[str, Callable[[pd.DataFrame], object]] = {
-        "sklearn (conveyor.predict)": lambda df: predict(model, df),
+        "sklearn (conveyor.model.predict)": lambda df: predict(model, df),
         "onnx, DataFrame in": onnx.predict,
         "onnx, records in (the service's path)": lambda df: onnx.predict_rows(_records(df)),
     }
@@ -221,7 +221,7 @@ def minimal_app(bundle_dir: Path) -> Any:
     from starlette.routing import Route
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-    from conveyor.serving import Bundle, Engine
+    from conveyor.serving.routes import Bundle, Engine
 
     bundle = Bundle.load(bundle_dir)
     threadpool_limits(limits=bundle.serve.threads)
@@ -246,7 +246,7 @@ def minimal_sklearn_app(model_path: Path) -> Any:
     from starlette.routing import Route
 
     from conveyor import io
-    from conveyor.predict import predict
+    from conveyor.model.predict import predict
 
     model = io.load_model(model_path)
 

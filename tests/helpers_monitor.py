@@ -18,11 +18,11 @@ import pandas as pd
 from conftest import tool_env
 from sklearn.pipeline import Pipeline
 
-from conveyor import monitor
+from conveyor.monitor import checks as monitor
 from conveyor.config import Config
 from conveyor.contract import Contract, conform
-from conveyor.features import FeatureSpec, resolve_features
-from conveyor.model import build_pipeline
+from conveyor.model.features import FeatureSpec, resolve_features
+from conveyor.model.pipeline import build_pipeline
 from conveyor.stages.split import split
 
 JITTER = 0.2
@@ -78,15 +78,15 @@ def fitted_model(
     return model, spec, train
 
 
-# Logs requests as the service does (conveyor.prediction_log: the queue, its thread and the
+# Logs requests as the service does (conveyor.serving.prediction_log: the queue, its thread and the
 # bentoml.monitor exporter), in a process of its own, since BentoML configures Python logging
 # globally for its exporter; warnings are errors there too, as in this suite.
 WRITER = """
 import json, sys
 from bentoml._internal.configuration.containers import BentoMLContainer
 from prometheus_client import CollectorRegistry
-from conveyor.features import FeatureSpec
-from conveyor.prediction_log import BentoMonitorExporter, LoggedRequest, PredictionLog, register
+from conveyor.model.features import FeatureSpec
+from conveyor.serving.prediction_log import BentoMonitorExporter, LoggedRequest, PredictionLog, register
 
 log_path, payload = sys.argv[1], json.loads(sys.stdin.read())
 BentoMLContainer.config.monitoring.options.log_path.set(log_path)

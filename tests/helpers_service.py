@@ -9,10 +9,10 @@ from typing import Any
 import pandas as pd
 
 from conveyor.artifacts import EvaluationRecord
-from conveyor.compiled import compile_pipeline
+from conveyor.model.onnx import compile_pipeline
 from conveyor.config import Config
 from conveyor.contract import Contract
-from conveyor.serving import Bundle, write_bundle
+from conveyor.serving.routes import Bundle, write_bundle
 from conveyor.stages import package
 from conveyor.stages.train import model_card, train
 

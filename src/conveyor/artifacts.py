@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from conveyor.config import ServeConfig
-from conveyor.registry import Task
+from conveyor.model.registry import Task
 
 
 class Artifact(BaseModel):
@@ -230,7 +230,7 @@ class InferenceChoice(Artifact):
 
 
 class PredictionLogging(Artifact):
-    """The ``monitor.log_*`` settings the bundle was packaged with (see :mod:`conveyor.prediction_log`).
+    """The ``monitor.log_*`` settings the bundle was packaged with (see :mod:`conveyor.serving.prediction_log`).
 
     No defaults here: they are ``MonitorConfig``'s, and the package stage always copies them.
     """

@@ -125,7 +125,7 @@ def _schema_infer(args: argparse.Namespace) -> None:
 
 
 def _init(args: argparse.Namespace) -> None:
-    from conveyor import init
+    from conveyor.ops import init
 
     result = init.run(
         data=args.data, target=args.target, task=args.task, params=args.params, max_categories=args.max_categories
@@ -137,7 +137,7 @@ def _init(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from conveyor import report
+    from conveyor.ops import report
 
     baseline = args.baseline or _config(args).gate.baseline_rev
     written = report.run(
@@ -154,7 +154,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _deploy_set_image(args: argparse.Namespace) -> None:
-    from conveyor import deploy
+    from conveyor.ops import deploy
 
     change = deploy.set_image(args.overlay, name=args.name, image=args.image, tag=args.tag, digest=args.digest)
     was = f" (was {change.previous})" if change.changed else " (unchanged)"
@@ -181,7 +181,7 @@ def _package(args: argparse.Namespace) -> None:
 
 
 def _monitor(args: argparse.Namespace) -> None:
-    from conveyor import monitor
+    from conveyor.monitor import checks as monitor
 
     model_tag = args.model or monitor.default_model_tag(Path("reports/package.json"))
     report = monitor.run(
@@ -204,7 +204,7 @@ def _monitor(args: argparse.Namespace) -> None:
 
 
 def _alert_timings(args: argparse.Namespace) -> None:
-    from conveyor import alerts
+    from conveyor.ops import alerts
 
     timings = alerts.fetch_stage_timings(args.repo, args.workflow, args.out)
     if timings is None:
@@ -216,7 +216,7 @@ def _alert_timings(args: argparse.Namespace) -> None:
 
 
 def _alert_sync(args: argparse.Namespace) -> None:
-    from conveyor import alerts
+    from conveyor.ops import alerts
 
     report = alerts.read_report(args.report)
     url = alerts.run_url()

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from pydantic_core import ErrorDetails
 
 from conveyor.errors import ConfigError
-from conveyor.registry import DEFAULT_SPACES, check_estimator, check_estimator_name, metric_names
+from conveyor.model.registry import DEFAULT_SPACES, check_estimator, check_estimator_name, metric_names
 
 # YAML has lists, not tuples; strict mode would refuse them, and tuples keep the config immutable.
 Names = Annotated[tuple[str, ...], Field(strict=False)]
@@ -92,7 +92,7 @@ class FeaturesConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """An estimator from the registry (``conveyor.registry.ESTIMATORS``) and its keyword arguments."""
+    """An estimator from the registry (``conveyor.model.registry.ESTIMATORS``) and its keyword arguments."""
 
     estimator: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -260,7 +260,7 @@ class TuneConfig(_Section):
     Each trial is scored by ``cv_folds``-fold cross-validation on the train split (stratified for
     classification) with ``metric`` (null: the first of ``gate.compare``). ``space`` maps
     estimator parameters to distributions (empty: the estimator's default space in
-    ``conveyor.registry.DEFAULT_SPACES``). ``n_jobs`` runs trials in that many processes;
+    ``conveyor.model.registry.DEFAULT_SPACES``). ``n_jobs`` runs trials in that many processes;
     ``storage`` (an Optuna RDB URL, or a file path for SQLite) lets several processes share one
     study. With ``enabled: false`` train fits ``model.params`` as they are.
     """

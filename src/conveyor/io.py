@@ -70,7 +70,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "numpy.dtype",
     # lightgbm and xgboost (scikit-learn API): the estimator, its booster, lightgbm's parameter map.
     "collections.OrderedDict",
-    "conveyor.estimators.XGBClassifier",
+    "conveyor.model.estimators.XGBClassifier",
     "lightgbm.basic.Booster",
     "lightgbm.sklearn.LGBMClassifier",
     "lightgbm.sklearn.LGBMRegressor",

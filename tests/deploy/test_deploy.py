@@ -14,7 +14,7 @@ import yaml
 from conftest import BIN, ROOT, run
 from helpers_monitor import LOG_PATH_OPTION
 
-from conveyor import deploy
+from conveyor.ops import deploy
 from conveyor.cli import main
 
 DEPLOY = ROOT / "deploy"

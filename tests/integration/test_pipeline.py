@@ -15,7 +15,7 @@ from helpers_model import edit_params, stages_from, stages_run
 
 from conveyor import io
 from conveyor.artifacts import Champion, GateVerdict, ModelCard, PackageReport
-from conveyor.registry import metric_names
+from conveyor.model.registry import metric_names
 
 pytestmark = pytest.mark.slow
 

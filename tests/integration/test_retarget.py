@@ -23,7 +23,7 @@ from helpers_process import free_port, running
 from sklearn.datasets import load_breast_cancer
 
 from conveyor import io
-from conveyor.predict import predict
+from conveyor.model.predict import predict
 
 pytestmark = pytest.mark.slow
 

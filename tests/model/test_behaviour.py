@@ -21,9 +21,9 @@ from sklearn.pipeline import Pipeline
 
 from conveyor.config import Config
 from conveyor.contract import Contract
-from conveyor.features import spec_of
+from conveyor.model.features import spec_of
 from conveyor.io import read_source
-from conveyor.predict import predict, predict_proba
+from conveyor.model.predict import predict, predict_proba
 from conveyor.stages.split import split
 from conveyor.stages.train import train
 

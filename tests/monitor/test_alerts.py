@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import alerts, monitor
+from conveyor.ops import alerts
+
+from conveyor.monitor import checks as monitor
 from conveyor.artifacts import CheckResult, MonitorReport, MonitorStatus
 from conveyor.cli import main
 

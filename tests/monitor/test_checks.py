@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 from helpers_monitor import Population, fitted_model
 
-from conveyor import monitor
+from conveyor.monitor import checks as monitor
 from conveyor.artifacts import MonitorReport, StageTimings
 from conveyor.config import Config, MonitorConfig
 from conveyor.contract import Contract

@@ -12,7 +12,9 @@ from conftest import ROOT
 from helpers_monitor import Population, write_monitor_logs
 from helpers_process import free_port
 
-from conveyor import io, monitor
+from conveyor import io
+
+from conveyor.monitor import checks as monitor
 from conveyor.contract import Contract
 
 

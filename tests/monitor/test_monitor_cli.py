@@ -12,7 +12,7 @@ from helpers_monitor import write_monitor_logs
 
 from conveyor import io
 from conveyor.contract import Contract
-from conveyor.monitor import REFERENCE_FILE
+from conveyor.monitor.checks import REFERENCE_FILE
 
 
 def resampled(repo: Path, rows: int, seed: int) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from helpers_process import free_port, running
 
 from conveyor import io
 from conveyor.contract import Contract
-from conveyor.prediction_log import MONITOR_NAME
+from conveyor.serving.prediction_log import MONITOR_NAME
 
 pytestmark = pytest.mark.slow
 

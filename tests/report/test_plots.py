@@ -21,7 +21,9 @@ import yaml
 from conftest import ROOT, clone_of, commit_all, run
 from helpers_model import REGRESSION, edit_params
 
-from conveyor import io, report
+from conveyor import io
+
+from conveyor.ops import report
 from conveyor.stages.evaluate import CLASSIFICATION_PLOTS, PLACEHOLDER, REGRESSION_PLOTS
 
 PLOTS = "reports/plots"

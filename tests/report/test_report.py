@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from conftest import clone_of, commit_all, run
 
-from conveyor import io, report
+from conveyor import io
+
+from conveyor.ops import report
 from conveyor.artifacts import Champion, Check, GateVerdict, Trial, TuningReport, ValidationReport
 from conveyor.cli import main
 

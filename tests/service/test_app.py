@@ -28,8 +28,8 @@ from starlette.routing import Mount, Route
 from conveyor import io
 from conveyor.config import Config
 from conveyor.contract import Contract, parse_contract
-from conveyor.prediction_log import Exporter
-from conveyor.serving import Admission, Bundle, ServingApp
+from conveyor.serving.prediction_log import Exporter
+from conveyor.serving.routes import Admission, Bundle, ServingApp
 
 
 class Served:

@@ -13,11 +13,11 @@ from helpers_model import labelled, regression
 from helpers_service import make_bundle
 
 from conveyor import io
-from conveyor.compiled import OnnxPredictor, SklearnPredictor
+from conveyor.model.onnx import OnnxPredictor, SklearnPredictor
 from conveyor.config import Config
 from conveyor.contract import Contract
-from conveyor.predict import predict
-from conveyor.serving import CHECKSUMS_FILE, MODEL_FILE, ONNX_FILE, Bundle, BundleError, Engine
+from conveyor.model.predict import predict
+from conveyor.serving.routes import CHECKSUMS_FILE, MODEL_FILE, ONNX_FILE, Bundle, BundleError, Engine
 
 
 @pytest.fixture(scope="module")

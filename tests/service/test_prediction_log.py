@@ -18,8 +18,8 @@ from test_app import Served, data_dir
 from conveyor import io
 from conveyor.config import Config
 from conveyor.contract import Contract
-from conveyor.prediction_log import LoggedRequest
-from conveyor.serving import Bundle, refused_field
+from conveyor.serving.prediction_log import LoggedRequest
+from conveyor.serving.routes import Bundle, refused_field
 
 OTHER = GOOD | {"island": "Biscoe", "flipper_length_mm": 230, "body_mass_g": 5500, "bill_depth_mm": 14.0}
 

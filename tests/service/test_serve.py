@@ -21,7 +21,7 @@ from helpers_service import BAD, GOOD, JSON
 
 from conveyor import io
 from conveyor.artifacts import PackageReport
-from conveyor.serving import MODEL_FILE, ONNX_FILE
+from conveyor.serving.routes import MODEL_FILE, ONNX_FILE
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from conveyor.contract import infer_contract
-from conveyor.request import record_type
+from conveyor.serving.request import record_type
 
 NAMES = ["mean radius", "size m²", "2nd.rooms-count", "class", "_private", "model_config", "schema", "copy", "label"]
 

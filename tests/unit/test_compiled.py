@@ -10,11 +10,11 @@ import pytest
 from helpers_model import configured, labelled, regression
 from sklearn.pipeline import Pipeline
 
-from conveyor.compiled import ConversionError, OnnxPredictor, compile_pipeline, onnx_input_names, parity, to_onnx
+from conveyor.model.onnx import ConversionError, OnnxPredictor, compile_pipeline, onnx_input_names, parity, to_onnx
 from conveyor.config import Config
 from conveyor.contract import Contract, infer_contract
-from conveyor.features import FeatureSpec, spec_of
-from conveyor.predict import predict
+from conveyor.model.features import FeatureSpec, spec_of
+from conveyor.model.predict import predict
 from conveyor.stages.train import train
 
 TOLERANCE = 1e-4
@@ -167,7 +167,7 @@ def test_any_failure_while_checking_the_onnx_model_falls_back_with_the_reason(
     def broken(*args: object, **kwargs: object) -> dict[str, object]:
         raise RuntimeError("Required inputs (['mean_radius']) are missing from input feed (['mean radius']).\nmore")
 
-    monkeypatch.setattr("conveyor.compiled.parity", broken)
+    monkeypatch.setattr("conveyor.model.onnx.parity", broken)
     onnx, report = compile_pipeline(pipeline, test, task="classification", tolerance=TOLERANCE)
     assert (onnx, report.inference, report.parity) == (None, "sklearn", None)
     assert "RuntimeError: Required inputs (['mean_radius']) are missing" in report.reason

@@ -16,7 +16,7 @@ from conveyor import cli, io
 from conveyor.config import Config, load_config, parse_config
 from conveyor.contract import Contract
 from conveyor.errors import ConfigError
-from conveyor.features import resolve_features
+from conveyor.model.features import resolve_features
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"

@@ -12,7 +12,7 @@ from helpers_model import configured, labelled, regression
 from conveyor import io
 from conveyor.config import Config
 from conveyor.contract import Contract
-from conveyor.registry import metric_names
+from conveyor.model.registry import metric_names
 from conveyor.stages.evaluate import CLASSIFICATION_PLOTS, PLACEHOLDER, REGRESSION_PLOTS, Evaluation, evaluate, write
 from conveyor.stages.split import split
 from conveyor.stages.train import train

@@ -10,8 +10,8 @@ from helpers_model import configured
 from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.errors import ConfigError, DataError
-from conveyor.features import MISSING_CATEGORY, FeatureSpec, model_frame, resolve_features, spec_of, target_values
-from conveyor.model import build_pipeline
+from conveyor.model.features import MISSING_CATEGORY, FeatureSpec, model_frame, resolve_features, spec_of, target_values
+from conveyor.model.pipeline import build_pipeline
 
 MEASUREMENTS = ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g")
 

@@ -10,7 +10,7 @@ from conveyor import io
 from conveyor.artifacts import Champion, ChampionStatus, EvaluationRecord
 from conveyor.config import Bound, GateConfig
 from conveyor.errors import ArtifactError
-from conveyor.registry import Task
+from conveyor.model.registry import Task
 from conveyor.stages.gate import ModelMismatch, champion_checks, check_model, decide
 
 METRICS = {"accuracy": 0.95, "f1_macro": 0.94, "log_loss": 0.20}

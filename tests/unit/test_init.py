@@ -13,7 +13,7 @@ import yaml
 from conveyor import io
 from conveyor.cli import main
 from conveyor.config import Config
-from conveyor.init import MAX_CLASSES, InitError, infer_task, retarget
+from conveyor.ops.init import MAX_CLASSES, InitError, infer_task, retarget
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = (ROOT / "params.yaml").read_text(encoding="utf-8")

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from conveyor.metrics import classification_metrics, regression_metrics
-from conveyor.registry import higher_is_better, metric_names
+from conveyor.model.metrics import classification_metrics, regression_metrics
+from conveyor.model.registry import higher_is_better, metric_names
 
 CLASSIFICATION_KEYS = {
     "accuracy",

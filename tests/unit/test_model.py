@@ -21,9 +21,9 @@ from conveyor import io
 from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.errors import ConfigError, DataError
-from conveyor.model import build_estimator
-from conveyor.predict import predict
-from conveyor.registry import ESTIMATORS, PARAMETERS, Task, check_estimator
+from conveyor.model.pipeline import build_estimator
+from conveyor.model.predict import predict
+from conveyor.model.registry import ESTIMATORS, PARAMETERS, Task, check_estimator
 from conveyor.stages.train import train
 
 CASES = [(task, name) for task, registry in ESTIMATORS.items() for name in registry]

@@ -9,8 +9,8 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from conveyor.contract import Contract, parse_contract
-from conveyor.features import FeatureSpec, model_frame
-from conveyor.request import body_type, example_record, record_type, rows_frame
+from conveyor.model.features import FeatureSpec, model_frame
+from conveyor.serving.request import body_type, example_record, record_type, rows_frame
 
 COLUMNS = ("bill_length_mm", "flipper_length_mm", "island", "sex")
 GOOD: dict[str, Any] = {"bill_length_mm": 39.1, "flipper_length_mm": 181, "island": "Torgersen", "sex": "male"}

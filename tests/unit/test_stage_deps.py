@@ -10,7 +10,7 @@ import yaml
 from conftest import ROOT
 
 from conveyor.config import Config
-from conveyor.registry import ESTIMATORS
+from conveyor.model.registry import ESTIMATORS
 
 SRC = ROOT / "src"
 STAGES = sorted(path.stem for path in (SRC / "conveyor" / "stages").glob("*.py") if path.stem != "__init__")
@@ -50,7 +50,7 @@ def imported_files(module: str) -> set[str]:
         pending += _project_imports(path)
     if "conveyor.io" in seen:
         # io loads models by class name (skops), so every estimator the registry names by import
-        # path is imported when a model of it is read: conveyor.estimators among them.
+        # path is imported when a model of it is read: conveyor.model.estimators among them.
         seen |= {path.partition(":")[0] for table in ESTIMATORS.values() for path in table.values()}
     files = (_module_file(name) for name in seen)
     return {str(f.relative_to(ROOT)) for f in files if f is not None and f.name != "__init__.py"}

@@ -19,7 +19,7 @@ from conveyor.artifacts import TunedParams, TuningReport
 from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.errors import ArtifactError, ConfigError
-from conveyor.registry import DEFAULT_SPACES, ESTIMATORS, check_estimator
+from conveyor.model.registry import DEFAULT_SPACES, ESTIMATORS, check_estimator
 from conveyor.stages import train, tune
 from conveyor.stages.split import split
 

@@ -23,9 +23,9 @@ from sklearn.pipeline import Pipeline
 from conveyor import io
 from conveyor.artifacts import EvaluationRecord
 from conveyor.config import Config
-from conveyor.features import MISSING_CATEGORY, model_frame, spec_of, target_values
-from conveyor.metrics import classification_metrics, regression_metrics
-from conveyor.predict import predict, predict_proba
+from conveyor.model.features import MISSING_CATEGORY, model_frame, spec_of, target_values
+from conveyor.model.metrics import classification_metrics, regression_metrics
+from conveyor.model.predict import predict, predict_proba
 
 # Every plot in dvc.yaml is a folder under <out>/plots. Each task fills its own folders; write()
 # puts PLACEHOLDER in the other task's, because `dvc plots show/diff` reports a declared path that

@@ -27,9 +27,9 @@ from conveyor import io
 from conveyor.artifacts import Champion, ChampionStatus, Check, EvaluationRecord, GateVerdict, ModelIdentity
 from conveyor.config import Config, GateConfig
 from conveyor.errors import ConveyorError
-from conveyor.metrics import score
+from conveyor.model.metrics import score
 from conveyor.provenance import resolve_revision
-from conveyor.registry import Task, higher_is_better
+from conveyor.model.registry import Task, higher_is_better
 
 
 class GateRejected(ConveyorError):

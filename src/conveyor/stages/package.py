@@ -1,7 +1,7 @@
 """package: the accepted model into the BentoML model store, then the bento from ``bentofile.yaml``.
 
 Runs only when ``reports/gate.json`` says the model was accepted. The BentoML model carries a
-bundle (see :mod:`conveyor.serving`): the skops pipeline, the ONNX model when it matched
+bundle (see :mod:`conveyor.serving.routes`): the skops pipeline, the ONNX model when it matched
 scikit-learn on the whole test split, the data contract, and ``conveyor.json`` with the commit
 it was packaged from, data and params hashes, gate metrics, library versions and ``serve`` settings.
 
@@ -33,14 +33,14 @@ from conveyor.artifacts import (
     PackageReport,
     PredictionLogging,
 )
-from conveyor.compiled import compile_pipeline
+from conveyor.model.onnx import compile_pipeline
 from conveyor.config import Config
 from conveyor.contract import contract_to_dict
 from conveyor.errors import ConveyorError
-from conveyor.features import spec_of
-from conveyor.monitor import write_reference
+from conveyor.model.features import spec_of
+from conveyor.monitor.checks import write_reference
 from conveyor.provenance import canonical_json
-from conveyor.serving import write_bundle
+from conveyor.serving.routes import write_bundle
 
 MODEL_NAME = "conveyor-model"
 BENTO_NAME = "conveyor"

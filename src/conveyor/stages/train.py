@@ -12,8 +12,8 @@ from conveyor.artifacts import ModelCard, TunedParams, TuningSummary
 from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.errors import ConveyorError
-from conveyor.features import model_frame, resolve_features, target_values
-from conveyor.model import build_pipeline
+from conveyor.model.features import model_frame, resolve_features, target_values
+from conveyor.model.pipeline import build_pipeline
 
 
 class TrainError(ConveyorError):

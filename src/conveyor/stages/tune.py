@@ -3,7 +3,7 @@
 The stage sees the train split only (``dvc.yaml`` gives it nothing else), so the test split stays
 a held-out judge for evaluate and the gate. Each trial fits the whole Conveyor pipeline (features
 + estimator, ``model.params`` with the trial's values over them) on ``tune.cv_folds`` folds,
-stratified for classification, and scores the held-out fold with :mod:`conveyor.metrics`; a trial
+stratified for classification, and scores the held-out fold with :mod:`conveyor.model.metrics`; a trial
 whose running mean falls below the median of earlier trials at the same fold is pruned. The first
 trial is ``model.params`` itself, so the result never scores worse in CV than the params it replaces.
 
@@ -76,7 +76,7 @@ def passthrough(cfg: Config) -> tuple[TunedParams, TuningReport]:
 
 def direction(cfg: Config) -> Direction:
     """``maximize`` or ``minimize``: the direction of the tuned metric in the metric registry."""
-    from conveyor.registry import higher_is_better
+    from conveyor.model.registry import higher_is_better
 
     return "maximize" if higher_is_better(cfg.task, cfg.tune_metric) else "minimize"
 
@@ -118,9 +118,9 @@ def cross_validate(df: pd.DataFrame, cfg: Config, contract: Contract, trial: opt
     import optuna
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from conveyor.features import model_frame, resolve_features, target_values
-    from conveyor.metrics import score
-    from conveyor.model import build_pipeline
+    from conveyor.model.features import model_frame, resolve_features, target_values
+    from conveyor.model.metrics import score
+    from conveyor.model.pipeline import build_pipeline
 
     space = cfg.tune.search_space(cfg.model.estimator)
     params = dict(cfg.model.params) | {name: suggest(trial, name, d) for name, d in space.items()}

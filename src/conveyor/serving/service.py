@@ -3,9 +3,9 @@
 ``bentoml serve`` at the repository root (or ``make serve``) serves the model this checkout's
 package stage saved (its tag is in ``reports/package.json``; ``CONVEYOR_MODEL_TAG`` picks another
 version); inside a bento, the model the bento carries. Everything but the BentoML wiring lives in
-:mod:`conveyor.serving`.
+:mod:`conveyor.serving.routes`.
 
-The routes are a small Starlette app (:class:`conveyor.serving.ServingApp`) mounted in the
+The routes are a small Starlette app (:class:`conveyor.serving.routes.ServingApp`) mounted in the
 service with ``bentoml.asgi_app``, rather than ``bentoml.api`` methods: BentoML's IO descriptors
 parse each body twice and hop to a thread, which made a 0.1 ms ONNX prediction cost 5 ms a
 request. The service class (BentoML's ``service_class`` option) puts Conveyor's middleware in
@@ -32,8 +32,8 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from conveyor import io
-from conveyor.prediction_log import BentoMonitorExporter
-from conveyor.serving import Bundle, BundleError, ServingApp
+from conveyor.serving.prediction_log import BentoMonitorExporter
+from conveyor.serving.routes import Bundle, BundleError, ServingApp
 
 MODEL_NAME = "conveyor-model"
 PACKAGE_REPORT = Path("reports/package.json")
@@ -73,7 +73,7 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, str(SERVE.threads))
 
 # BentoML's server logging shows only WARNING and up outside its own loggers; a refused request is
-# one INFO line (see conveyor.serving.refuse).
+# one INFO line (see conveyor.serving.routes.refuse).
 logging.getLogger("conveyor").setLevel(logging.INFO)
 
 APP = ServingApp(BUNDLE, exposition=lambda: bytes(BentoMLContainer.metrics_client.get().generate_latest()))  # type: ignore[no-untyped-call]
@@ -81,7 +81,7 @@ TIMEOUT_S = 30
 
 
 class ConveyorService(bentoml.Service[T]):  # type: ignore[misc]
-    """BentoML's service, with :meth:`conveyor.serving.ServingApp.front` in front of its server."""
+    """BentoML's service, with :meth:`conveyor.serving.routes.ServingApp.front` in front of its server."""
 
     def to_asgi(self, is_main: bool = True) -> Any:
         """BentoML's ASGI app (probes, docs, the mounted routes) behind Conveyor's middleware."""

@@ -8,8 +8,8 @@ fails in any way (skl2onnx 1.20 cannot convert ``HistGradientBoosting*`` models 
 the service falls back to scikit-learn and the report says why: ONNX is an optimisation, and it
 never stops the line.
 
-Both predictors take the same input as :mod:`conveyor.predict` and call
-:func:`conveyor.features.model_frame` first, so ONNX sees exactly the columns and canonical
+Both predictors take the same input as :mod:`conveyor.model.predict` and call
+:func:`conveyor.model.features.model_frame` first, so ONNX sees exactly the columns and canonical
 dtypes scikit-learn sees. Missing categories are already the string ``MISSING_CATEGORY`` there,
 which is what makes string tensors possible. The ONNX inputs are not named after the columns
 (skl2onnx would rename ``mean radius`` to ``mean_radius`` behind our back) but by
@@ -29,10 +29,10 @@ import pandas as pd
 from numpy.typing import NDArray
 from sklearn.pipeline import Pipeline
 
-from conveyor import predict as sk
+from conveyor.model import predict as sk
 from conveyor.artifacts import InferenceChoice
-from conveyor.features import MISSING_CATEGORY, FeatureSpec, model_frame, spec_of
-from conveyor.request import rows_frame
+from conveyor.model.features import MISSING_CATEGORY, FeatureSpec, model_frame, spec_of
+from conveyor.serving.request import rows_frame
 
 Inference = Literal["onnx", "sklearn"]
 Feed = dict[str, NDArray[Any]]
@@ -72,11 +72,11 @@ class SklearnPredictor:
     model: Pipeline
 
     def predict(self, df: pd.DataFrame) -> NDArray[np.generic]:
-        """Labels or values of shape (n_samples,), through :func:`conveyor.predict.predict`."""
+        """Labels or values of shape (n_samples,), through :func:`conveyor.model.predict.predict`."""
         return sk.predict(self.model, df)
 
     def predict_proba(self, df: pd.DataFrame) -> NDArray[np.float64]:
-        """Probabilities of shape (n_samples, n_classes), through :func:`conveyor.predict.predict_proba`."""
+        """Probabilities of shape (n_samples, n_classes), through :func:`conveyor.model.predict.predict_proba`."""
         return sk.predict_proba(self.model, df)
 
     def predict_rows(self, rows: Rows) -> NDArray[np.generic]:
@@ -111,7 +111,7 @@ class OnnxPredictor:
             raise ConversionError(f"the ONNX model's inputs {found} are not the expected {expected}")
 
     def feed(self, df: pd.DataFrame) -> Feed:
-        """The input tensors for ``df``, after :func:`conveyor.features.model_frame`, keyed by ONNX input name."""
+        """The input tensors for ``df``, after :func:`conveyor.model.features.model_frame`, keyed by ONNX input name."""
         frame = model_frame(df, self.spec)
         feed = {self.inputs[name]: frame[name].to_numpy(np.float32).reshape(-1, 1) for name in self.spec.numeric}
         return feed | {self.inputs[name]: frame[name].to_numpy(object).reshape(-1, 1) for name in self.spec.categorical}
@@ -240,7 +240,7 @@ def register_boosting_converter(estimator: object) -> dict[str, int] | None:
         calculate_linear_regressor_output_shapes,
     )
 
-    from conveyor.estimators import XGBClassifier
+    from conveyor.model.estimators import XGBClassifier
 
     classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     for cls, alias, shapes, converter, options in (

@@ -99,7 +99,7 @@ def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.
 
     Built column by column so a column that is null in every record still exists (as object
     dtype) instead of vanishing or turning into an all-NaN float column of the wrong kind;
-    :func:`conveyor.features.model_frame` then gives each column its canonical dtype.
+    :func:`conveyor.model.features.model_frame` then gives each column its canonical dtype.
     """
     return pd.DataFrame({column: pd.Series([row[column] for row in rows], dtype="object") for column in columns})
 

@@ -11,7 +11,7 @@ Keeping this apart from ``service.py`` lets tests run all of it in process, with
 
 The request path is short on purpose (the model takes 0.1 ms on the ONNX path, so the server is
 most of the cost): the body is read once, validated straight from bytes into plain dicts
-(:func:`conveyor.request.body_type`), predicted on the event loop without a thread hop, and the
+(:func:`conveyor.serving.request.body_type`), predicted on the event loop without a thread hop, and the
 answer serialised by pydantic-core.
 """
 
@@ -45,10 +45,10 @@ from conveyor.artifacts import BundleInfo
 from conveyor.config import ServeConfig
 from conveyor.contract import Contract, contract_to_dict
 from conveyor.errors import ConveyorError
-from conveyor.features import FeatureSpec
-from conveyor.prediction_log import Exporter, LoggedRequest, PredictionLog
-from conveyor.prediction_log import register as register_log_counter
-from conveyor.request import body_type, example_record, record_type
+from conveyor.model.features import FeatureSpec
+from conveyor.serving.prediction_log import Exporter, LoggedRequest, PredictionLog
+from conveyor.serving.prediction_log import register as register_log_counter
+from conveyor.serving.request import body_type, example_record, record_type
 
 MODEL_FILE = "model.skops"
 ONNX_FILE = "model.onnx"
@@ -59,7 +59,7 @@ CHECKSUMS_FILE = "sha256sums.txt"
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
-    from conveyor.compiled import Predictor
+    from conveyor.model.onnx import Predictor
 
 logger = logging.getLogger("conveyor.serving")
 
@@ -170,7 +170,7 @@ class Bundle:
         Imported here, not at the top: ``bentoml serve`` imports the service in its own process
         too, which never predicts, and scikit-learn's import is a second of its start-up.
         """
-        from conveyor.compiled import OnnxPredictor, SklearnPredictor
+        from conveyor.model.onnx import OnnxPredictor, SklearnPredictor
 
         if self.info.inference.inference == "onnx":
             return OnnxPredictor(io.read_bytes(self.directory / ONNX_FILE), self.spec, threads=self.serve.threads)
@@ -714,7 +714,7 @@ class ServingApp:
         """Load the model, warm it up and serve it from now on (batched, if ``serve.batching`` says so).
 
         With an ``exporter`` and the bundle's ``logging.enabled``, answered requests are logged
-        through it from a :class:`~conveyor.prediction_log.PredictionLog` started here (per worker).
+        through it from a :class:`~conveyor.serving.prediction_log.PredictionLog` started here (per worker).
         """
         settings = self.bundle.info.logging
         if exporter is not None and settings.enabled:

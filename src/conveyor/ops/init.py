@@ -39,7 +39,7 @@ from conveyor import io
 from conveyor.config import Config, parse_config, yaml_problem
 from conveyor.contract import Contract, infer_contract
 from conveyor.errors import ConfigError, ConveyorError
-from conveyor.registry import Task
+from conveyor.model.registry import Task
 
 MAX_CLASSES = 20
 MARGIN = 0.1

@@ -23,7 +23,7 @@ ESTIMATORS: dict[Task, dict[str, str]] = {
         "random_forest": "sklearn.ensemble:RandomForestClassifier",
         "hist_gradient_boosting": "sklearn.ensemble:HistGradientBoostingClassifier",
         "lightgbm": "lightgbm:LGBMClassifier",
-        "xgboost": "conveyor.estimators:XGBClassifier",
+        "xgboost": "conveyor.model.estimators:XGBClassifier",
     },
     "regression": {
         "ridge": "sklearn.linear_model:Ridge",

@@ -8,8 +8,8 @@ from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
 from conveyor.config import FeaturesConfig, ModelConfig
-from conveyor.features import FeatureSpec, build_preprocessor
-from conveyor.registry import Task, check_estimator, estimator_class
+from conveyor.model.features import FeatureSpec, build_preprocessor
+from conveyor.model.registry import Task, check_estimator, estimator_class
 
 
 def build_estimator(task: Task, cfg: ModelConfig, *, seed: int) -> BaseEstimator:

@@ -1,4 +1,4 @@
-"""Metrics for both tasks (their names and directions live in :mod:`conveyor.registry`).
+"""Metrics for both tasks (their names and directions live in :mod:`conveyor.model.registry`).
 
 Evaluate, the gate (for the champion) and the report all compute or read metrics through
 this module, so a metric means the same thing everywhere.
@@ -14,9 +14,9 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn import metrics as skm
 from sklearn.pipeline import Pipeline
 
-from conveyor.features import target_values
-from conveyor.predict import predict, predict_proba
-from conveyor.registry import Task
+from conveyor.model.features import target_values
+from conveyor.model.predict import predict, predict_proba
+from conveyor.model.registry import Task
 
 
 def classification_metrics(

@@ -29,8 +29,8 @@ from prometheus_client import CollectorRegistry, Counter
 if TYPE_CHECKING:
     from bentoml.monitoring import MonitorBase
 
-from conveyor.features import FeatureSpec
-from conveyor.registry import Task
+from conveyor.model.features import FeatureSpec
+from conveyor.model.registry import Task
 
 logger = logging.getLogger("conveyor.serving")
 

@@ -38,8 +38,8 @@ from conveyor.artifacts import CheckResult, ColumnDrift, MonitorReport, MonitorS
 from conveyor.config import Config, GateConfig, MonitorConfig
 from conveyor.contract import Contract, pandera_schema
 from conveyor.errors import ConveyorError
-from conveyor.features import FeatureSpec
-from conveyor.registry import Task
+from conveyor.model.features import FeatureSpec
+from conveyor.model.registry import Task
 from conveyor.urls import redact_url
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def read_logs(location: str) -> pd.DataFrame:
     """Every record in the BentoML monitor logs under ``location`` (a folder or an fsspec URL).
 
     Each line of ``data.<worker>.log*`` is one JSON object: the columns the service logs (see
-    :class:`conveyor.prediction_log.BentoMonitorExporter`) plus BentoML's ``timestamp``,
+    :class:`conveyor.serving.prediction_log.BentoMonitorExporter`) plus BentoML's ``timestamp``,
     ``request_id`` (the ``X-Request-ID`` the client got) and ``trace_id``. A ``record`` column
     numbers the records of each request in the order they were logged, so labels can name one
     record of a batch.
@@ -203,7 +203,7 @@ def assess(
     missing = [name for name in spec.columns if name not in window.columns]
     if missing:
         raise MonitorError(f"{source}: the window lacks the model's input column(s) {missing}")
-    from conveyor.predict import predict
+    from conveyor.model.predict import predict
 
     rows = len(window)
     enough = rows >= monitor.min_rows
@@ -509,7 +509,7 @@ def _performance(
     monitor: MonitorConfig,
 ) -> list[CheckResult]:
     """The gate's metrics on the labelled records, held to the gate's thresholds."""
-    from conveyor.metrics import score
+    from conveyor.model.metrics import score
 
     labelled = current[truth.notna().to_numpy()].assign(**{target: truth.dropna().to_numpy()})
     values: Mapping[str, float] = {}
@@ -682,7 +682,7 @@ def run(
     """Load the packaged model and its reference, read the window, assess it, write the outputs."""
     import bentoml
 
-    from conveyor.serving import MODEL_FILE, Bundle
+    from conveyor.serving.routes import MODEL_FILE, Bundle
 
     try:
         directory = Path(bentoml.models.get(model_tag).path)

@@ -18,7 +18,7 @@ from pathlib import Path
 from conveyor import io
 from conveyor.artifacts import MonitorReport, StageTimings
 from conveyor.errors import ConveyorError
-from conveyor.monitor import REPORT_JSON, SUMMARY
+from conveyor.monitor.checks import REPORT_JSON, SUMMARY
 
 LABEL = "model-monitor"
 TITLE = "Model monitor: alert"

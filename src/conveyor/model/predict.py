@@ -7,7 +7,7 @@ import pandas as pd
 from numpy.typing import NDArray
 from sklearn.pipeline import Pipeline
 
-from conveyor.features import model_frame, spec_of
+from conveyor.model.features import model_frame, spec_of
 
 
 def predict(model: Pipeline, df: pd.DataFrame) -> NDArray[np.generic]:
