@@ -1,1 +1,18 @@
 """Conveyor: raw tabular data to an accepted, deployable model."""
+
+__all__ = [
+    "artifacts",
+    "bundle",
+    "cli",
+    "config",
+    "contract",
+    "errors",
+    "io",
+    "model",
+    "monitor",
+    "ops",
+    "provenance",
+    "serving",
+    "stages",
+    "urls",
+]

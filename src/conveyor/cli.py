@@ -17,6 +17,8 @@ from conveyor.config import Config, load_config
 from conveyor.contract import Contract
 from conveyor.errors import ConveyorError
 
+__all__ = ["build_parser", "main"]
+
 
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.params)
@@ -180,11 +182,25 @@ def _package(args: argparse.Namespace) -> None:
     print(f"package: model {report.model_tag}, bento {report.bento_tag}, inference {report.inference}")
 
 
-def _monitor(args: argparse.Namespace) -> None:
-    from conveyor.monitor import checks as monitor
+def _packaged(args: argparse.Namespace) -> None:
+    from conveyor.bundle import missing_from_store, read_package_report
 
-    model_tag = args.model or monitor.default_model_tag(Path("reports/package.json"))
-    report = monitor.run(
+    report = read_package_report(args.report)
+    if args.what == "model-tag":
+        print(report.model_tag)
+    elif args.what == "bento-tag":
+        print(report.bento_tag)
+    elif missing := missing_from_store(report):
+        raise ConveyorError(f"{args.report}: {' and '.join(missing)} not in this machine's BentoML store")
+
+
+def _monitor(args: argparse.Namespace) -> None:
+    from conveyor.bundle import PACKAGE_REPORT
+    from conveyor.monitor.render import SUMMARY, summary_markdown
+    from conveyor.monitor.run import default_model_tag, run
+
+    model_tag = args.model or default_model_tag(PACKAGE_REPORT)
+    report = run(
         _config(args),
         model_tag=model_tag,
         out=args.out,
@@ -194,11 +210,11 @@ def _monitor(args: argparse.Namespace) -> None:
         timings=args.timings,
     )
     alerts = ", ".join(check.name for check in report.alerts) or "none"
-    print(f"monitor: {report.status} ({report.rows} records; alerts: {alerts}); {args.out / monitor.SUMMARY}")
+    print(f"monitor: {report.status} ({report.rows} records; alerts: {alerts}); {args.out / SUMMARY}")
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:  # in GitHub Actions: the verdict on the run's page too
         with open(step_summary, "a", encoding="utf-8") as page:
-            page.write(monitor.summary_markdown(report))
+            page.write(summary_markdown(report))
     if args.fail_on_alert and report.status == "alert":
         raise SystemExit(1)
 
@@ -390,6 +406,16 @@ def build_parser() -> argparse.ArgumentParser:
         command("monitor", _monitor, "Judge served records against the training data: drift, quality, performance.")
     )
     _add_alert(commands)
+    packaged = commands.add_parser(
+        "packaged",
+        help="Print what the package stage made (reports/package.json), or check this machine's store has it.",
+        description="Print the model or bento tag reports/package.json names, or exit 1 unless both are in the store.",
+    )
+    packaged.add_argument("what", choices=("model-tag", "bento-tag", "in-store"))
+    packaged.add_argument(
+        "--report", type=Path, default=Path("reports/package.json"), help="default: reports/package.json"
+    )
+    packaged.set_defaults(handler=_packaged)
 
     schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, run
-from helpers_make import make
+
+from conveyor import io
+from conveyor.artifacts import PackageReport, Provenance
+from tests.conftest import ROOT, make, run
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 STAND_INS = Path(__file__).parent / "stand-ins"
@@ -174,7 +176,16 @@ def test_the_deploy_pull_request_is_opened_as_a_github_app() -> None:
 def make_image(folder: Path, docker: Path) -> subprocess.CompletedProcess[str]:
     """`make image` of a packaged bento with stand-ins for bentoml and ``docker``, as in a workflow step."""
     (folder / "reports").mkdir()
-    (folder / "reports" / "package.json").write_text(json.dumps({"bento_tag": "conveyor:abc123"}))
+    report = PackageReport(
+        model_tag="conveyor-model:abc123",
+        bento_tag="conveyor:abc123",
+        provenance=Provenance(data_hash="0" * 64, params_hash="0" * 64, libraries={}),
+        inference="sklearn",
+        inference_reason="a stand-in",
+        parity=None,
+        metrics={},
+    )
+    io.write_artifact(report, folder / "reports" / "package.json")
     return make(
         folder,
         "image",

@@ -15,6 +15,8 @@ import numpy as np
 import xgboost
 from numpy.typing import ArrayLike, NDArray
 
+__all__ = ["XGBClassifier"]
+
 
 class XGBClassifier(xgboost.XGBClassifier):
     """``xgboost.XGBClassifier`` for labels of any type.

@@ -7,8 +7,9 @@ dtypes, the one step every caller (train, evaluate, the service) takes before th
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from conveyor.config import FeaturesConfig
 from conveyor.contract import Contract
@@ -21,6 +22,17 @@ if TYPE_CHECKING:
     import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
+
+__all__ = [
+    "MISSING_CATEGORY",
+    "FeatureSpec",
+    "build_preprocessor",
+    "model_frame",
+    "resolve_features",
+    "rows_frame",
+    "spec_of",
+    "target_values",
+]
 
 # Missing categories travel as this string rather than NaN: string tensors (ONNX) have no NaN,
 # and as a value of its own the encoder can learn that "missing" carries information.
@@ -156,3 +168,15 @@ def target_values(df: pd.DataFrame, target: str, *, task: str) -> np.ndarray:
     if task == "classification":
         return df[target].astype(str).to_numpy(dtype=object)
     return pd.to_numeric(df[target], errors="raise").to_numpy(dtype="float64")
+
+
+def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
+    """Validated records (as dicts, ``None`` for null) as a DataFrame with every column, in ``columns`` order.
+
+    Built column by column so a column that is null in every record still exists (as object
+    dtype) instead of vanishing or turning into an all-NaN float column of the wrong kind;
+    :func:`model_frame` then gives each column its canonical dtype.
+    """
+    import pandas as pd
+
+    return pd.DataFrame({column: pd.Series([row[column] for row in rows], dtype="object") for column in columns})

@@ -18,6 +18,8 @@ from conveyor.model.features import target_values
 from conveyor.model.predict import predict, predict_proba
 from conveyor.model.registry import Task
 
+__all__ = ["classification_metrics", "regression_metrics", "score"]
+
 
 def classification_metrics(
     y_true: ArrayLike, y_pred: ArrayLike, proba: NDArray[np.float64], classes: Sequence[object]

@@ -29,10 +29,22 @@ import pandas as pd
 from numpy.typing import NDArray
 from sklearn.pipeline import Pipeline
 
-from conveyor.model import predict as sk
 from conveyor.artifacts import InferenceChoice
-from conveyor.model.features import MISSING_CATEGORY, FeatureSpec, model_frame, spec_of
-from conveyor.serving.request import rows_frame
+from conveyor.model import predict as sk
+from conveyor.model.features import MISSING_CATEGORY, FeatureSpec, model_frame, rows_frame, spec_of
+from conveyor.model.registry import entry_of
+
+__all__ = [
+    "ConversionError",
+    "OnnxPredictor",
+    "Predictor",
+    "SklearnPredictor",
+    "compile_pipeline",
+    "onnx_input_names",
+    "parity",
+    "register_converter",
+    "to_onnx",
+]
 
 Inference = Literal["onnx", "sklearn"]
 Feed = dict[str, NDArray[Any]]
@@ -206,7 +218,7 @@ def to_onnx(model: Pipeline) -> bytes:
     renamed = _selecting_inputs(model, names)
     estimator = renamed.named_steps["estimator"]
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
-    target_opset = register_boosting_converter(estimator)
+    target_opset = register_converter(estimator)
     try:
         onnx = convert(renamed, initial_types=inputs, options=options, target_opset=target_opset)
         return bytes(onnx.SerializeToString())
@@ -216,40 +228,41 @@ def to_onnx(model: Pipeline) -> bytes:
 
 # --- lightgbm and xgboost: onnxmltools' converters, registered with skl2onnx -------------------
 # skl2onnx knows scikit-learn's estimators only. onnxmltools converts the gradient-boosting
-# libraries' scikit-learn classes; registered here, they convert inside the whole pipeline and go
-# through the same parity check and fallback. Their tree operators exist up to version 3 of the
-# ai.onnx.ml domain, which the conversion must then target.
-BOOSTING_LIBRARIES = ("lightgbm", "xgboost")
+# libraries' scikit-learn classes; registered here (the registry entry's ``converter`` says which),
+# they convert inside the whole pipeline and go through the same parity check and fallback. Their
+# tree operators exist up to version 3 of the ai.onnx.ml domain, which the conversion must then target.
 BOOSTING_ML_OPSET = 3
 
 
-def register_boosting_converter(estimator: object) -> dict[str, int] | None:
-    """Register onnxmltools' converter for a lightgbm or xgboost ``estimator``; return the opsets to target.
+def register_converter(estimator: object) -> dict[str, int] | None:
+    """Register the converter the registry names for the fitted ``estimator``; return the opsets to target.
 
-    None (skl2onnx's defaults) for any other estimator, without importing either library.
+    None (skl2onnx's defaults) for an estimator skl2onnx converts itself; :class:`ConversionError`
+    for one the registry gives no converter.
     """
-    if not any(cls.__module__.partition(".")[0] in BOOSTING_LIBRARIES for cls in type(estimator).__mro__):
+    entry = entry_of(estimator)
+    if entry.converter == "none":
+        raise ConversionError(f"{type(estimator).__name__} has no ONNX converter")
+    if entry.converter == "skl2onnx":
         return None
-    import lightgbm
-    import xgboost
-    from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
-    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
     from skl2onnx import get_latest_tested_opset_version, update_registered_converter
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
         calculate_linear_regressor_output_shapes,
     )
 
-    from conveyor.model.estimators import XGBClassifier
-
-    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
-    for cls, alias, shapes, converter, options in (
-        (lightgbm.LGBMClassifier, "LgbmClassifier", calculate_linear_classifier_output_shapes, convert_lightgbm, classifier_options),
-        (lightgbm.LGBMRegressor, "LgbmRegressor", calculate_linear_regressor_output_shapes, convert_lightgbm, None),
-        (XGBClassifier, "XgbClassifier", calculate_linear_classifier_output_shapes, convert_xgboost, classifier_options),
-        (xgboost.XGBRegressor, "XgbRegressor", calculate_linear_regressor_output_shapes, convert_xgboost, None),
-    ):  # fmt: skip
-        update_registered_converter(cls, f"Conveyor{alias}", shapes, converter, options=options)
+    if entry.converter == "onnxmltools.lightgbm":
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm as convert
+    else:
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost as convert
+    cls = type(estimator)
+    if hasattr(estimator, "predict_proba"):
+        options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+        update_registered_converter(
+            cls, f"Conveyor{cls.__name__}", calculate_linear_classifier_output_shapes, convert, options=options
+        )
+    else:
+        update_registered_converter(cls, f"Conveyor{cls.__name__}", calculate_linear_regressor_output_shapes, convert)
     return {"": get_latest_tested_opset_version(), "ai.onnx.ml": BOOSTING_ML_OPSET}
 
 

@@ -11,6 +11,8 @@ from conveyor.config import FeaturesConfig, ModelConfig
 from conveyor.model.features import FeatureSpec, build_preprocessor
 from conveyor.model.registry import Task, check_estimator, estimator_class
 
+__all__ = ["build_estimator", "build_pipeline"]
+
 
 def build_estimator(task: Task, cfg: ModelConfig, *, seed: int) -> BaseEstimator:
     """An unfitted estimator from the registry with ``model.params`` applied.

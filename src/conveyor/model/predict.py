@@ -9,6 +9,8 @@ from sklearn.pipeline import Pipeline
 
 from conveyor.model.features import model_frame, spec_of
 
+__all__ = ["predict", "predict_proba"]
+
 
 def predict(model: Pipeline, df: pd.DataFrame) -> NDArray[np.generic]:
     """Predicted labels (classification) or values (regression).

@@ -18,7 +18,9 @@ from pathlib import Path
 from conveyor import io
 from conveyor.artifacts import MonitorReport, StageTimings
 from conveyor.errors import ConveyorError
-from conveyor.monitor.checks import REPORT_JSON, SUMMARY
+from conveyor.monitor.render import REPORT_JSON, SUMMARY
+
+__all__ = ["GitHubError", "dispatch", "fetch_stage_timings", "gh", "issue_body", "read_report", "run_url", "sync_issue"]
 
 LABEL = "model-monitor"
 TITLE = "Model monitor: alert"

@@ -17,6 +17,8 @@ import yaml
 
 from conveyor.errors import ConveyorError
 
+__all__ = ["DeployError", "ImageChange", "set_image", "set_images_entry"]
+
 KUSTOMIZATION = "kustomization.yaml"
 # OCI distribution spec: a repository path (optionally behind a registry host[:port]) and a tag.
 _IMAGE = re.compile(

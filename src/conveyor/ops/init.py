@@ -36,10 +36,24 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 
 from conveyor import io
-from conveyor.config import Config, parse_config, yaml_problem
+from conveyor.config import Config, parse_config
 from conveyor.contract import Contract, infer_contract
-from conveyor.errors import ConfigError, ConveyorError
+from conveyor.errors import ConfigError, ConveyorError, yaml_problem
 from conveyor.model.registry import Task
+
+__all__ = [
+    "MAX_CLASSES",
+    "InitError",
+    "Retargeted",
+    "TaskChoice",
+    "check_target",
+    "edit_yaml",
+    "gate_settings",
+    "infer_task",
+    "portable_source",
+    "retarget",
+    "run",
+]
 
 MAX_CLASSES = 20
 MARGIN = 0.1

@@ -21,6 +21,26 @@ from conveyor.artifacts import Champion, GateVerdict, TunedParams, TuningReport,
 from conveyor.errors import ArtifactError, ConveyorError
 from conveyor.provenance import git, resolve_revision
 
+__all__ = [
+    "Baseline",
+    "Figure",
+    "Report",
+    "ReportError",
+    "baseline_params",
+    "build",
+    "diff_section",
+    "dvc",
+    "figure_specs",
+    "plots_section",
+    "render_plots",
+    "resolve_baseline",
+    "run",
+    "stale_stages",
+    "tuning_section",
+    "validation_section",
+    "verdict_section",
+]
+
 # DVC calls the uncommitted side of a diff "workspace"; in a review it is the candidate model.
 CANDIDATE = "candidate"
 # The stage whose failure still leaves a verdict worth reading (``reports/gate.json``).

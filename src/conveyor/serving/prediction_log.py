@@ -29,8 +29,11 @@ from prometheus_client import CollectorRegistry, Counter
 if TYPE_CHECKING:
     from bentoml.monitoring import MonitorBase
 
+from conveyor.config import PredictionLogConfig
 from conveyor.model.features import FeatureSpec
 from conveyor.model.registry import Task
+
+__all__ = ["MONITOR_NAME", "BentoMonitorExporter", "Exporter", "LoggedRequest", "PredictionLog", "register"]
 
 logger = logging.getLogger("conveyor.serving")
 
@@ -63,27 +66,20 @@ Exporter = Callable[[LoggedRequest], None]
 class PredictionLog:
     """A bounded queue of answered requests, drained by a daemon thread that calls ``export``.
 
-    ``submit`` is all the request path pays: a sampling draw and a ``deque.append`` (or a count
-    when the queue holds ``max_queued_records`` records already). The queue is bounded in records,
-    not requests, since one request may carry up to ``serve.max_records`` of them. The thread
-    spends at most ``max_cpu_share`` of a core exporting: under a load the exporter cannot
-    keep up with, records are dropped (and counted) rather than taken from the requests' CPU.
+    ``settings`` are the bundle's ``monitor.log_*``. ``submit`` is all the request path pays: a
+    sampling draw (``log_sample_rate``) and a ``deque.append`` (or a count when the queue holds
+    ``log_queue_records`` records already). The queue is bounded in records, not requests, since
+    one request may carry up to ``serve.max_records`` of them. The thread spends at most
+    ``log_max_cpu_share`` of a core exporting: under a load the exporter cannot keep up with,
+    records are dropped (and counted) rather than taken from the requests' CPU.
     """
 
-    def __init__(
-        self,
-        export: Exporter,
-        *,
-        sample_rate: float,
-        max_queued_records: int,
-        records: Counter,
-        max_cpu_share: float = 1.0,
-    ) -> None:
+    def __init__(self, export: Exporter, settings: PredictionLogConfig, *, records: Counter) -> None:
         self.export = export
-        self.sample_rate = sample_rate
-        self.max_queued_records = max_queued_records
+        self.sample_rate = settings.log_sample_rate
+        self.max_queued_records = settings.log_queue_records
         # After each CPU second spent exporting, the thread rests this long (none at a share of 1).
-        self.rest_per_busy_second = 1.0 / max_cpu_share - 1.0
+        self.rest_per_busy_second = 1.0 / settings.log_max_cpu_share - 1.0
         self.queue: deque[LoggedRequest] = deque()
         # Each written by one thread only (the request path, the drain): their difference is the backlog.
         self.queued_records = 0
@@ -102,7 +98,7 @@ class PredictionLog:
         return self
 
     def sampled(self) -> bool:
-        """Whether to log the next request (``sample_rate`` of them, drawn per request)."""
+        """Whether to log the next request (``log_sample_rate`` of them, drawn per request)."""
         return self.sample_rate >= 1.0 or random.random() < self.sample_rate
 
     def submit(self, request: LoggedRequest) -> bool:

@@ -25,11 +25,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-import pandas as pd
-from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter
 from typing_extensions import TypedDict
 
 from conveyor.contract import ColumnSpec, Contract
+
+__all__ = ["body_type", "example_record", "field_type", "record_type", "request_type"]
 
 RECORD_CONFIG = ConfigDict(extra="forbid", strict=True)
 # The functional form, typed as Any: the keys and the name are only known at run time.
@@ -94,16 +95,6 @@ def body_type(record: Any, *, max_records: int, example: Mapping[str, Any] | Non
     return body
 
 
-def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    """Validated records (as dicts, ``None`` for null) as a DataFrame with every column, in ``columns`` order.
-
-    Built column by column so a column that is null in every record still exists (as object
-    dtype) instead of vanishing or turning into an all-NaN float column of the wrong kind;
-    :func:`conveyor.model.features.model_frame` then gives each column its canonical dtype.
-    """
-    return pd.DataFrame({column: pd.Series([row[column] for row in rows], dtype="object") for column in columns})
-
-
 def example_record(contract: Contract, columns: Sequence[str]) -> dict[str, Any]:
     """A valid record: the middle of each numeric range, the first category.
 
@@ -124,3 +115,13 @@ def example_record(contract: Contract, columns: Sequence[str]) -> dict[str, Any]
         else:
             example[column] = ""
     return example
+
+
+def request_type(contract: Contract, columns: Sequence[str], *, max_records: int) -> TypeAdapter[dict[str, Any]]:
+    """Validation of a whole request body, from JSON bytes to ``{"records": [dict, ...]}``.
+
+    ``columns`` are the model's input columns; the body's example (on the OpenAPI page) is
+    :func:`example_record`.
+    """
+    record = record_type(contract, columns)
+    return TypeAdapter(body_type(record, max_records=max_records, example=example_record(contract, columns)))

@@ -2,8 +2,8 @@
 
 ``bentoml serve`` at the repository root (or ``make serve``) serves the model this checkout's
 package stage saved (its tag is in ``reports/package.json``; ``CONVEYOR_MODEL_TAG`` picks another
-version); inside a bento, the model the bento carries. Everything but the BentoML wiring lives in
-:mod:`conveyor.serving.routes`.
+version); inside a bento, the model the bento carries. This module is the BentoML wiring only;
+the rest of :mod:`conveyor.serving` runs without BentoML.
 
 The routes are a small Starlette app (:class:`conveyor.serving.routes.ServingApp`) mounted in the
 service with ``bentoml.asgi_app``, rather than ``bentoml.api`` methods: BentoML's IO descriptors
@@ -31,14 +31,13 @@ import bentoml
 from bentoml._internal.configuration.containers import BentoMLContainer
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from conveyor import io
+from conveyor.bundle import MODEL_NAME, PACKAGE_REPORT, Bundle, BundleError, read_package_report
 from conveyor.serving.prediction_log import BentoMonitorExporter
-from conveyor.serving.routes import Bundle, BundleError, ServingApp
+from conveyor.serving.routes import ServingApp
 
-MODEL_NAME = "conveyor-model"
-PACKAGE_REPORT = Path("reports/package.json")
+__all__ = ["Conveyor", "ConveyorService", "model_tag", "prediction_exporter"]
+
 T = TypeVar("T")
-BENTOML_ROUTES = ("/", "/livez", "/healthz", "/readyz", "/schema.json")
 
 
 def model_tag() -> str:
@@ -51,7 +50,7 @@ def model_tag() -> str:
     if tag := os.environ.get("CONVEYOR_MODEL_TAG"):
         return tag
     if PACKAGE_REPORT.is_file():
-        return str(io.read_json(PACKAGE_REPORT)["model_tag"])
+        return read_package_report(PACKAGE_REPORT).model_tag
     return f"{MODEL_NAME}:latest"
 
 
@@ -73,7 +72,7 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, str(SERVE.threads))
 
 # BentoML's server logging shows only WARNING and up outside its own loggers; a refused request is
-# one INFO line (see conveyor.serving.routes.refuse).
+# one INFO line (see conveyor.serving.middleware.refuse).
 logging.getLogger("conveyor").setLevel(logging.INFO)
 
 APP = ServingApp(BUNDLE, exposition=lambda: bytes(BentoMLContainer.metrics_client.get().generate_latest()))  # type: ignore[no-untyped-call]
@@ -85,7 +84,7 @@ class ConveyorService(bentoml.Service[T]):  # type: ignore[misc]
 
     def to_asgi(self, is_main: bool = True) -> Any:
         """BentoML's ASGI app (probes, docs, the mounted routes) behind Conveyor's middleware."""
-        return APP.front(super().to_asgi(is_main), routes=BENTOML_ROUTES, timeout=TIMEOUT_S)
+        return APP.front(super().to_asgi(is_main), timeout=TIMEOUT_S)
 
 
 @bentoml.service(

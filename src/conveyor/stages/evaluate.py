@@ -27,6 +27,18 @@ from conveyor.model.features import MISSING_CATEGORY, model_frame, spec_of, targ
 from conveyor.model.metrics import classification_metrics, regression_metrics
 from conveyor.model.predict import predict, predict_proba
 
+__all__ = [
+    "CLASSIFICATION_PLOTS",
+    "PLACEHOLDER",
+    "REGRESSION_PLOTS",
+    "Evaluation",
+    "evaluate",
+    "importance",
+    "run",
+    "slices",
+    "write",
+]
+
 # Every plot in dvc.yaml is a folder under <out>/plots. Each task fills its own folders; write()
 # puts PLACEHOLDER in the other task's, because `dvc plots show/diff` reports a declared path that
 # does not exist as an error, and git (hence a baseline revision) keeps no empty folder. DVC reads

@@ -28,8 +28,20 @@ from conveyor.artifacts import Champion, ChampionStatus, Check, EvaluationRecord
 from conveyor.config import Config, GateConfig
 from conveyor.errors import ConveyorError
 from conveyor.model.metrics import score
-from conveyor.provenance import resolve_revision
 from conveyor.model.registry import Task, higher_is_better
+from conveyor.provenance import resolve_revision
+
+__all__ = [
+    "Absent",
+    "GateRejected",
+    "ModelMismatch",
+    "champion_checks",
+    "check_model",
+    "decide",
+    "find_champion",
+    "run",
+    "threshold_checks",
+]
 
 
 class GateRejected(ConveyorError):

@@ -46,6 +46,29 @@ if TYPE_CHECKING:
 
     from conveyor.contract import Contract
 
+__all__ = [
+    "Outcome",
+    "Place",
+    "TuneError",
+    "check_folds",
+    "cross_validate",
+    "direction",
+    "importance",
+    "incumbent_params",
+    "open_storage",
+    "open_study",
+    "optimize",
+    "passthrough",
+    "progress_wanted",
+    "run",
+    "study_name",
+    "suggest",
+    "summarize",
+    "tune",
+    "worker",
+    "write_plots",
+]
+
 # Trials scored before pruning starts, and folds a trial always completes before it can be pruned.
 PRUNER_STARTUP_TRIALS = 5
 PRUNER_WARMUP_FOLDS = 1
@@ -98,7 +121,9 @@ def study_name(df: pd.DataFrame, cfg: Config) -> str:
         "metric": cfg.tune_metric,
         "cv_folds": cfg.tune.cv_folds,
         "seed": cfg.tune.seed,
-        "space": {k: v.model_dump(mode="json") for k, v in cfg.tune.search_space(cfg.model.estimator).items()},
+        "space": {
+            k: v.model_dump(mode="json") for k, v in cfg.tune.search_space(cfg.task, cfg.model.estimator).items()
+        },
     }
     return f"conveyor-{params_hash(objective)[:16]}"
 
@@ -122,7 +147,7 @@ def cross_validate(df: pd.DataFrame, cfg: Config, contract: Contract, trial: opt
     from conveyor.model.metrics import score
     from conveyor.model.pipeline import build_pipeline
 
-    space = cfg.tune.search_space(cfg.model.estimator)
+    space = cfg.tune.search_space(cfg.task, cfg.model.estimator)
     params = dict(cfg.model.params) | {name: suggest(trial, name, d) for name, d in space.items()}
     model = ModelConfig(estimator=cfg.model.estimator, params=params)
     spec = resolve_features(cfg.features, contract, target=cfg.data.target)
@@ -253,7 +278,7 @@ def optimize(study: optuna.Study, df: pd.DataFrame, cfg: Config, contract: Contr
 
 def incumbent_params(cfg: Config) -> dict[str, Any]:
     """The values ``model.params`` gives the searched parameters, where they lie inside the space."""
-    space = cfg.tune.search_space(cfg.model.estimator)
+    space = cfg.tune.search_space(cfg.task, cfg.model.estimator)
     return {
         name: cfg.model.params[name]
         for name, distribution in space.items()
