@@ -110,7 +110,7 @@ def test_the_pipeline_packaged_the_accepted_model_with_its_provenance(reproduced
     )
     assert stored["labels"]["git_revision"] == packaged_at
     assert stored["metadata"]["metrics"] == io.read_json(reproduced_repo / "reports/metrics.json")
-    assert stored["metadata"]["libraries"] == card.provenance.libraries
+    assert stored["metadata"]["provenance"]["libraries"] == card.provenance.libraries
     bento = json.loads(run(reproduced_repo, "bentoml", "get", report.bento_tag, "--output", "json").stdout)
     assert [model["tag"] for service in bento["services"] for model in service["models"]] == [report.model_tag]
     assert bento["labels"]["git_revision"] == packaged_at
