@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from conveyor import io
-from conveyor.artifacts import EvaluationRecord
+from conveyor.artifacts import EvaluationRecord, PackageReport, Provenance
 from conveyor.bundle import Bundle
 from conveyor.config import Config, load_config, parse_config
 from conveyor.contract import Contract
@@ -304,3 +304,17 @@ def bundle(tmp_path_factory: pytest.TempPathFactory, params: Config, contract: C
     return make_bundle(
         tmp_path_factory.mktemp("bundle"), params, contract, io.read_source(str(ROOT / "data" / "penguins.csv"))
     )
+
+
+def write_package_report(path: Path, *, model_tag: str, bento_tag: str) -> None:
+    """A ``reports/package.json`` naming ``model_tag`` and ``bento_tag`` (its other fields stand-ins)."""
+    report = PackageReport(
+        model_tag=model_tag,
+        bento_tag=bento_tag,
+        provenance=Provenance(data_hash="0" * 64, params_hash="0" * 64, libraries={}),
+        inference="sklearn",
+        inference_reason="a stand-in",
+        parity=None,
+        metrics={},
+    )
+    io.write_artifact(report, path)

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor import io
-from conveyor.artifacts import PackageReport, Provenance
 from conveyor.cli import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_package_report
 
 PIPELINE_COMMANDS = ("ingest", "validate", "split", "tune", "train", "evaluate", "gate", "schema")
 
@@ -78,18 +76,7 @@ def test_timings_of_a_job_where_no_stage_ran(tmp_path: Path) -> None:
 
 def test_packaged_prints_the_tags_the_package_report_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report = tmp_path / "package.json"
-    io.write_artifact(
-        PackageReport(
-            model_tag="conveyor-model:abc",
-            bento_tag="conveyor:def",
-            provenance=Provenance(data_hash="0" * 64, params_hash="1" * 64, libraries={}),
-            inference="sklearn",
-            inference_reason="a test",
-            parity=None,
-            metrics={},
-        ),
-        report,
-    )
+    write_package_report(report, model_tag="conveyor-model:abc", bento_tag="conveyor:def")
     assert main(["packaged", "model-tag", "--report", str(report)]) == 0
     assert main(["packaged", "bento-tag", "--report", str(report)]) == 0
     assert capsys.readouterr().out == "conveyor-model:abc\nconveyor:def\n"

@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conveyor import io
-from conveyor.artifacts import PackageReport, Provenance
-from tests.conftest import ROOT, make, run
+from tests.conftest import ROOT, make, run, write_package_report
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 STAND_INS = Path(__file__).parent / "stand-ins"
@@ -176,16 +174,9 @@ def test_the_deploy_pull_request_is_opened_as_a_github_app() -> None:
 def make_image(folder: Path, docker: Path) -> subprocess.CompletedProcess[str]:
     """`make image` of a packaged bento with stand-ins for bentoml and ``docker``, as in a workflow step."""
     (folder / "reports").mkdir()
-    report = PackageReport(
-        model_tag="conveyor-model:abc123",
-        bento_tag="conveyor:abc123",
-        provenance=Provenance(data_hash="0" * 64, params_hash="0" * 64, libraries={}),
-        inference="sklearn",
-        inference_reason="a stand-in",
-        parity=None,
-        metrics={},
+    write_package_report(
+        folder / "reports" / "package.json", model_tag="conveyor-model:abc123", bento_tag="conveyor:abc123"
     )
-    io.write_artifact(report, folder / "reports" / "package.json")
     return make(
         folder,
         "image",
