@@ -53,11 +53,10 @@ system-tools: ## Install the missing system tools tests need (promtool, PostgreS
 
 # A fresh clone reproduces main's committed outputs byte for byte, so DVC skips `package`; the
 # BentoML store lives outside the repository, though, and may not hold that model yet.
-IN_STORE := import bentoml, json; r = json.load(open("reports/package.json")); bentoml.models.get(r["model_tag"]); bentoml.bentos.get(r["bento_tag"])
 
 run: setup ## Set up, then `dvc repro` to an accepted, packaged model (in this machine's BentoML store)
 	dvc repro
-	@python -c '$(IN_STORE)' 2>/dev/null || { echo "run: the packaged model is not in this machine's BentoML store: packaging it"; dvc repro --force --single-item package; }
+	@conveyor packaged in-store 2>/dev/null || { echo "run: the packaged model is not in this machine's BentoML store: packaging it"; dvc repro --force --single-item package; }
 
 repro: run
 
@@ -181,7 +180,7 @@ OVERLAY ?= deploy/overlays/staging
 BENTOML ?= bentoml
 DOCKER ?= docker
 # Read when `image` runs (recursive `=`), from what the package stage wrote.
-BENTO_TAG = $(shell $(BIN)/python -c 'import json; print(json.load(open("reports/package.json"))["bento_tag"])')
+BENTO_TAG = $(shell $(BIN)/conveyor packaged bento-tag)
 # The digest the registry returned for the pushed image: what the overlays pin. `make image`
 # writes it; `set-image` reads it (or $DIGEST, which the deploy workflow passes between jobs).
 IMAGE_DIGEST_FILE ?= build/image-digest

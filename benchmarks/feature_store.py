@@ -19,11 +19,10 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers_feast import feast_python, served_example
-
 from conveyor import io
-from conveyor.online_features import OnlineFeatures
-from conveyor.predict import predict
+from conveyor.model.predict import predict
+from conveyor.serving.online_features import OnlineFeatures
+from tests.feature_store.conftest import feast_python, served_example
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS = 300

@@ -45,8 +45,8 @@ import pandas as pd
 import yaml
 from pipeline import ENV, fresh_copy
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from helpers_process import free_port, running
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.conftest import free_port, running
 
 SECONDS = int(os.environ.get("CONVEYOR_BENCH_SECONDS", "12"))
 ROUNDS = 4  # each cell is run in alternating rounds of SECONDS / ROUNDS on every server
@@ -75,15 +75,16 @@ def _median_ms(action: Callable[[], object], calls: int) -> float:
 def in_process(repo: Path, bundle_dir: Path) -> dict[str, dict[str, float]]:
     """Median milliseconds per call for 1 and 1,000 rows, scikit-learn and ONNX Runtime."""
     from conveyor import io
-    from conveyor.predict import predict
-    from conveyor.serving import Bundle
+    from conveyor.bundle import Bundle
+    from conveyor.model.predict import predict
+    from conveyor.serving.engine import predictor
 
     model = io.load_model(repo / "models/model.skops")
     test = io.read_table(repo / "data/split/test.parquet")
     thousand = test.sample(1000, replace=True, random_state=0).reset_index(drop=True)
-    onnx = Bundle.load(bundle_dir).predictor()
+    onnx = predictor(Bundle.load(bundle_dir))
     calls: dict[str, Callable[[pd.DataFrame], object]] = {
-        "sklearn (conveyor.predict)": lambda df: predict(model, df),
+        "sklearn (conveyor.model.predict)": lambda df: predict(model, df),
         "onnx, DataFrame in": onnx.predict,
         "onnx, records in (the service's path)": lambda df: onnx.predict_rows(_records(df)),
     }
@@ -221,16 +222,19 @@ def minimal_app(bundle_dir: Path) -> Any:
     from starlette.routing import Route
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-    from conveyor.serving import Bundle, Engine
+    from conveyor.bundle import Bundle
+    from conveyor.serving.engine import Engine
+    from conveyor.serving.request import request_type
 
     bundle = Bundle.load(bundle_dir)
     threadpool_limits(limits=bundle.serve.threads)
     engine = Engine(bundle)
     engine.warm_up()
+    body = request_type(bundle.contract, bundle.columns, max_records=bundle.serve.max_records)
 
     async def predict_route(request: Request) -> JSONResponse:
         try:
-            records = bundle.request.validate_json(await request.body())["records"]
+            records = body.validate_json(await request.body())["records"]
         except ValidationError as error:
             return JSONResponse(error.errors(include_url=False, include_input=False), status_code=400)
         return JSONResponse(engine.predict(records))
@@ -246,7 +250,7 @@ def minimal_sklearn_app(model_path: Path) -> Any:
     from starlette.routing import Route
 
     from conveyor import io
-    from conveyor.predict import predict
+    from conveyor.model.predict import predict
 
     model = io.load_model(model_path)
 

@@ -26,7 +26,7 @@ from sklearn.datasets import make_classification
 
 from conveyor.config import Config, load_config, parse_config
 from conveyor.contract import infer_contract
-from conveyor.metrics import score
+from conveyor.model.metrics import score
 from conveyor.stages import tune
 from conveyor.stages.split import split
 from conveyor.stages.train import train, with_tuned_params

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real params and data, and throwaway copies of the repository.
+"""Shared fixtures and helpers: the real params and data, configs changed for a test, throwaway
+copies of the repository, servers on free ports, Makefile targets, bundles built by the package stage.
 
 Integration tests never touch the working tree: they run in a copy that is its own git
 repository (so DVC, the gate's champion lookup and provenance behave as in a user's clone).
@@ -7,17 +8,28 @@ repository (so DVC, the gate's champion lookup and provenance behave as in a use
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
 from conveyor import io
-from conveyor.config import Config, load_config
+from conveyor.artifacts import EvaluationRecord, PackageReport, Provenance
+from conveyor.bundle import Bundle
+from conveyor.config import Config, load_config, parse_config
 from conveyor.contract import Contract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,3 +168,155 @@ def trained_model_file(tmp_path_factory: pytest.TempPathFactory, params: Config,
     path = tmp_path_factory.mktemp("model") / "model.skops"
     io.save_model(train(io.read_source(str(ROOT / "data" / "penguins.csv")), params, contract), path)
     return path
+
+
+# Regression on the default data: predict body mass from the other measurements.
+REGRESSION: dict[str, Any] = {
+    "task": "regression",
+    "data": {"target": "body_mass_g"},
+    "model": {"estimator": "ridge", "params": {"alpha": 1.0}},
+    "gate": {"thresholds": {"r2": {"min": 0.5}}, "compare": ["rmse"]},
+}
+
+
+def configured(params: Config, **sections: Any) -> Config:
+    """``params`` with each given section updated key by key (a non-mapping value replaces it)."""
+    raw = params.model_dump(mode="json", by_alias=True)
+    for name, value in sections.items():
+        raw[name] = {**raw[name], **value} if isinstance(value, dict) and isinstance(raw.get(name), dict) else value
+    return parse_config(raw, source="test params")
+
+
+def regression(params: Config, estimator: str = "ridge", **model_params: Any) -> Config:
+    """The regression configuration with ``estimator`` and its params."""
+    return configured(params, **(REGRESSION | {"model": {"estimator": estimator, "params": model_params}}))
+
+
+def labelled(df: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """The rows of ``df`` that have a value for the configured target (body mass has gaps)."""
+    return df[df[cfg.data.target].notna()].reset_index(drop=True)
+
+
+def edit_params(repo: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply ``change`` to the parsed ``params.yaml`` of ``repo`` and write it back."""
+    path = repo / "params.yaml"
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(raw)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a ``dvc repro`` ran, in order, from its output."""
+    return re.findall(r"^Running stage '([^']+)':", output, flags=re.MULTILINE)
+
+
+def stages_from(repo: Path, first: str) -> list[str]:
+    """``first`` and every stage after it in ``repo``'s ``dvc.yaml`` (which lists them in pipeline order)."""
+    names = list(yaml.safe_load((repo / "dvc.yaml").read_text(encoding="utf-8"))["stages"])
+    return names[names.index(first) :]
+
+
+READY_TIMEOUT = 120.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < READY_TIMEOUT:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return time.perf_counter() - started
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"not ready after {READY_TIMEOUT} s: {url}\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@contextmanager
+def running(
+    command: list[str], *, cwd: Path, env: dict[str, str], port: int, log: Path, ready_path: str = "/readyz"
+) -> Iterator[float]:
+    """Start ``command`` (a server on 127.0.0.1:``port``) in its own process group, output to ``log``.
+
+    Yields the seconds it took until ``ready_path`` answered 200; on exit stops the process group
+    (the server and any workers it started), with SIGKILL if SIGTERM is not enough.
+    """
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield _ready(f"http://127.0.0.1:{port}{ready_path}", process, log)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+def make(cwd: Path, *args: str | Path, tools: Path = BIN, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``make -f <repo>/Makefile ARGS`` in ``cwd``.
+
+    ``-o setup`` treats the environment as installed (it is this one: ``BIN``, or the folder of
+    stand-ins given as ``tools``), so what runs is the target's own recipe, as in CI after
+    ``make setup``. With ``check=False`` a failing target is returned, not a test failure.
+    """
+    return run(
+        cwd, "make", "--no-print-directory", "-f", ROOT / "Makefile", "-o", "setup", *args, f"BIN={tools}", check=check
+    )
+
+
+def make_bundle(directory: Path, cfg: Config, contract: Contract, data: pd.DataFrame) -> Bundle:
+    """Train on ``data`` and write the bundle the package stage writes (:func:`conveyor.stages.package.contents`), without BentoML."""
+    from conveyor.stages import package
+    from conveyor.stages.train import model_card, train
+
+    pipeline = train(data, cfg, contract)
+    evaluation = EvaluationRecord(model_sha256="0" * 64, test_sha256="0" * 64, metrics={"accuracy": 1.0})
+    contents = package.contents(
+        cfg,
+        model=pipeline,
+        model_bytes=io.model_bytes(pipeline),
+        contract=contract,
+        card=model_card(pipeline, data, cfg),
+        evaluation=evaluation,
+        test=data,
+        train=data,
+        git_revision="0" * 40,
+    )
+    contents.write(directory)
+    return Bundle.load(directory)
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory: pytest.TempPathFactory, params: Config, contract: Contract) -> Bundle:
+    """The default model (logistic regression, served through ONNX) packaged as a bundle on disk; do not change it."""
+    return make_bundle(
+        tmp_path_factory.mktemp("bundle"), params, contract, io.read_source(str(ROOT / "data" / "penguins.csv"))
+    )
+
+
+def write_package_report(path: Path, *, model_tag: str, bento_tag: str) -> None:
+    """A ``reports/package.json`` naming ``model_tag`` and ``bento_tag`` (its other fields stand-ins)."""
+    report = PackageReport(
+        model_tag=model_tag,
+        bento_tag=bento_tag,
+        provenance=Provenance(data_hash="0" * 64, params_hash="0" * 64, libraries={}),
+        inference="sklearn",
+        inference_reason="a stand-in",
+        parity=None,
+        metrics={},
+    )
+    io.write_artifact(report, path)

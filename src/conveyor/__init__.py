@@ -1,1 +1,19 @@
 """Conveyor: raw tabular data to an accepted, deployable model."""
+
+__all__ = [
+    "artifacts",
+    "bundle",
+    "cli",
+    "config",
+    "contract",
+    "errors",
+    "feature_store",
+    "io",
+    "model",
+    "monitor",
+    "ops",
+    "provenance",
+    "serving",
+    "stages",
+    "urls",
+]

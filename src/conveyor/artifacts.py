@@ -16,8 +16,40 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from conveyor.config import ServeConfig
-from conveyor.registry import Task
+from conveyor.config import PredictionLogConfig, ServeConfig
+from conveyor.model.registry import Task
+
+__all__ = [
+    "Artifact",
+    "BundleInfo",
+    "Champion",
+    "ChampionStatus",
+    "Check",
+    "CheckResult",
+    "ColumnDrift",
+    "Direction",
+    "DroppedRow",
+    "EvaluationRecord",
+    "FeatureStoreJoin",
+    "Finding",
+    "GateVerdict",
+    "ImportanceSample",
+    "InferenceChoice",
+    "IngestReport",
+    "ModelCard",
+    "ModelIdentity",
+    "MonitorReport",
+    "MonitorStatus",
+    "PackageReport",
+    "Provenance",
+    "StageTimings",
+    "Trial",
+    "TrialStateName",
+    "TunedParams",
+    "TuningReport",
+    "TuningSummary",
+    "ValidationReport",
+]
 
 
 class Artifact(BaseModel):
@@ -101,10 +133,21 @@ class TuningSummary(Artifact):
     trials: int
 
 
+class Provenance(Artifact):
+    """Where a model came from: the content hash of its training data, of its params, and the library versions.
+
+    One model, carried whole by the model card, the bundle and the package report.
+    """
+
+    data_hash: str
+    params_hash: str
+    libraries: dict[str, str]
+
+
 class ModelCard(Artifact):
     """``models/model.json``: what traces a trained model to its data, params and libraries."""
 
-    data_hash: str
+    provenance: Provenance
     train_rows: int
     task: Task
     target: str
@@ -112,9 +155,7 @@ class ModelCard(Artifact):
     features: dict[str, list[str]]
     classes: list[str] | None
     params: dict[str, Any]
-    params_hash: str
     tuning: TuningSummary
-    libraries: dict[str, str]
 
 
 class ModelIdentity(BaseModel):
@@ -272,18 +313,6 @@ class InferenceChoice(Artifact):
     parity: dict[str, Any] | None
 
 
-class PredictionLogging(Artifact):
-    """The ``monitor.log_*`` settings the bundle was packaged with (see :mod:`conveyor.prediction_log`).
-
-    No defaults here: they are ``MonitorConfig``'s, and the package stage always copies them.
-    """
-
-    enabled: bool
-    sample_rate: float
-    max_queued_records: int
-    max_cpu_share: float
-
-
 class BundleInfo(Artifact):
     """The bundle's ``conveyor.json`` (in the BentoML store, not tracked): what the service serves.
 
@@ -295,18 +324,16 @@ class BundleInfo(Artifact):
 
     model_tag: str
     git_revision: str
-    data_hash: str
-    params_hash: str
+    provenance: Provenance
     task: Task
     target: str
     estimator: str
     features: dict[str, list[str]]
     classes: list[str] | None
-    libraries: dict[str, str]
     metrics: dict[str, float]
     serve: ServeConfig
     inference: InferenceChoice
-    logging: PredictionLogging
+    prediction_log: PredictionLogConfig
     prediction_buckets: list[float] | None = None
 
     def content(self) -> bytes:
@@ -323,8 +350,7 @@ class PackageReport(Artifact):
 
     model_tag: str
     bento_tag: str
-    data_hash: str
-    params_hash: str
+    provenance: Provenance
     inference: Literal["onnx", "sklearn"]
     inference_reason: str
     parity: dict[str, Any] | None

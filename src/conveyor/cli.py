@@ -17,6 +17,8 @@ from conveyor.config import Config, load_config
 from conveyor.contract import Contract
 from conveyor.errors import ConveyorError
 
+__all__ = ["build_parser", "main"]
+
 
 def _config(args: argparse.Namespace) -> Config:
     return load_config(args.params)
@@ -131,7 +133,7 @@ def _schema_infer(args: argparse.Namespace) -> None:
 
 
 def _init(args: argparse.Namespace) -> None:
-    from conveyor import init
+    from conveyor.ops import init
 
     result = init.run(
         data=args.data, target=args.target, task=args.task, params=args.params, max_categories=args.max_categories
@@ -143,7 +145,7 @@ def _init(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from conveyor import report
+    from conveyor.ops import report
 
     baseline = args.baseline or _config(args).gate.baseline_rev
     written = report.run(
@@ -160,7 +162,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _deploy_set_image(args: argparse.Namespace) -> None:
-    from conveyor import deploy
+    from conveyor.ops import deploy
 
     change = deploy.set_image(args.overlay, name=args.name, image=args.image, tag=args.tag, digest=args.digest)
     was = f" (was {change.previous})" if change.changed else " (unchanged)"
@@ -186,11 +188,25 @@ def _package(args: argparse.Namespace) -> None:
     print(f"package: model {report.model_tag}, bento {report.bento_tag}, inference {report.inference}")
 
 
-def _monitor(args: argparse.Namespace) -> None:
-    from conveyor import monitor
+def _packaged(args: argparse.Namespace) -> None:
+    from conveyor.bundle import missing_from_store, read_package_report
 
-    model_tag = args.model or monitor.default_model_tag(Path("reports/package.json"))
-    report = monitor.run(
+    report = read_package_report(args.report)
+    if args.what == "model-tag":
+        print(report.model_tag)
+    elif args.what == "bento-tag":
+        print(report.bento_tag)
+    elif missing := missing_from_store(report):
+        raise ConveyorError(f"{args.report}: {' and '.join(missing)} not in this machine's BentoML store")
+
+
+def _monitor(args: argparse.Namespace) -> None:
+    from conveyor.bundle import PACKAGE_REPORT
+    from conveyor.monitor.render import SUMMARY, summary_markdown
+    from conveyor.monitor.run import default_model_tag, run
+
+    model_tag = args.model or default_model_tag(PACKAGE_REPORT)
+    report = run(
         _config(args),
         model_tag=model_tag,
         out=args.out,
@@ -200,17 +216,17 @@ def _monitor(args: argparse.Namespace) -> None:
         timings=args.timings,
     )
     alerts = ", ".join(check.name for check in report.alerts) or "none"
-    print(f"monitor: {report.status} ({report.rows} records; alerts: {alerts}); {args.out / monitor.SUMMARY}")
+    print(f"monitor: {report.status} ({report.rows} records; alerts: {alerts}); {args.out / SUMMARY}")
     step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:  # in GitHub Actions: the verdict on the run's page too
         with open(step_summary, "a", encoding="utf-8") as page:
-            page.write(monitor.summary_markdown(report))
+            page.write(summary_markdown(report))
     if args.fail_on_alert and report.status == "alert":
         raise SystemExit(1)
 
 
 def _alert_timings(args: argparse.Namespace) -> None:
-    from conveyor import alerts
+    from conveyor.ops import alerts
 
     timings = alerts.fetch_stage_timings(args.repo, args.workflow, args.out)
     if timings is None:
@@ -222,7 +238,7 @@ def _alert_timings(args: argparse.Namespace) -> None:
 
 
 def _alert_sync(args: argparse.Namespace) -> None:
-    from conveyor import alerts
+    from conveyor.ops import alerts
 
     report = alerts.read_report(args.report)
     url = alerts.run_url()
@@ -285,7 +301,7 @@ def _timings(args: argparse.Namespace) -> None:
 
 
 def _check_repro(args: argparse.Namespace) -> None:
-    from conveyor import repro
+    from conveyor.ops import repro
 
     outcome = repro.check(Path.cwd(), rev=args.rev)
     lines = repro.summary(outcome)
@@ -300,8 +316,8 @@ def _online_predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from conveyor import io
-    from conveyor.online_features import OnlineFeatures, parse_entity
-    from conveyor.predict import predict
+    from conveyor.model.predict import predict
+    from conveyor.serving.online_features import OnlineFeatures, parse_entity
 
     cfg = load_config(args.params, check_params=False)
     keys = dict(parse_entity(text) for text in args.entity)
@@ -453,6 +469,16 @@ def build_parser() -> argparse.ArgumentParser:
             "Predict for an entity key alone: its features from Feast's feature server (feature_store.feature_service).",
         )
     )
+    packaged = commands.add_parser(
+        "packaged",
+        help="Print what the package stage made (reports/package.json), or check this machine's store has it.",
+        description="Print the model or bento tag reports/package.json names, or exit 1 unless both are in the store.",
+    )
+    packaged.add_argument("what", choices=("model-tag", "bento-tag", "in-store"))
+    packaged.add_argument(
+        "--report", type=Path, default=Path("reports/package.json"), help="default: reports/package.json"
+    )
+    packaged.set_defaults(handler=_packaged)
 
     schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")

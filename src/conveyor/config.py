@@ -6,16 +6,34 @@ Every error names the dotted key (``model.params.C``), what was found and what w
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
-from pydantic_core import ErrorDetails
 
-from conveyor.errors import ConfigError
-from conveyor.registry import DEFAULT_SPACES, check_estimator, check_estimator_name, metric_names
+from conveyor.errors import ConfigError, describe_errors, yaml_problem
+from conveyor.model.registry import Task, check_estimator, check_estimator_name, default_space, metric_names
+from conveyor.urls import SQL_SCHEMES
+
+__all__ = [
+    "Bound",
+    "Config",
+    "DataConfig",
+    "Distribution",
+    "EvaluateConfig",
+    "FeatureStoreConfig",
+    "FeaturesConfig",
+    "GateConfig",
+    "ModelConfig",
+    "MonitorConfig",
+    "PredictionLogConfig",
+    "ServeConfig",
+    "SplitConfig",
+    "TuneConfig",
+    "load_config",
+    "parse_config",
+]
 
 # YAML has lists, not tuples; strict mode would refuse them, and tuples keep the config immutable.
 Names = Annotated[tuple[str, ...], Field(strict=False)]
@@ -49,9 +67,6 @@ class DataConfig(_Section):
         """True when ``source`` is a SQLAlchemy URL such as ``sqlite:///x.db`` or ``postgresql://…``."""
         scheme = self.source.split("://", 1)[0] if "://" in self.source else ""
         return scheme.split("+", 1)[0] in SQL_SCHEMES
-
-
-SQL_SCHEMES = frozenset({"sqlite", "postgresql", "postgres", "mysql", "mariadb", "mssql", "oracle"})
 
 
 class SplitConfig(_Section):
@@ -92,7 +107,7 @@ class FeaturesConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """An estimator from the registry (``conveyor.registry.ESTIMATORS``) and its keyword arguments."""
+    """An estimator from the registry (``conveyor.model.registry.ESTIMATORS``) and its keyword arguments."""
 
     estimator: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
@@ -174,7 +189,22 @@ class ServeConfig(_Section):
     max_batch_size: Annotated[int, Field(ge=1)] = 1000
 
 
-class MonitorConfig(_Section):
+class PredictionLogConfig(_Section):
+    """``monitor.log_*``: the service side of monitoring, carried by the packaged model like ``serve``.
+
+    With ``log_predictions`` the service logs ``log_sample_rate`` of its prediction requests (drawn
+    per request) through ``bentoml.monitor``, from a queue of at most ``log_queue_records`` records
+    (beyond it records are dropped and counted, never waited for), exported by a thread that
+    spends at most ``log_max_cpu_share`` of a core doing so.
+    """
+
+    log_predictions: bool = True
+    log_sample_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    log_queue_records: Annotated[int, Field(ge=1)] = 20_000
+    log_max_cpu_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.02
+
+
+class MonitorConfig(PredictionLogConfig):
     """``conveyor monitor``: what a window of served records is compared with, and when to alert.
 
     The package stage keeps up to ``reference_rows`` rows of the training split in the bundle as
@@ -190,11 +220,7 @@ class MonitorConfig(_Section):
     ``max_pipeline_seconds`` bounds the last pipeline run; ``retrain_on_alert`` lets the monitor
     workflow dispatch the retrain workflow.
 
-    The service side, carried by the packaged model like ``serve``: with ``log_predictions`` the
-    service logs ``log_sample_rate`` of its prediction requests (drawn per request) through
-    ``bentoml.monitor``, from a queue of at most ``log_queue_records`` records (beyond it records
-    are dropped and counted, never waited for), exported by a thread that spends at most
-    ``log_max_cpu_share`` of a core doing so.
+    The service side (``log_*``) is :class:`PredictionLogConfig`'s, carried by the packaged model.
     """
 
     reference_rows: Annotated[int, Field(ge=100)] = 5000
@@ -208,10 +234,10 @@ class MonitorConfig(_Section):
     min_labelled_rows: Annotated[int, Field(ge=1)] = 50
     max_pipeline_seconds: Annotated[float, Field(gt=0.0)] = 1800.0
     retrain_on_alert: bool = False
-    log_predictions: bool = True
-    log_sample_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    log_queue_records: Annotated[int, Field(ge=1)] = 20_000
-    log_max_cpu_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.02
+
+    def prediction_log(self) -> PredictionLogConfig:
+        """The service-side ``monitor.log_*`` settings, as the section the bundle carries."""
+        return PredictionLogConfig.model_validate(self.model_dump(include=set(PredictionLogConfig.model_fields)))
 
 
 class FeatureStoreConfig(_Section):
@@ -292,7 +318,7 @@ class TuneConfig(_Section):
     Each trial is scored by ``cv_folds``-fold cross-validation on the train split (stratified for
     classification) with ``metric`` (null: the first of ``gate.compare``). ``space`` maps
     estimator parameters to distributions (empty: the estimator's default space in
-    ``conveyor.registry.DEFAULT_SPACES``). ``n_jobs`` runs trials in that many processes;
+    its entry in ``conveyor.model.registry.ESTIMATORS``). ``n_jobs`` runs trials in that many processes;
     ``storage`` (an Optuna RDB URL, or a file path for SQLite) lets several processes share one
     study. With ``enabled: false`` train fits ``model.params`` as they are.
     """
@@ -307,11 +333,12 @@ class TuneConfig(_Section):
     n_jobs: Annotated[int, Field(ge=1)] = 1
     storage: str | None = None
 
-    def search_space(self, estimator: str) -> dict[str, Distribution]:
+    def search_space(self, task: Task, estimator: str) -> dict[str, Distribution]:
         """``space``, or the registry's default space for ``estimator`` when it is empty."""
         if self.space:
             return dict(self.space)
-        return {name: Distribution.model_validate(raw, strict=False) for name, raw in DEFAULT_SPACES[estimator].items()}
+        space = default_space(task, estimator)
+        return {name: Distribution.model_validate(raw, strict=False) for name, raw in space.items()}
 
     @property
     def storage_url(self) -> str | None:
@@ -408,66 +435,3 @@ def load_config(path: str | Path = "params.yaml", *, check_params: bool = True) 
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {yaml_problem(exc)}") from None
     return parse_config(raw, source=str(path), check_params=check_params)
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML syntax error in one line, with where it is: ``not valid YAML at line 3, column 2: …``."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    problem = getattr(exc, "problem", None) or str(exc)
-    return f"not valid YAML{where}: {problem}"
-
-
-def describe_errors(exc: ValidationError, *, source: str, root: type[BaseModel]) -> str:
-    """A pydantic error as text for people: ``source: dotted.key: problem, got value``, one line per error.
-
-    ``root`` is the model that was validated; unknown keys are answered with the keys it accepts there.
-    Shared by ``params.yaml`` and the data contract, so both files report mistakes the same way.
-    """
-    lines = [_explain(error, root) for error in exc.errors()]
-    if len(lines) == 1:
-        return f"{source}: {lines[0]}"
-    return "\n  ".join([f"{source}: {len(lines)} invalid settings:", *lines])
-
-
-def _explain(error: ErrorDetails, root: type[BaseModel]) -> str:
-    """One error as ``dotted.key: what was wrong, what was expected``."""
-    loc = error["loc"]
-    key = ".".join(str(part) for part in loc)
-    kind = error["type"]
-    if kind == "value_error":
-        # Cross-field validators write "dotted.key: message" themselves, naming the key they mean.
-        message = str(error.get("ctx", {}).get("error", error["msg"]))
-        return message if _KEY_PREFIX.match(message) else f"{key or '(top level)'}: {message}"
-    if kind == "extra_forbidden":
-        known = _known_keys(root, loc[:-1])
-        return f"{key}: unknown key; expected one of {known}" if known else f"{key}: unknown key"
-    if kind == "missing":
-        return f"{key}: required key is missing"
-    if kind in {"model_type", "dict_type", "model_attributes_type"}:
-        message = "expected a mapping of keys"
-    elif kind == "tuple_type":
-        message = "expected a list"
-    else:
-        message = error["msg"].replace("Input should be", "expected")
-    return f"{key or '(top level)'}: {message}, got {error.get('input')!r}"
-
-
-_KEY_PREFIX = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)*: ")
-
-
-def _known_keys(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The keys the section at ``loc`` accepts, for an "unknown key" message."""
-    model = root
-    parts = list(loc)
-    while parts:
-        field = next((f for n, f in model.model_fields.items() if (f.alias or n) == parts[0]), None)
-        if field is None:
-            return []
-        annotation, parts = field.annotation, parts[1:]
-        if get_origin(annotation) is dict and parts:
-            annotation, parts = get_args(annotation)[1], parts[1:]
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return sorted(f.alias or n for n, f in model.model_fields.items())

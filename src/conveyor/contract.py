@@ -20,12 +20,22 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from conveyor.config import describe_errors
-from conveyor.errors import ContractError
+from conveyor.errors import ContractError, describe_errors
 
 if TYPE_CHECKING:
     import pandas as pd
     import pandera.pandas as pa
+
+__all__ = [
+    "ColumnSpec",
+    "Contract",
+    "DatasetChecks",
+    "conform",
+    "contract_to_dict",
+    "infer_contract",
+    "pandera_schema",
+    "parse_contract",
+]
 
 ColumnType = Literal["int", "float", "bool", "category", "string"]
 NUMERIC_TYPES: frozenset[str] = frozenset({"int", "float", "bool"})

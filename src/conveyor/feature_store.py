@@ -21,6 +21,13 @@ from conveyor.artifacts import FeatureStoreJoin
 from conveyor.config import FeatureStoreConfig
 from conveyor.errors import ConfigError, DataError
 
+__all__ = [
+    "BUILD_SCRIPT",
+    "FEAST_ENV",
+    "build_training_set",
+    "check_dropped",
+]
+
 # The script lives beside the Feast environment it runs in (the project's feature_repo/), whatever
 # feature repository it is pointed at.
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "feature_repo" / "build_training_set.py"

@@ -1,7 +1,8 @@
 """The one module that reads and writes datasets, models, contracts and reports.
 
-Models are stored with skops, which loads only the types on :data:`TRUSTED_TYPES` and refuses
-anything else, instead of pickle, which would run whatever code a tampered file carries.
+Models are stored with skops, which loads only the types the estimator registry trusts
+(:func:`conveyor.model.registry.trusted_types`) and refuses anything else, instead of pickle,
+which would run whatever code a tampered file carries.
 """
 
 from __future__ import annotations
@@ -22,63 +23,42 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from conveyor.config import describe_errors, yaml_problem
 from conveyor.contract import Contract, contract_to_dict, parse_contract
-from conveyor.errors import ArtifactError, ContractError, DataError
+from conveyor.errors import ArtifactError, ContractError, DataError, describe_errors, yaml_problem
+from conveyor.model.registry import trusted_types
 from conveyor.urls import redact_url
 
 if TYPE_CHECKING:
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
+__all__ = [
+    "atomic_path",
+    "file_sha256",
+    "load_model",
+    "model_bytes",
+    "model_from_bytes",
+    "move_into_place",
+    "parse_json",
+    "read_artifact",
+    "read_bytes",
+    "read_contract",
+    "read_json",
+    "read_source",
+    "read_table",
+    "save_model",
+    "table_hash",
+    "write_artifact",
+    "write_bytes",
+    "write_contract",
+    "write_json",
+    "write_table",
+    "write_text",
+]
+
 ArtifactT = TypeVar("ArtifactT", bound=BaseModel)
 # Said wherever a file a stage wrote for another is missing or corrupt.
 REBUILD = "run `dvc repro` to rebuild it"
-
-
-# Every type a Conveyor pipeline is made of, beyond what skops trusts by default. A model file
-# that needs anything else is refused with the type's name.
-TRUSTED_TYPES: tuple[str, ...] = (
-    "sklearn.compose._column_transformer.ColumnTransformer",
-    "sklearn.ensemble._forest.RandomForestClassifier",
-    "sklearn.ensemble._forest.RandomForestRegressor",
-    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
-    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.impute._base.SimpleImputer",
-    "sklearn.linear_model._logistic.LogisticRegression",
-    "sklearn.linear_model._ridge.Ridge",
-    "sklearn.pipeline.Pipeline",
-    "sklearn.preprocessing._data.MinMaxScaler",
-    "sklearn.preprocessing._data.RobustScaler",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.preprocessing._encoders.OneHotEncoder",
-    "sklearn.preprocessing._encoders.OrdinalEncoder",
-    "sklearn.tree._classes.DecisionTreeClassifier",
-    "sklearn.tree._classes.DecisionTreeRegressor",
-    "sklearn.tree._tree.Tree",
-    "sklearn._loss.link.Interval",
-    "sklearn._loss.link.IdentityLink",
-    "sklearn._loss.link.LogitLink",
-    "sklearn._loss.link.MultinomialLogit",
-    "sklearn._loss.loss.HalfBinomialLoss",
-    "sklearn._loss.loss.HalfMultinomialLoss",
-    "sklearn._loss.loss.HalfSquaredError",
-    "sklearn.utils._bunch.Bunch",
-    "builtins.slice",
-    "numpy.dtype",
-    # lightgbm and xgboost (scikit-learn API): the estimator, its booster, lightgbm's parameter map.
-    "collections.OrderedDict",
-    "conveyor.estimators.XGBClassifier",
-    "lightgbm.basic.Booster",
-    "lightgbm.sklearn.LGBMClassifier",
-    "lightgbm.sklearn.LGBMRegressor",
-    "xgboost.core.Booster",
-    "xgboost.sklearn.XGBRegressor",
-    "numpy.random._mt19937.MT19937",
-    "numpy.random.mtrand.RandomState",
-)
 
 
 # --- datasets -------------------------------------------------------------------------------
@@ -353,7 +333,7 @@ def _add_entry(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 
 def load_model(path: str | Path) -> Pipeline:
-    """Load a pipeline saved by :func:`save_model`, refusing any type not on ``TRUSTED_TYPES``."""
+    """Load a pipeline saved by :func:`save_model`, refusing any type the registry does not trust."""
     return model_from_bytes(read_bytes(path), source=str(path))
 
 
@@ -366,7 +346,7 @@ def model_from_bytes(data: bytes, *, source: str = "model") -> Pipeline:
         untrusted = set(sio.get_untrusted_types(data=data))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{source}: not a readable skops model ({type(exc).__name__}: {exc}); {REBUILD}") from None
-    refused = sorted(untrusted - set(TRUSTED_TYPES))
+    refused = sorted(untrusted - trusted_types())
     if refused:
         raise DataError(f"{source}: refusing to load types that are not trusted: {refused}")
     model = sio.loads(data, trusted=sorted(untrusted))

@@ -10,6 +10,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+__all__ = ["canonical_json", "git", "git_revision", "library_versions", "params_hash", "resolve_revision"]
+
 LIBRARIES = ("scikit-learn", "pandas", "numpy", "skops", "conveyor")
 
 

@@ -6,7 +6,10 @@ travels as a query parameter, so splitting by the URL grammar alone leaks them.
 
 from __future__ import annotations
 
-from conveyor.config import SQL_SCHEMES
+__all__ = ["SQL_SCHEMES", "redact_url"]
+
+# The database dialects a SQLAlchemy URL may name (``postgresql+psycopg://…``): read with SQL, not fsspec.
+SQL_SCHEMES = frozenset({"sqlite", "postgresql", "postgres", "mysql", "mariadb", "mssql", "oracle"})
 
 HIDDEN = "***"
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, run
-from test_deploy import OVERLAYS, render
+
+from tests.conftest import ROOT, run
+from tests.ops.test_deploy import OVERLAYS, render
 
 RULE = ROOT / "deploy" / "base" / "prometheusrule.yaml"
 NAMESPACE = "conveyor-prod"

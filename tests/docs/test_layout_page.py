@@ -11,7 +11,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import ROOT
+
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers_feast import newest_values, served_example
 
 from conveyor import io
 from conveyor.errors import DataError
-from conveyor.online_features import FeatureServerError, MissingEntityError, OnlineFeatures, with_online_features
-from conveyor.predict import predict_proba
+from conveyor.model.predict import predict_proba
+from conveyor.serving.online_features import (
+    FeatureServerError,
+    MissingEntityError,
+    OnlineFeatures,
+    with_online_features,
+)
+from tests.feature_store.conftest import newest_values, served_example
 
 ROOT = Path(__file__).resolve().parents[2]
 

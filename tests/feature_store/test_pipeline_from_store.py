@@ -11,11 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import copy_repo, run
-from helpers_feast import feast_python
 
 from conveyor import io
 from conveyor.artifacts import IngestReport
+from tests.conftest import copy_repo, run
+from tests.feature_store.conftest import feast_python
 
 pytestmark = pytest.mark.slow
 

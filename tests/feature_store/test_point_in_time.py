@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers_feast import copy_definitions, feast_python
 
 from conveyor import feature_store
 from conveyor.artifacts import FeatureStoreJoin
 from conveyor.config import FeatureStoreConfig
 from conveyor.errors import DataError
+from tests.feature_store.conftest import copy_definitions, feast_python
 
 pytestmark = pytest.mark.slow
 

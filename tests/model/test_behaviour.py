@@ -16,16 +16,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from helpers_model import configured, labelled, regression
 from sklearn.pipeline import Pipeline
 
 from conveyor.config import Config
 from conveyor.contract import Contract
-from conveyor.features import spec_of
 from conveyor.io import read_source
-from conveyor.predict import predict, predict_proba
+from conveyor.model.features import spec_of
+from conveyor.model.predict import predict, predict_proba
 from conveyor.stages.split import split
 from conveyor.stages.train import train
+from tests.conftest import configured, labelled, regression
 
 PENGUINS = Path(__file__).resolve().parents[2] / "data" / "penguins.csv"
 

@@ -8,19 +8,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
-from helpers_monitor import Population, fitted_model
 
-from conveyor import monitor
 from conveyor.artifacts import MonitorReport, StageTimings
 from conveyor.config import Config, MonitorConfig
 from conveyor.contract import Contract
+from conveyor.errors import MonitorError
+from conveyor.monitor.checks import Assessment, assess
+from conveyor.monitor.drift import PREDICTION
+from conveyor.monitor.render import summary_markdown, write_outputs
+from tests.conftest import ROOT
+from tests.monitor.conftest import Population, fitted_model
 
 TARGET = "species"
 
 
 class Judge:
-    """``monitor.assess`` with the penguins model and a reference drawn from the population."""
+    """``assess`` with the penguins model and a reference drawn from the population."""
 
     def __init__(self, params: Config, contract: Contract, penguins: pd.DataFrame, reference_rows: int = 258) -> None:
         self.params, self.contract = params, contract
@@ -35,8 +38,8 @@ class Judge:
         settings: MonitorConfig | None = None,
         labels: pd.Series | None = None,
         timings: StageTimings | None = None,
-    ) -> monitor.Assessment:
-        return monitor.assess(
+    ) -> Assessment:
+        return assess(
             self.reference,
             window,
             model=self.model,
@@ -68,7 +71,7 @@ def check(report: MonitorReport, name: str) -> tuple[str, float | None, list[str
 def test_a_window_from_the_training_distribution_is_ok(judge: Judge) -> None:
     report = judge(judge.population.draw(500, np.random.default_rng(1))).report
     assert report.status == "ok", [c for c in report.checks if c.status != "ok"]
-    assert [d.column for d in report.drift] == [*judge.spec.columns, monitor.PREDICTION]
+    assert [d.column for d in report.drift] == [*judge.spec.columns, PREDICTION]
     # Small reference: Evidently's p-value tests, sharing drift_p_value across the 7 columns.
     assert {d.method for d in report.drift} == {"ks", "chisquare_two_sample", "z"}
     assert [d.threshold for d in report.drift] == pytest.approx([0.05 / 7] * 7)
@@ -88,7 +91,7 @@ def test_a_shifted_column_is_named(judge: Judge) -> None:
     report = judge(window).report
     assert report.status == "alert"
     assert check(report, "data_drift")[2] == ["flipper_length_mm"]
-    assert "flipper_length_mm" in monitor.summary_markdown(report).split("**Drifted columns:**", 1)[1]
+    assert "flipper_length_mm" in summary_markdown(report).split("**Drifted columns:**", 1)[1]
 
 
 def test_drifted_share_up_to_the_threshold_is_tolerated(judge: Judge) -> None:
@@ -142,14 +145,14 @@ def test_a_slow_pipeline_alerts_naming_its_slowest_stage(judge: Judge) -> None:
     timings = StageTimings({"ingest": 3.0, "train": 1500.0, "package": 400.0})
     report = judge(window, timings=timings).report
     assert check(report, "pipeline_time") == ("alert", 1903.0, ["train"])
-    assert "slowest stage train (1500 s)" in monitor.summary_markdown(report)
+    assert "slowest stage train (1500 s)" in summary_markdown(report)
     fast = StageTimings({"ingest": 3.0, "train": 5.0})
     assert judge(window, timings=fast).report.status == "ok"
 
 
 def test_a_large_reference_uses_distances(params: Config, contract: Contract, judge: Judge) -> None:
     reference = judge.population.draw(2000, np.random.default_rng(10))
-    report = monitor.assess(
+    report = assess(
         reference,
         judge.population.shifted(500, np.random.default_rng(11), "body_mass_g"),
         model=judge.model,
@@ -169,7 +172,7 @@ def test_a_large_reference_uses_distances(params: Config, contract: Contract, ju
 
 def test_outputs_are_the_report_html_and_a_summary_verdict_first(judge: Judge, tmp_path: Path) -> None:
     window = judge.population.remixed(500, np.random.default_rng(12), "island", "Biscoe", "Torgersen")
-    written = monitor.write_outputs(judge(window), tmp_path, judge.params.monitor)
+    written = write_outputs(judge(window), tmp_path, judge.params.monitor)
     assert MonitorReport.model_validate(json.loads((tmp_path / "monitor.json").read_text())) == written
     assert written.status == "alert"
     html = (tmp_path / "report.html").read_text()
@@ -180,20 +183,9 @@ def test_outputs_are_the_report_html_and_a_summary_verdict_first(judge: Judge, t
     assert "[Evidently report](report.html)" in summary
 
 
-def test_the_reference_is_a_seeded_sample_of_the_model_columns() -> None:
-    train = pd.DataFrame({"a": range(1000), "b": ["x"] * 1000, "unused": 0})
-    sample = monitor.reference_sample(train, columns=("a", "b"), rows=100, seed=1)
-    assert list(sample.columns) == ["a", "b"]
-    assert len(sample) == 100
-    assert sample.equals(monitor.reference_sample(train, columns=("a", "b"), rows=100, seed=1))
-    assert len(monitor.reference_sample(train, columns=("a",), rows=5000, seed=1)) == 1000
-
-
 def test_a_window_without_the_model_columns_is_refused(judge: Judge) -> None:
     window = judge.population.draw(200, np.random.default_rng(13)).drop(columns=["sex"])
-    with pytest.raises(
-        monitor.MonitorError, match=r"window.parquet: the window lacks the model's input column\(s\) \['sex'\]"
-    ):
+    with pytest.raises(MonitorError, match=r"window.parquet: the window lacks the model's input column\(s\) \['sex'\]"):
         judge(window)
 
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, clone_of, commit_all, run, tool_env
+
+from tests.conftest import BIN, ROOT, clone_of, commit_all, run, tool_env
 
 STAND_INS = Path(__file__).parent / "stand-ins"
 REPORTER = ".github/workflows/model-report.yml"

@@ -15,12 +15,12 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, clone_of, commit_all, run
-from helpers_monitor import write_monitor_logs
-from test_act import STAND_IN_FOR, STAND_INS, remote_actions, run_act
 
 from conveyor import io
 from conveyor.contract import Contract
+from tests.conftest import BIN, ROOT, clone_of, commit_all, run
+from tests.monitor.conftest import write_monitor_logs
+from tests.workflows.test_act import STAND_IN_FOR, STAND_INS, remote_actions, run_act
 
 WORKFLOW = ".github/workflows/monitor.yml"
 REPOSITORY = "acme/conveyor"

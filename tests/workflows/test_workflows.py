@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, run
-from helpers_make import make
+
+from tests.conftest import ROOT, make, run, write_package_report
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 STAND_INS = Path(__file__).parent / "stand-ins"
@@ -189,7 +189,9 @@ def test_the_deploy_pull_request_is_opened_as_a_github_app() -> None:
 def make_image(folder: Path, docker: Path) -> subprocess.CompletedProcess[str]:
     """`make image` of a packaged bento with stand-ins for bentoml and ``docker``, as in a workflow step."""
     (folder / "reports").mkdir()
-    (folder / "reports" / "package.json").write_text(json.dumps({"bento_tag": "conveyor:abc123"}))
+    write_package_report(
+        folder / "reports" / "package.json", model_tag="conveyor-model:abc123", bento_tag="conveyor:abc123"
+    )
     return make(
         folder,
         "image",

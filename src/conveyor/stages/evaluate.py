@@ -28,9 +28,23 @@ from sklearn.pipeline import Pipeline
 from conveyor import io
 from conveyor.artifacts import EvaluationRecord, ImportanceSample
 from conveyor.config import Config
-from conveyor.features import MISSING_CATEGORY, model_frame, spec_of, target_values
-from conveyor.metrics import classification_metrics, regression_metrics
-from conveyor.predict import predict, predict_proba
+from conveyor.model.features import MISSING_CATEGORY, model_frame, spec_of, target_values
+from conveyor.model.metrics import classification_metrics, regression_metrics
+from conveyor.model.predict import predict, predict_proba
+
+__all__ = [
+    "CLASSIFICATION_PLOTS",
+    "PLACEHOLDER",
+    "REGRESSION_PLOTS",
+    "Evaluation",
+    "bounded_curve",
+    "confusion_counts",
+    "evaluate",
+    "importance",
+    "run",
+    "slices",
+    "write",
+]
 
 # Every plot in dvc.yaml is a folder under <out>/plots. Each task fills its own folders; write()
 # puts the placeholder in the other task's (see conveyor.io.PLOT_PLACEHOLDER).

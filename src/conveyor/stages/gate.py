@@ -27,9 +27,21 @@ from conveyor import io
 from conveyor.artifacts import Champion, ChampionStatus, Check, EvaluationRecord, GateVerdict, ModelIdentity
 from conveyor.config import Config, GateConfig
 from conveyor.errors import ConveyorError
-from conveyor.metrics import score
+from conveyor.model.metrics import score
+from conveyor.model.registry import Task, higher_is_better
 from conveyor.provenance import resolve_revision
-from conveyor.registry import Task, higher_is_better
+
+__all__ = [
+    "Absent",
+    "GateRejected",
+    "ModelMismatch",
+    "champion_checks",
+    "check_model",
+    "decide",
+    "find_champion",
+    "run",
+    "threshold_checks",
+]
 
 
 class GateRejected(ConveyorError):

@@ -11,6 +11,8 @@ from conveyor.artifacts import FeatureStoreJoin, IngestReport
 from conveyor.config import Config, DataConfig, FeatureStoreConfig
 from conveyor.urls import redact_url
 
+__all__ = ["ingest", "run", "summarize"]
+
 
 def ingest(cfg: DataConfig) -> pd.DataFrame:
     """The raw table from ``data.source`` (and ``data.query`` for SQL), unchanged."""

@@ -1,9 +1,10 @@
 """package: the accepted model into the BentoML model store, then the bento from ``bentofile.yaml``.
 
 Runs only when ``reports/gate.json`` says the model was accepted. The BentoML model carries a
-bundle (see :mod:`conveyor.serving`): the skops pipeline, the ONNX model when it matched
-scikit-learn on the whole test split, the data contract, and ``conveyor.json`` with the commit
-it was packaged from, data and params hashes, gate metrics, library versions and ``serve`` settings.
+bundle (see :mod:`conveyor.bundle`): the skops pipeline, the ONNX model when it matched
+scikit-learn on the whole test split, the data contract, the monitor's reference sample, and
+``conveyor.json`` with the commit it was packaged from, its provenance, gate metrics and the
+``serve`` and ``monitor.log_*`` settings.
 
 Model and bento versions are content hashes (of everything but the commit), so re-running with
 nothing changed finds both in the store and adds nothing, and ``reports/package.json`` is the same
@@ -18,31 +19,40 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from conveyor import io, provenance
-from conveyor.artifacts import (
-    BundleInfo,
-    EvaluationRecord,
-    GateVerdict,
-    InferenceChoice,
-    ModelCard,
-    PackageReport,
-    PredictionLogging,
-)
-from conveyor.compiled import compile_pipeline
+from conveyor.artifacts import BundleInfo, EvaluationRecord, GateVerdict, InferenceChoice, ModelCard, PackageReport
+from conveyor.bundle import MODEL_NAME, reference_sample, write_bundle
 from conveyor.config import Config
-from conveyor.contract import contract_to_dict
+from conveyor.contract import Contract, contract_to_dict
 from conveyor.errors import ConveyorError
-from conveyor.features import spec_of
-from conveyor.monitor import write_reference
+from conveyor.model.features import spec_of
+from conveyor.model.onnx import compile_pipeline
 from conveyor.provenance import canonical_json
-from conveyor.serving import write_bundle
 
-MODEL_NAME = "conveyor-model"
+__all__ = [
+    "Contents",
+    "PackageRefused",
+    "bundle_info",
+    "check_gate",
+    "content_version",
+    "contents",
+    "labels",
+    "prediction_buckets",
+    "run",
+    "source_digest",
+    "store_metadata",
+]
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
 BENTO_NAME = "conveyor"
 
 
@@ -82,33 +92,25 @@ def bundle_info(
     cfg: Config,
     inference: InferenceChoice,
     *,
-    model_tag: str = "",
     target: Sequence[float] | None = None,
 ) -> BundleInfo:
-    """The bundle's ``conveyor.json``; ``model_tag`` and the commit are filled in once the content is hashed.
+    """The bundle's ``conveyor.json``; its tag and the commit are filled in once the content is hashed.
 
     ``target`` is the training split's target (regression only), for the prediction buckets.
     """
     return BundleInfo(
-        model_tag=model_tag,
+        model_tag="",
         git_revision="",
-        data_hash=card.data_hash,
-        params_hash=card.params_hash,
+        provenance=card.provenance,
         task=card.task,
         target=card.target,
         estimator=card.estimator,
         features=card.features,
         classes=card.classes,
-        libraries=card.libraries,
         metrics=evaluation.metrics,
         serve=cfg.serve,
         inference=inference,
-        logging=PredictionLogging(
-            enabled=cfg.monitor.log_predictions,
-            sample_rate=cfg.monitor.log_sample_rate,
-            max_queued_records=cfg.monitor.log_queue_records,
-            max_cpu_share=cfg.monitor.log_max_cpu_share,
-        ),
+        prediction_log=cfg.monitor.prediction_log(),
         prediction_buckets=prediction_buckets(target) if card.task == "regression" else None,
     )
 
@@ -139,8 +141,8 @@ def labels(info: BundleInfo) -> dict[str, str]:
     """BentoML labels: short, string-valued, enough to find a model by where it came from."""
     return {
         "git_revision": info.git_revision,
-        "data_hash": info.data_hash[:12],
-        "params_hash": info.params_hash[:12],
+        "data_hash": info.provenance.data_hash[:12],
+        "params_hash": info.provenance.params_hash[:12],
         "estimator": info.estimator,
         "inference": info.inference.inference,
     }
@@ -169,6 +171,66 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = previous
 
 
+@dataclass(frozen=True)
+class Contents:
+    """What one bundle holds before it is written (see :func:`conveyor.bundle.write_bundle`)."""
+
+    model: Pipeline
+    onnx: bytes | None
+    contract: Contract
+    info: BundleInfo
+    reference: pd.DataFrame
+
+    def write(self, directory: Path) -> None:
+        """Write the bundle into ``directory``, every file hashed."""
+        write_bundle(
+            directory,
+            model=self.model,
+            onnx=self.onnx,
+            contract=self.contract,
+            info=self.info,
+            reference=self.reference,
+        )
+
+
+def contents(
+    cfg: Config,
+    *,
+    model: Pipeline,
+    model_bytes: bytes,
+    contract: Contract,
+    card: ModelCard,
+    evaluation: EvaluationRecord,
+    test: pd.DataFrame,
+    train: pd.DataFrame,
+    git_revision: str,
+) -> Contents:
+    """The bundle of an accepted model: its ONNX form if it matches, its info tagged by content, the reference.
+
+    ``model_bytes`` are the model file's bytes (what the version hashes); ``test`` is the split
+    the ONNX model must match scikit-learn on; ``train`` the split the reference is sampled from.
+    """
+    onnx, inference = compile_pipeline(
+        model, test, task=cfg.task, tolerance=cfg.serve.proba_tolerance, enabled=cfg.serve.inference == "auto"
+    )
+    target = train[card.target].dropna().tolist() if card.task == "regression" else None
+    info = bundle_info(card, evaluation, cfg, inference, target=target)
+    # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
+    # model, contract and parity report it is derived from do not. The monitor's reference sample
+    # is in the bundle too: another size must not reuse a stored model.
+    version = content_version(
+        model_bytes,
+        canonical_json(contract_to_dict(contract)),
+        info.content(),
+        str(cfg.monitor.reference_rows).encode(),
+    )
+    info = info.model_copy(update={"model_tag": f"{MODEL_NAME}:{version}", "git_revision": git_revision})
+    reference = reference_sample(
+        train, columns=(*spec_of(model).columns, cfg.data.target), rows=cfg.monitor.reference_rows, seed=cfg.split.seed
+    )
+    return Contents(model, onnx, contract, info, reference)
+
+
 def run(
     cfg: Config,
     *,
@@ -187,46 +249,26 @@ def run(
     import bentoml
 
     root = bentofile.resolve().parent
-    model = io.load_model(model_path)
-    contract = io.read_contract(contract_path)
-    onnx, inference = compile_pipeline(
-        model,
-        io.read_table(test),
-        task=cfg.task,
-        tolerance=cfg.serve.proba_tolerance,
-        enabled=cfg.serve.inference == "auto",
+    bundle = contents(
+        cfg,
+        model=io.load_model(model_path),
+        model_bytes=io.read_bytes(model_path),
+        contract=io.read_contract(contract_path),
+        card=io.read_artifact(metadata, ModelCard),
+        evaluation=io.read_artifact(evaluation, EvaluationRecord),
+        test=io.read_table(test),
+        train=io.read_table(train),
+        git_revision=provenance.git_revision(root),
     )
-    card = io.read_artifact(metadata, ModelCard)
-    record = io.read_artifact(evaluation, EvaluationRecord)
-    train_split = io.read_table(train)
-    target = train_split[card.target].dropna().tolist() if card.task == "regression" else None
-    info = bundle_info(card, record, cfg, inference, target=target)
-    # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
-    # model, contract and parity report it is derived from do not. The monitor's reference sample
-    # is in the bundle too: another size must not reuse a stored model.
-    version = content_version(
-        io.read_bytes(model_path),
-        canonical_json(contract_to_dict(contract)),
-        info.content(),
-        str(cfg.monitor.reference_rows).encode(),
-    )
-    model_tag = f"{MODEL_NAME}:{version}"
-    info = info.model_copy(update={"model_tag": model_tag, "git_revision": provenance.git_revision(root)})
+    info, model_tag = bundle.info, bundle.info.model_tag
+    version = model_tag.split(":", 1)[1]
     try:
         bentoml.models.get(model_tag)
     except bentoml.exceptions.NotFound:
         with bentoml.models.create(
             model_tag, labels=labels(info), metadata=store_metadata(info.model_dump(mode="json"))
         ) as saved:
-            write_bundle(Path(saved.path), model=model, onnx=onnx, contract=contract, info=info)
-            reference_columns = (*spec_of(model).columns, cfg.data.target)
-            write_reference(
-                Path(saved.path),
-                train_split,
-                columns=reference_columns,
-                rows=cfg.monitor.reference_rows,
-                seed=cfg.split.seed,
-            )
+            bundle.write(Path(saved.path))
 
     bento_tag = f"{BENTO_NAME}:{content_version(version.encode(), source_digest(bentofile.resolve()))}"
     try:
@@ -245,12 +287,11 @@ def run(
     report = PackageReport(
         model_tag=model_tag,
         bento_tag=bento_tag,
-        data_hash=card.data_hash,
-        params_hash=card.params_hash,
-        inference=inference.inference,
-        inference_reason=inference.reason,
-        parity=inference.parity,
-        metrics=record.metrics,
+        provenance=info.provenance,
+        inference=info.inference.inference,
+        inference_reason=info.inference.reason,
+        parity=info.inference.parity,
+        metrics=info.metrics,
     )
     io.write_artifact(report, out)
     return report

@@ -17,6 +17,8 @@ from conveyor import io
 from conveyor.config import Config, SplitConfig
 from conveyor.errors import ConveyorError
 
+__all__ = ["SplitError", "run", "split"]
+
 
 class SplitError(ConveyorError):
     """The split settings cannot be applied to this data."""

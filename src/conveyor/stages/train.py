@@ -8,12 +8,14 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from conveyor import io, provenance
-from conveyor.artifacts import ModelCard, TunedParams, TuningSummary
+from conveyor.artifacts import ModelCard, Provenance, TunedParams, TuningSummary
 from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.errors import ConveyorError
-from conveyor.features import model_frame, resolve_features, target_values
-from conveyor.model import build_pipeline
+from conveyor.model.features import model_frame, resolve_features, target_values
+from conveyor.model.pipeline import build_pipeline
+
+__all__ = ["TrainError", "model_card", "run", "train", "tuning_summary", "with_tuned_params"]
 
 
 class TrainError(ConveyorError):
@@ -65,7 +67,11 @@ def model_card(model: Pipeline, df: pd.DataFrame, cfg: Config, *, tuned: TunedPa
     preprocessor = model.named_steps["features"]
     classes = getattr(model, "classes_", None)
     return ModelCard(
-        data_hash=io.table_hash(df),
+        provenance=Provenance(
+            data_hash=io.table_hash(df),
+            params_hash=provenance.params_hash(params),
+            libraries=provenance.library_versions(),
+        ),
         train_rows=len(df),
         task=cfg.task,
         target=cfg.data.target,
@@ -73,9 +79,7 @@ def model_card(model: Pipeline, df: pd.DataFrame, cfg: Config, *, tuned: TunedPa
         features={name: list(columns) for name, _, columns in preprocessor.transformers},
         classes=None if classes is None else [str(c) for c in classes],
         params=params,
-        params_hash=provenance.params_hash(params),
         tuning=tuning_summary(tuned),
-        libraries=provenance.library_versions(),
     )
 
 

@@ -3,7 +3,7 @@
 The stage sees the train split only (``dvc.yaml`` gives it nothing else), so the test split stays
 a held-out judge for evaluate and the gate. Each trial fits the whole Conveyor pipeline (features
 + estimator, ``model.params`` with the trial's values over them) on ``tune.cv_folds`` folds,
-stratified for classification, and scores the held-out fold with :mod:`conveyor.metrics`; a trial
+stratified for classification, and scores the held-out fold with :mod:`conveyor.model.metrics`; a trial
 whose running mean falls below the median of earlier trials at the same fold is pruned. The first
 trial is ``model.params`` itself, so the result never scores worse in CV than the params it replaces.
 
@@ -46,6 +46,29 @@ if TYPE_CHECKING:
 
     from conveyor.contract import Contract
 
+__all__ = [
+    "Outcome",
+    "Place",
+    "TuneError",
+    "check_folds",
+    "cross_validate",
+    "direction",
+    "importance",
+    "incumbent_params",
+    "open_storage",
+    "open_study",
+    "optimize",
+    "passthrough",
+    "progress_wanted",
+    "run",
+    "study_name",
+    "suggest",
+    "summarize",
+    "tune",
+    "worker",
+    "write_plots",
+]
+
 # Trials scored before pruning starts, and folds a trial always completes before it can be pruned.
 PRUNER_STARTUP_TRIALS = 5
 PRUNER_WARMUP_FOLDS = 1
@@ -76,7 +99,7 @@ def passthrough(cfg: Config) -> tuple[TunedParams, TuningReport]:
 
 def direction(cfg: Config) -> Direction:
     """``maximize`` or ``minimize``: the direction of the tuned metric in the metric registry."""
-    from conveyor.registry import higher_is_better
+    from conveyor.model.registry import higher_is_better
 
     return "maximize" if higher_is_better(cfg.task, cfg.tune_metric) else "minimize"
 
@@ -98,7 +121,9 @@ def study_name(df: pd.DataFrame, cfg: Config) -> str:
         "metric": cfg.tune_metric,
         "cv_folds": cfg.tune.cv_folds,
         "seed": cfg.tune.seed,
-        "space": {k: v.model_dump(mode="json") for k, v in cfg.tune.search_space(cfg.model.estimator).items()},
+        "space": {
+            k: v.model_dump(mode="json") for k, v in cfg.tune.search_space(cfg.task, cfg.model.estimator).items()
+        },
     }
     return f"conveyor-{params_hash(objective)[:16]}"
 
@@ -118,11 +143,11 @@ def cross_validate(df: pd.DataFrame, cfg: Config, contract: Contract, trial: opt
     import optuna
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from conveyor.features import model_frame, resolve_features, target_values
-    from conveyor.metrics import score
-    from conveyor.model import build_pipeline
+    from conveyor.model.features import model_frame, resolve_features, target_values
+    from conveyor.model.metrics import score
+    from conveyor.model.pipeline import build_pipeline
 
-    space = cfg.tune.search_space(cfg.model.estimator)
+    space = cfg.tune.search_space(cfg.task, cfg.model.estimator)
     params = dict(cfg.model.params) | {name: suggest(trial, name, d) for name, d in space.items()}
     model = ModelConfig(estimator=cfg.model.estimator, params=params)
     spec = resolve_features(cfg.features, contract, target=cfg.data.target)
@@ -253,7 +278,7 @@ def optimize(study: optuna.Study, df: pd.DataFrame, cfg: Config, contract: Contr
 
 def incumbent_params(cfg: Config) -> dict[str, Any]:
     """The values ``model.params`` gives the searched parameters, where they lie inside the space."""
-    space = cfg.tune.search_space(cfg.model.estimator)
+    space = cfg.tune.search_space(cfg.task, cfg.model.estimator)
     return {
         name: cfg.model.params[name]
         for name, distribution in space.items()

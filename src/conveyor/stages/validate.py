@@ -22,6 +22,8 @@ from conveyor.config import Config
 from conveyor.contract import Contract, conform, pandera_schema
 from conveyor.errors import ConveyorError
 
+__all__ = ["ValidationFailed", "ValidationResult", "run", "validate"]
+
 Level = Literal["error", "warning"]
 EXAMPLES = 5
 # A class this rare is worth a warning: metrics on it rest on a handful of rows.

@@ -1,0 +1,70 @@
+"""``conveyor monitor``: load the packaged model and its reference, read the window, assess it, write the outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conveyor import io
+from conveyor.artifacts import MonitorReport, StageTimings
+from conveyor.bundle import Bundle, read_package_report
+from conveyor.config import Config
+from conveyor.errors import MonitorError
+from conveyor.monitor.checks import assess
+from conveyor.monitor.render import write_outputs
+from conveyor.monitor.windows import attach_labels, read_labels, read_logs
+from conveyor.urls import redact_url
+
+__all__ = ["default_model_tag", "run"]
+
+
+def default_model_tag(package_report: Path) -> str:
+    """The model this checkout packaged (``reports/package.json``)."""
+    if not package_report.is_file():
+        raise MonitorError(f"{package_report}: not found; pass --model TAG or run the pipeline first")
+    return read_package_report(package_report).model_tag
+
+
+def run(
+    cfg: Config,
+    *,
+    model_tag: str,
+    out: Path,
+    logs: str | None = None,
+    current: str | None = None,
+    labels: str | None = None,
+    timings: Path | None = None,
+) -> MonitorReport:
+    """Load the packaged model and its reference, read the window, assess it, write the outputs."""
+    import bentoml
+
+    try:
+        directory = Path(bentoml.models.get(model_tag).path)
+    except bentoml.exceptions.NotFound:
+        raise MonitorError(
+            f"model {model_tag}: not in the BentoML store ($BENTOML_HOME); run the pipeline or pass --model"
+        ) from None
+    bundle = Bundle.load(directory)
+    reference = bundle.reference()
+    if (logs is None) == (current is None):
+        raise MonitorError("give exactly one of --logs and --current")
+    source = logs if logs is not None else str(current)
+    window = read_logs(source) if logs is not None else io.read_source(source)
+    target = bundle.info.target
+    truth = attach_labels(window, read_labels(labels, target=target), target=target) if labels else None
+    stage_timings = StageTimings.model_validate(io.read_json(timings)) if timings else None
+    assessment = assess(
+        reference,
+        window,
+        model=bundle.model(),
+        spec=bundle.spec,
+        contract=bundle.contract,
+        task=bundle.info.task,
+        target=target,
+        monitor=cfg.monitor,
+        gate=cfg.gate,
+        model_tag=model_tag,
+        source=redact_url(source),
+        labels=truth,
+        timings=stage_timings,
+    )
+    return write_outputs(assessment, out, cfg.monitor)

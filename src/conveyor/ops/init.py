@@ -1,0 +1,294 @@
+"""``conveyor init``: retarget the template to another table in one command.
+
+:func:`retarget` reads a sample, infers its data contract (:func:`conveyor.contract.infer_contract`,
+as ``conveyor schema infer`` does) and the task, and rewrites the keys of ``params.yaml`` that
+belong to a dataset; every other setting, and every comment, stays as it was.
+
+Task, unless given: a target of text or true/false values, or of whole numbers with at most
+:data:`MAX_CLASSES` distinct values, is classification; any other numeric target is regression.
+
+Keys rewritten: ``data.source``, ``data.query`` (null), ``data.target``, ``task``,
+``split.stratify`` (classification: true when every class has the two rows a stratified split
+needs), ``features.numeric``/``categorical`` (null: the contract's) and ``features.drop`` (none),
+``model`` (:data:`ESTIMATORS`, which convert to ONNX), and ``gate``: thresholds a margin of
+:data:`MARGIN` above chance (``balanced_accuracy`` above 1/classes; ``r2`` above 0, the mean's
+score), compared with the champion on ``balanced_accuracy`` and ``log_loss`` (tolerance 0.01) or
+on ``rmse`` (tolerance 1% of the target's standard deviation, in the target's units). The
+thresholds only make sure the model learned something: raise them to what is good enough to ship.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io as text_io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import CommentMark
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
+from ruamel.yaml.tokens import CommentToken
+
+from conveyor import io
+from conveyor.config import Config, parse_config
+from conveyor.contract import Contract, infer_contract
+from conveyor.errors import ConfigError, ConveyorError, yaml_problem
+from conveyor.model.registry import Task
+
+__all__ = [
+    "MAX_CLASSES",
+    "InitError",
+    "Retargeted",
+    "TaskChoice",
+    "check_target",
+    "edit_yaml",
+    "gate_settings",
+    "infer_task",
+    "portable_source",
+    "retarget",
+    "run",
+]
+
+MAX_CLASSES = 20
+MARGIN = 0.1
+ESTIMATORS: dict[Task, tuple[str, dict[str, Any]]] = {
+    "classification": ("logistic_regression", {"C": 1.0, "max_iter": 1000}),
+    "regression": ("ridge", {"alpha": 1.0}),
+}
+# Comments init writes beside the keys it sets, replacing ones that described the old data.
+COMMENTS: dict[Task, dict[tuple[str, ...], str]] = {
+    "classification": {
+        ("features", "drop"): "columns never used as features",
+        ("gate", "thresholds"): f"every one must hold (init: {MARGIN} above chance; raise them to what ships)",
+        ("gate", "tolerance"): "allowed regression, in each metric's own units",
+    },
+    "regression": {
+        ("features", "drop"): "columns never used as features",
+        ("gate", "thresholds"): f"every one must hold (init: {MARGIN} above the mean's 0; raise them to what ships)",
+        ("gate", "tolerance"): "allowed regression, in each metric's own units (init: 1% of the target's std)",
+    },
+}
+
+
+class InitError(ConveyorError):
+    """The data cannot be retargeted as asked; the message names the column or file."""
+
+
+@dataclass(frozen=True)
+class TaskChoice:
+    """The task and why: inferred from the target's values, or given."""
+
+    task: Task
+    reason: str
+
+
+@dataclass(frozen=True)
+class Retargeted:
+    """What ``conveyor init`` writes: the new ``params.yaml`` text (and its parsed form) and the contract."""
+
+    params: str
+    config: Config
+    contract: Contract
+    choice: TaskChoice
+
+
+def infer_task(target: pd.Series) -> TaskChoice:
+    """Classification for text, true/false or at most :data:`MAX_CLASSES` distinct whole numbers; else regression."""
+    values = target.dropna()
+    name, distinct = repr(str(target.name)), values.nunique()
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        return TaskChoice("classification", f"{name} holds text or true/false values: {distinct} classes")
+    if distinct <= MAX_CLASSES and bool((values % 1 == 0).all()):
+        return TaskChoice(
+            "classification", f"{name} holds {distinct} distinct whole numbers (at most {MAX_CLASSES} are classes)"
+        )
+    return TaskChoice("regression", f"{name} holds numbers with {distinct} distinct values")
+
+
+def check_target(y: pd.Series, task: Task) -> None:
+    """Raise :class:`InitError` naming the column unless the target ``y`` can be learned as ``task``."""
+    target = str(y.name)
+    if int(y.isna().sum()):
+        raise InitError(
+            f"--target {target!r}: {int(y.isna().sum())} row(s) have no label; remove them (validate refuses them)"
+        )
+    if y.nunique() < 2:
+        raise InitError(f"--target {target!r} has a single value ({y.tolist()[0]!r}); there is nothing to learn")
+    if task == "regression" and (pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y)):
+        raise InitError(f"--target {target!r} is not numeric (e.g. {y.tolist()[0]!r}); regression needs numbers")
+
+
+def gate_settings(y: pd.Series, task: Task) -> dict[str, Any]:
+    """Thresholds :data:`MARGIN` above chance, and what is compared with the champion (see the module doc)."""
+    if task == "classification":
+        chance = 1 / y.nunique()
+        return {
+            "thresholds": {"balanced_accuracy": {"min": math.floor((chance + MARGIN) * 100) / 100}},
+            "compare": ["balanced_accuracy", "log_loss"],
+            "tolerance": 0.01,
+        }
+    spread = float(pd.to_numeric(y).std())
+    return {
+        "thresholds": {"r2": {"min": MARGIN}},
+        "compare": ["rmse"],
+        "tolerance": float(f"{0.01 * spread:.2g}"),
+    }
+
+
+def retarget(
+    df: pd.DataFrame,
+    params: str,
+    *,
+    source: str,
+    target: str,
+    task: Task | None = None,
+    max_categories: int = 50,
+) -> Retargeted:
+    """The contract of ``df`` and ``params`` (the text of ``params.yaml``) rewritten for ``target``.
+
+    Raises :class:`InitError` naming the column when ``target`` cannot be learned as the task,
+    and :class:`conveyor.config.ConfigError` when the rest of ``params`` is not valid.
+    """
+    if target not in df.columns:
+        columns = [str(c) for c in df.columns]
+        close = difflib.get_close_matches(target, columns, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"columns are {columns}"
+        raise InitError(f"--target {target!r} is not a column of the data; {hint}")
+    choice = TaskChoice(task, f"--task {task}") if task is not None else infer_task(df[target])
+    check_target(df[target], choice.task)
+    contract = infer_contract(df, target=target, max_categories=max_categories)
+    estimator, estimator_params = ESTIMATORS[choice.task]
+    gate = gate_settings(df[target], choice.task)
+    settings: dict[tuple[str, ...], Any] = {
+        ("data", "source"): source,
+        ("data", "query"): None,
+        ("data", "target"): target,
+        ("task",): choice.task,
+        ("features", "numeric"): None,
+        ("features", "categorical"): None,
+        ("features", "drop"): [],
+        ("model", "estimator"): estimator,
+        ("model", "params"): estimator_params,
+        ("gate", "thresholds"): gate["thresholds"],
+        ("gate", "compare"): gate["compare"],
+        ("gate", "tolerance"): gate["tolerance"],
+    }
+    if choice.task == "classification":
+        settings["split", "stratify"] = bool(df[target].value_counts().min() >= 2)
+    text = edit_yaml(params, settings, comments=COMMENTS[choice.task], source="params.yaml")
+    return Retargeted(text, parse_config(yaml.safe_load(text)), contract, choice)
+
+
+def edit_yaml(
+    text: str,
+    settings: Mapping[tuple[str, ...], Any],
+    *,
+    comments: Mapping[tuple[str, ...], str],
+    source: str,
+) -> str:
+    """``text`` with each key path in ``settings`` set, its comments and layout kept.
+
+    Lists become flow sequences (``[a, b]``), mappings block mappings of flow mappings, as
+    ``params.yaml`` writes them; ``comments`` replace the end-of-line comment of their key.
+    """
+    try:
+        yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: {yaml_problem(exc)}") from None
+    document = _round_trip()
+    root = document.load(text)
+    if not isinstance(root, CommentedMap):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    for path, value in settings.items():
+        parent = _section(root, path[:-1], source=source)
+        key = path[-1]
+        old = parent.get(key)
+        parent[key] = _node(value, top=True)
+        _keep_trailing_blank_lines(old, parent[key])
+    for path, comment in comments.items():
+        parent = _section(root, path[:-1], source=source)
+        token = parent.ca.items.get(path[-1], [None, None, None])[2]
+        parent.yaml_add_eol_comment(f"# {comment}", path[-1], column=token.column if token is not None else 32)
+    out = text_io.StringIO()
+    document.dump(root, out)
+    return out.getvalue()
+
+
+def _round_trip() -> YAML:
+    document = YAML()
+    document.width = 120
+    document.preserve_quotes = True
+    document.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
+    return document
+
+
+def _section(root: CommentedMap, path: Sequence[str], *, source: str) -> CommentedMap:
+    node = root
+    for key in path:
+        if node.get(key) is None:
+            node[key] = CommentedMap()
+        node = node[key]
+        if not isinstance(node, CommentedMap):
+            raise ConfigError(f"{source}: {'.'.join(path)}: expected a mapping of keys")
+    return node
+
+
+def _node(value: Any, *, top: bool = False) -> Any:
+    # PyYAML (YAML 1.1) reads `yes`, `on` or `1e3` as other than text: such strings are quoted.
+    if isinstance(value, str):
+        return value if yaml.safe_load(value) == value and value.strip() == value else DoubleQuotedScalarString(value)
+    if isinstance(value, list):
+        sequence = CommentedSeq(_node(item) for item in value)
+        sequence.fa.set_flow_style()
+        return sequence
+    if isinstance(value, dict):
+        mapping = CommentedMap((key, _node(item)) for key, item in value.items())
+        if not top:
+            mapping.fa.set_flow_style()
+        return mapping
+    return value
+
+
+def _keep_trailing_blank_lines(old: Any, new: Any) -> None:
+    # A block mapping owns the blank lines after it (on its last key's comment): carried over, so
+    # replacing `model.params` does not glue `gate:` to it.
+    if not (isinstance(old, CommentedMap) and old and isinstance(new, CommentedMap) and new):
+        return
+    last = list(old)[-1]
+    if isinstance(old[last], CommentedMap) and not old[last].fa.flow_style():
+        _keep_trailing_blank_lines(old[last], new)
+        return
+    token = old.ca.items.get(last, [None, None, None])[2]
+    if token is not None and "\n\n" in token.value:
+        blank = "\n" * (len(token.value) - len(token.value.rstrip("\n")))
+        new.ca.items[list(new)[-1]] = [None, None, CommentToken(blank, CommentMark(0), None), None]
+
+
+def portable_source(data: str, *, root: Path) -> str:
+    """``data`` relative to ``root`` (the repository) when it is an absolute path inside it, so a clone finds it."""
+    path = Path(data)
+    if path.is_absolute() and path.resolve().is_relative_to(root):
+        return path.resolve().relative_to(root).as_posix()
+    return data
+
+
+def run(*, data: str, target: str, task: Task | None, params: Path, max_categories: int) -> Retargeted:
+    """Read ``data`` and ``params``, then write the retargeted ``params`` and the contract at its ``data.schema``."""
+    try:
+        text = params.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{params}: file not found; init rewrites the template's params.yaml") from None
+    source = portable_source(data, root=params.resolve().parent)
+    df = io.read_source(data)
+    result = retarget(df, text, source=source, target=target, task=task, max_categories=max_categories)
+    io.write_contract(result.contract, result.config.data.schema_path)
+    io.write_bytes(result.params.encode("utf-8"), params)
+    return result

@@ -1,0 +1,16 @@
+"""The service: the engine, request types, middleware, the route table, OpenAPI, metrics, the prediction log, online features from a feature store and the BentoML wiring.
+
+Everything but :mod:`conveyor.serving.service` runs without BentoML, in process, in tests.
+"""
+
+__all__ = [
+    "engine",
+    "metrics",
+    "middleware",
+    "online_features",
+    "openapi",
+    "prediction_log",
+    "request",
+    "routes",
+    "service",
+]

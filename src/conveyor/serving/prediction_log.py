@@ -1,0 +1,249 @@
+"""Prediction logging: each answered prediction request, handed to BentoML's monitor off the request path.
+
+A request's validated records, its answer, the model tag and the request id (the one the client
+got in ``X-Request-ID``) go into a bounded in-memory queue; a background thread takes them out
+and calls the exporter (:class:`BentoMonitorExporter`: ``bentoml.monitor``, which writes JSON
+lines by default or sends OTLP when BentoML's ``monitoring`` configuration says so). So logging
+never blocks a request on disk or network and never fails one: a full queue drops the request's
+records and counts them, a failing exporter is counted and logged at most once a minute, and the
+thread keeps to a share of a core (``monitor.log_max_cpu_share``), so that under a load it cannot
+keep up with it drops records rather than slow the requests down.
+Requests are sampled whole (all records of a request or none), so labels can name any logged one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import random
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+if TYPE_CHECKING:
+    from bentoml.monitoring import MonitorBase
+
+from conveyor.config import PredictionLogConfig
+from conveyor.model.features import FeatureSpec
+from conveyor.model.registry import Task
+
+__all__ = ["MONITOR_NAME", "BentoMonitorExporter", "Exporter", "LoggedRequest", "PredictionLog", "register"]
+
+logger = logging.getLogger("conveyor.serving")
+
+# One monitor for both endpoints: BentoML's default exporter configures one process-wide pair of
+# loggers, so a second monitor name would take over the first one's files.
+MONITOR_NAME = "conveyor_predictions"
+PREDICTION = "prediction"
+PROBABILITIES = "probabilities"
+ENDPOINT = "endpoint"
+MODEL_TAG = "model_tag"
+# How long the idle thread sleeps before looking at the queue again; also the most a record waits.
+POLL_SECONDS = 0.05
+FAILURE_LOG_INTERVAL_S = 60.0
+MIN_REST_S = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """One answered prediction request: its id, route, validated records and the answer to each."""
+
+    request_id: str
+    endpoint: str
+    records: Sequence[Mapping[str, Any]]
+    outputs: Sequence[Any]
+
+
+Exporter = Callable[[LoggedRequest], None]
+
+
+class PredictionLog:
+    """A bounded queue of answered requests, drained by a daemon thread that calls ``export``.
+
+    ``settings`` are the bundle's ``monitor.log_*``. ``submit`` is all the request path pays: a
+    sampling draw (``log_sample_rate``) and a ``deque.append`` (or a count when the queue holds
+    ``log_queue_records`` records already). The queue is bounded in records, not requests, since
+    one request may carry up to ``serve.max_records`` of them. The thread spends at most
+    ``log_max_cpu_share`` of a core exporting: under a load the exporter cannot keep up with,
+    records are dropped (and counted) rather than taken from the requests' CPU.
+    """
+
+    def __init__(self, export: Exporter, settings: PredictionLogConfig, *, records: Counter) -> None:
+        self.export = export
+        self.sample_rate = settings.log_sample_rate
+        self.max_queued_records = settings.log_queue_records
+        # After each CPU second spent exporting, the thread rests this long (none at a share of 1).
+        self.rest_per_busy_second = 1.0 / settings.log_max_cpu_share - 1.0
+        self.queue: deque[LoggedRequest] = deque()
+        # Each written by one thread only (the request path, the drain): their difference is the backlog.
+        self.queued_records = 0
+        self.done_records = 0
+        self.dropped_records = 0
+        self.failures = 0
+        # ``records`` is :func:`register`'s counter.
+        self.outcomes = {name: records.labels(name) for name in ("exported", "dropped", "failed")}
+        self.stopping = threading.Event()
+        self.last_failure_logged = -FAILURE_LOG_INTERVAL_S
+        self.thread = threading.Thread(target=self._drain, name="conveyor-prediction-log", daemon=True)
+
+    def start(self) -> PredictionLog:
+        """Start the draining thread; returns ``self``."""
+        self.thread.start()
+        return self
+
+    def sampled(self) -> bool:
+        """Whether to log the next request (``log_sample_rate`` of them, drawn per request)."""
+        return self.sample_rate >= 1.0 or random.random() < self.sample_rate
+
+    def submit(self, request: LoggedRequest) -> bool:
+        """Queue ``request`` for the exporter, or drop and count it if the queue is full; never blocks."""
+        size = len(request.records)
+        if self.queued_records - self.done_records + size > self.max_queued_records:
+            self.dropped_records += size
+            self.outcomes["dropped"].inc(size)
+            return False
+        self.queued_records += size
+        self.queue.append(request)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Export what is queued (within ``timeout`` seconds), then stop the thread."""
+        self.stopping.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout)
+
+    def _drain(self) -> None:
+        owed = 0.0
+        while True:
+            try:
+                request = self.queue.popleft()
+            except IndexError:
+                if self.stopping.is_set():
+                    return
+                self.stopping.wait(POLL_SECONDS)
+                continue
+            size = len(request.records)
+            started = time.thread_time()
+            try:
+                self.export(request)
+            except Exception as error:  # whatever the exporter raises, the service goes on
+                self.failures += 1
+                self.outcomes["failed"].inc(size)
+                self._report(error)
+            else:
+                self.outcomes["exported"].inc(size)
+            finally:
+                self.done_records += size
+            # Exporting holds the GIL the request path needs; resting in proportion to the CPU
+            # time it took (not the wall time: waiting on a network is free) keeps the thread
+            # within max_cpu_share of a core, and a backlog beyond it fills the queue, to be
+            # dropped and counted. Rests are gathered into steps of at least a millisecond.
+            owed += (time.thread_time() - started) * self.rest_per_busy_second
+            if owed >= MIN_REST_S:
+                self.stopping.wait(owed)
+                owed = 0.0
+
+    def _report(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self.last_failure_logged >= FAILURE_LOG_INTERVAL_S:
+            self.last_failure_logged = now
+            logger.warning(
+                "prediction log: the exporter failed (%d failure(s) so far; logged at most once a minute): %r",
+                self.failures,
+                error,
+            )
+
+
+def _quiet_json_formatter_import() -> None:
+    """Import the formatter BentoML's default exporter names, without its DeprecationWarning.
+
+    BentoML's logging config names ``pythonjsonlogger.jsonlogger``, a module that warns on import
+    that it moved; under warnings-as-errors ``logging.config`` would then fail to build the
+    formatter. Imported once here, the module is cached and the config finds it silently.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import pythonjsonlogger.jsonlogger  # noqa: F401
+
+
+class BentoMonitorExporter:
+    """Logs one request through ``bentoml.monitor``: one record per input record, the id as BentoML's.
+
+    Columns: each input column (role ``feature``), ``prediction`` (the label or value; for
+    ``/predict_proba`` the most probable class) and ``probabilities`` (``/predict_proba`` only, in
+    the order of the model's classes) with role ``prediction``, and ``endpoint`` and ``model_tag``
+    (role ``metadata``). BentoML adds ``timestamp``, ``request_id`` (set here to Conveyor's id)
+    and ``trace_id``.
+    """
+
+    def __init__(self, *, spec: FeatureSpec, task: Task, classes: Sequence[str], model_tag: str) -> None:
+        import bentoml
+        from bentoml._internal.context import trace_context
+
+        _quiet_json_formatter_import()
+        # BentoML warns once per value for a role outside its three (our metadata columns), and for
+        # every value after the first of the first batch ("Column name … is duplicated"): a line
+        # per record for a schema that is fixed here. Its errors still show.
+        logging.getLogger("bentoml._internal.monitoring.base").setLevel(logging.ERROR)
+        self.open_monitor = bentoml.monitor
+        self.monitor: MonitorBase[Any] | None = None
+        self.trace_context = trace_context
+        self.columns = [(name, "numerical") for name in spec.numeric] + [
+            (name, "categorical") for name in spec.categorical
+        ]
+        self.prediction_type = "categorical" if task == "classification" else "numerical"
+        self.classes = list(classes)
+        self.model_tag = model_tag
+
+    def __call__(self, request: LoggedRequest) -> None:
+        """Write ``request`` as ``len(request.records)`` monitor records."""
+        records, size = request.records, len(request.records)
+        # Every column is built before the monitor is touched: an error here leaves it clean.
+        columns = [([record[name] for record in records], name, "feature", kind) for name, kind in self.columns]
+        if request.endpoint == "/predict_proba":
+            predictions: list[Any] = [max(answer, key=answer.__getitem__) for answer in request.outputs]
+            probabilities: list[Any] = [[answer[name] for name in self.classes] for answer in request.outputs]
+        else:
+            predictions, probabilities = list(request.outputs), [None] * size
+        columns += [
+            (predictions, PREDICTION, "prediction", self.prediction_type),
+            (probabilities, PROBABILITIES, "prediction", "numerical_sequence"),
+            ([request.endpoint] * size, ENDPOINT, "metadata", "categorical"),
+            ([self.model_tag] * size, MODEL_TAG, "metadata", "categorical"),
+        ]
+        # In a context of its own: BentoML keeps the record being built and the request id in
+        # context variables, which an export that failed halfway must not leave to the next one.
+        contextvars.Context().run(self._write, request.request_id, columns)
+
+    def _write(self, request_id: str, columns: list[tuple[list[Any], str, str, str]]) -> None:
+        # BentoML types its own ids as integers but only ever writes str(id).
+        self.trace_context.request_id = request_id  # type: ignore[assignment]
+        if self.monitor is None:
+            # The first request goes through the context manager, which makes (and caches) the
+            # monitor from BentoML's configuration; the rest call the monitor's own
+            # start_record/stop_record, sparing bentoml.monitor's dependency injection per request.
+            with self.open_monitor(MONITOR_NAME) as monitor:
+                for column in columns:
+                    monitor.log_batch(*column)
+            self.monitor = monitor
+            return
+        self.monitor.start_record()  # type: ignore[no-untyped-call]
+        for column in columns:
+            self.monitor.log_batch(*column)
+        self.monitor.stop_record()
+
+
+def register(registry: CollectorRegistry | None) -> Counter:
+    """The log's record counter (``conveyor_prediction_log_records_total{outcome}``) in ``registry``."""
+    return Counter(
+        "conveyor_prediction_log_records_total",
+        "Prediction records handed to the log, by outcome: exported, dropped (queue full), failed (exporter error)",
+        ("outcome",),
+        registry=registry,
+    )

@@ -1,0 +1,127 @@
+"""The service's request types, generated from the data contract.
+
+One record is a ``TypedDict`` with a key per model input column: its type, range, allowed
+categories and nullability come from the contract, so a request the contract would refuse is
+refused at the door (a 4xx naming the field) and the OpenAPI page documents every field. A
+``TypedDict`` rather than a model class because validation then yields plain dicts keyed by the
+contract's column names (spaces, dots, leading digits and all), which the predictors take as
+they are: no object per record, no dump back to a dict, no aliases.
+
+Choices, applied the same way to every field:
+
+- Every field is required; a nullable column accepts an explicit ``null``, not an absent key
+  (an absent key is more often a client bug than a deliberate "unknown").
+- Types are strict: ``"39.1"`` is not a number and ``true`` is not a number. An integer column
+  accepts ``181`` and ``181.0`` (pandas writes integer columns with gaps as floats) but not ``181.5``.
+- Floats must be finite: ``NaN`` and ``Infinity`` are refused (the JSON parser accepts them).
+- A category outside the contract's list is refused, not passed to the encoder: the model has
+  never seen it, and an explicit error is more useful to a client than a silent guess.
+- Unknown fields are refused (``extra="forbid"``), including the target column, and so are
+  unknown keys beside ``records`` in the request body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter
+from typing_extensions import TypedDict
+
+from conveyor.contract import ColumnSpec, Contract
+
+__all__ = ["body_type", "example_record", "field_type", "record_type", "request_type"]
+
+RECORD_CONFIG = ConfigDict(extra="forbid", strict=True)
+# The functional form, typed as Any: the keys and the name are only known at run time.
+_typed_dict: Any = TypedDict
+
+
+def _number_only(value: Any) -> Any:
+    # Lax integer parsing would also take "181" and true; only JSON numbers may become integers.
+    if isinstance(value, (str, bool)):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
+def field_type(spec: ColumnSpec) -> Any:
+    """The annotated Python type one contract column accepts in a request."""
+    description = spec.description
+    base: Any
+    if spec.type == "float":
+        base = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=spec.min, le=spec.max)]
+    elif spec.type == "int":
+        # The bounds before the validator: after it, pydantic writes them to the JSON schema as
+        # `ge`/`le`, which JSON Schema ignores, instead of `minimum`/`maximum`.
+        base = Annotated[int, Field(strict=False, ge=spec.min, le=spec.max), BeforeValidator(_number_only)]
+    elif spec.type == "bool":
+        base = StrictBool
+    elif spec.type == "category" and spec.categories:
+        base = Literal[tuple(spec.categories)]
+    else:
+        base = StrictStr
+    if spec.nullable:
+        base = base | None
+    return Annotated[base, Field(description=description)]
+
+
+def record_type(contract: Contract, columns: Sequence[str], *, name: str = "Record") -> Any:
+    """A ``TypedDict`` for one input record: a required key per column in ``columns``.
+
+    ``columns`` are the model's input columns (from the packaged model's metadata); each must be
+    in the contract. The keys are the contract's column names whatever they contain.
+    """
+    unknown = [column for column in columns if column not in contract.columns]
+    if unknown:
+        raise ValueError(f"model input columns not in the data contract: {unknown}")
+    record = _typed_dict(name, {column: field_type(contract.columns[column]) for column in columns})
+    record.__pydantic_config__ = RECORD_CONFIG
+    return record
+
+
+def body_type(record: Any, *, max_records: int, example: Mapping[str, Any] | None = None) -> Any:
+    """The request body ``{"records": [record, ...]}``: 1 to ``max_records`` records, no other key."""
+    records = Annotated[
+        list[record],
+        Field(
+            min_length=1,
+            max_length=max_records,
+            description=f"1 to {max_records} records, each with every model input column",
+            examples=[[dict(example)]] if example is not None else None,
+        ),
+    ]
+    body = _typed_dict("PredictRequest", {"records": records})
+    body.__pydantic_config__ = RECORD_CONFIG
+    return body
+
+
+def example_record(contract: Contract, columns: Sequence[str]) -> dict[str, Any]:
+    """A valid record: the middle of each numeric range, the first category.
+
+    It is the OpenAPI example and the service's warm-up input, so it must pass the record type.
+    """
+    example: dict[str, Any] = {}
+    for column in columns:
+        spec = contract.columns[column]
+        if spec.is_numeric and spec.type != "bool":
+            low = spec.min if spec.min is not None else (spec.max if spec.max is not None else 0.0)
+            high = spec.max if spec.max is not None else low
+            middle = (low + high) / 2
+            example[column] = round(middle) if spec.type == "int" else middle
+        elif spec.type == "bool":
+            example[column] = False
+        elif spec.categories:
+            example[column] = spec.categories[0]
+        else:
+            example[column] = ""
+    return example
+
+
+def request_type(contract: Contract, columns: Sequence[str], *, max_records: int) -> TypeAdapter[dict[str, Any]]:
+    """Validation of a whole request body, from JSON bytes to ``{"records": [dict, ...]}``.
+
+    ``columns`` are the model's input columns; the body's example (on the OpenAPI page) is
+    :func:`example_record`.
+    """
+    record = record_type(contract, columns)
+    return TypeAdapter(body_type(record, max_records=max_records, example=example_record(contract, columns)))

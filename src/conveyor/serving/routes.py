@@ -1,0 +1,274 @@
+"""The service's routes: one table (:data:`ROUTES`) and the Starlette app that serves it.
+
+:data:`ROUTES` lists every path the server answers, Conveyor's and BentoML's: the app mounts
+Conveyor's, :class:`~conveyor.serving.middleware.Admission` exempts those the table does not
+admit, :func:`conveyor.serving.openapi.openapi` documents those with a summary, and request
+metrics count each by name. A new route is one entry here (and its handler in :class:`ServingApp`).
+
+The request path is short on purpose (the model takes 0.1 ms on the ONNX path, so the server is
+most of the cost): the body is read once, validated straight from bytes into plain dicts
+(:func:`conveyor.serving.request.request_type`), predicted on the event loop without a thread
+hop, and the answer serialised by pydantic-core.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal
+
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+from pydantic_core import to_json
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from conveyor.bundle import Bundle
+from conveyor.serving.engine import Batcher, Engine, Records
+from conveyor.serving.metrics import ServiceMetrics
+from conveyor.serving.middleware import (
+    JSON_TYPE,
+    Admission,
+    ASGIApp,
+    BodyLimit,
+    FastLane,
+    Receive,
+    RequestMetrics,
+    Scope,
+    Send,
+    error_body,
+    header,
+    problem,
+    read_body,
+    refuse,
+    send_body,
+    send_response,
+)
+from conveyor.serving.openapi import openapi
+from conveyor.serving.prediction_log import Exporter, LoggedRequest, PredictionLog
+from conveyor.serving.request import request_type
+
+__all__ = ["Prediction", "RouteSpec", "ServingApp"]
+
+RouteKind = Literal["labels", "probabilities", "metadata", "openapi", "metrics", "probe", "bentoml"]
+PREDICTIONS: frozenset[RouteKind] = frozenset({"labels", "probabilities"})
+REQUEST_ID_HEADER = b"x-request-id"
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """One path the server answers: what it serves, and its summary in the OpenAPI document.
+
+    ``kind`` says what answers it: a prediction route (``labels``; ``probabilities``, classifiers
+    only), the metadata, the OpenAPI document or the metrics of :class:`ServingApp`, or BentoML
+    (its ``probe`` routes, documented here, and its own pages). An empty ``summary`` keeps the
+    route out of the document; the probes and ``/metrics`` are not ``admitted`` (no concurrency
+    limit, no timeout), as in BentoML's own ``traffic.max_concurrency``.
+    """
+
+    path: str
+    kind: RouteKind
+    summary: str = ""
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The HTTP methods the route answers."""
+        if self.kind in PREDICTIONS:
+            return ("POST",)
+        return ("GET", "POST") if self.kind == "metadata" else ("GET",)
+
+    @property
+    def admitted(self) -> bool:
+        """Whether :class:`~conveyor.serving.middleware.Admission` holds the route to its limits."""
+        return self.kind not in ("probe", "metrics")
+
+
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("/predict", "labels", "One label (classification) or value (regression) per record"),
+    RouteSpec("/predict_proba", "probabilities", "Each class' probability, per record"),
+    RouteSpec("/metadata", "metadata", "The served model"),
+    RouteSpec("/docs.json", "openapi"),
+    RouteSpec("/livez", "probe", "Liveness"),
+    RouteSpec("/healthz", "probe", "Liveness"),
+    RouteSpec("/readyz", "probe", "Readiness: 200 once the model is loaded"),
+    RouteSpec("/metrics", "metrics", "Prometheus metrics"),
+    RouteSpec("/", "bentoml"),
+    RouteSpec("/schema.json", "bentoml"),
+)
+
+
+class _Routes(Starlette):
+    """A Starlette app without its own error and exception layers: the server around it has them.
+
+    Still a ``Starlette`` so that BentoML mounts it passively (only its routes match).
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self.router
+
+
+class Prediction:
+    """One prediction route as a bare ASGI endpoint: one read of the body, one validation, one call.
+
+    Bare rather than a Starlette request handler because a request object, its header parsing
+    and the exception wrapping cost more than the ONNX model does.
+    """
+
+    def __init__(self, service: ServingApp, *, path: str, proba: bool) -> None:
+        self.service = service
+        self.path = path
+        self.proba = proba
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one ``POST`` with predictions and its ``X-Request-ID``, or a 4xx saying what is wrong."""
+        checked = self.check(scope, await read_body(receive))
+        if isinstance(checked, Response):
+            await send_response(checked, scope, receive, send)
+            return
+        if self.service.engine is None:
+            await send_body(send, 503, error_body("the model is still loading", []))
+            return
+        outputs = await self.service.answer(checked, proba=self.proba)
+        request_id = secrets.token_hex(8)
+        await send_body(send, 200, to_json(outputs), extra=((REQUEST_ID_HEADER, request_id.encode()),))
+        self.service.answered(LoggedRequest(request_id, self.path, checked, outputs), proba=self.proba)
+
+    def check(self, scope: Scope, body: bytes) -> Response | list[dict[str, Any]]:
+        """The validated records, or the 4xx refusing them."""
+        content_type = header(scope, b"content-type").split(b";", 1)[0].strip().lower()
+        if content_type != JSON_TYPE.encode():
+            shown = content_type.decode("latin-1") or "none"
+            detail = [problem(["header", "content-type"], "media_type", f"expected {JSON_TYPE}, got {shown}")]
+            self.service.counts.refused(self.path, detail)
+            return refuse(scope["method"], scope["path"], 415, detail)
+        try:
+            records: list[dict[str, Any]] = self.service.request.validate_json(body)["records"]
+        except ValidationError as error:
+            found = error.errors(include_url=False, include_input=False, include_context=False)
+            detail = [problem(d["loc"], d["type"], d["msg"]) for d in found]
+            self.service.counts.refused(self.path, detail)
+            return refuse(scope["method"], scope["path"], 400, detail)
+        return records
+
+
+class ServingApp:
+    """The service's HTTP API as a Starlette app: prediction routes, metadata, OpenAPI and metrics.
+
+    The engine is loaded by :meth:`load` (BentoML calls it once per worker, at startup); until
+    then the prediction routes answer 503. ``exposition`` renders ``/metrics``; the service's
+    series go to ``registry`` (``None`` under Prometheus' multiprocess mode, as in ``bentoml
+    serve``, where samples go to shared files rather than a registry).
+    """
+
+    def __init__(
+        self, bundle: Bundle, *, exposition: Callable[[], bytes], registry: CollectorRegistry | None = None
+    ) -> None:
+        self.bundle = bundle
+        self.exposition = exposition
+        self.registry = registry
+        self.engine: Engine | None = None
+        self.batcher: Batcher | None = None
+        self.log: PredictionLog | None = None
+        self.request = request_type(bundle.contract, bundle.columns, max_records=bundle.serve.max_records)
+        self.routes = tuple(route for route in ROUTES if bundle.is_classifier or route.kind != "probabilities")
+        self.predictions: dict[str, ASGIApp] = {
+            route.path: Prediction(self, path=route.path, proba=route.kind == "probabilities")
+            for route in self.routes
+            if route.kind in PREDICTIONS
+        }
+        self.counts = ServiceMetrics(bundle, paths=self.predictions, registry=registry)
+        pages: dict[RouteKind, Callable[[Request], Awaitable[Response]]] = {
+            "metadata": self.metadata,
+            "openapi": self.openapi_document,
+            "metrics": self.metrics,
+        }
+        self.app = _Routes(
+            routes=[
+                Route(route.path, self.predictions.get(route.path) or pages[route.kind], methods=list(route.methods))
+                for route in self.routes
+                if route.kind in PREDICTIONS or route.kind in pages
+            ]
+        )
+
+    def front(self, server: ASGIApp, *, routes: Iterable[str] = (), timeout: float = 30) -> ASGIApp:
+        """The ASGI app to run: ``server`` (which mounts :attr:`app`) behind this service's middleware.
+
+        Outermost first: :class:`RequestMetrics` (every path of :data:`ROUTES` and ``routes``,
+        more paths of the server's, counted by name), :class:`Admission` (but for the routes
+        :data:`ROUTES` exempts), :class:`BodyLimit`, then :class:`FastLane` to the prediction
+        endpoints, everything else to ``server``. The limits come from the bundle's ``serve``.
+        """
+        serve = self.bundle.serve
+        app: ASGIApp = FastLane(server, routes=self.predictions)
+        app = BodyLimit(app, max_body_bytes=serve.max_body_bytes, metrics=self.counts)
+        # Per worker, as BentoML divides traffic.max_concurrency.
+        exempt = (route.path for route in ROUTES if not route.admitted)
+        app = Admission(app, max_concurrency=-(-serve.max_concurrency // serve.workers), timeout=timeout, exempt=exempt)
+        known = (*(route.path for route in ROUTES), *routes)
+        return RequestMetrics(app, routes=known, registry=self.registry, access_log=serve.access_log)
+
+    def load(self, exporter: Exporter | None = None) -> Engine:
+        """Load the model, warm it up and serve it from now on (batched, if ``serve.batching`` says so).
+
+        With an ``exporter`` and the bundle's ``monitor.log_predictions``, answered requests are
+        logged through it from a :class:`~conveyor.serving.prediction_log.PredictionLog` started
+        here (per worker).
+        """
+        settings = self.bundle.prediction_log
+        if exporter is not None and settings.log_predictions:
+            self.log = PredictionLog(exporter, settings, records=self.counts.log_records).start()
+        engine = Engine(self.bundle)
+        engine.warm_up()
+        serve = self.bundle.serve
+        batching = serve.batching if serve.batching != "auto" else self.bundle.info.inference.inference != "onnx"
+        self.batcher = Batcher(engine, max_batch_size=serve.max_batch_size) if batching else None
+        self.engine = engine
+        return engine
+
+    async def answer(self, records: Records, *, proba: bool) -> list[Any]:
+        """Predictions (or probabilities) for validated records: through the batcher, or right here."""
+        if self.batcher is not None:
+            return await self.batcher(records, proba=proba)
+        assert self.engine is not None, "answer() before load()"
+        return self.engine.predict_proba(records) if proba else self.engine.predict(records)
+
+    def answered(self, request: LoggedRequest, *, proba: bool) -> None:
+        """Count an answered request's predictions and hand it to the log (if sampled); never raises."""
+        outputs = request.outputs
+        if proba:
+            labels = [max(answer, key=answer.__getitem__) for answer in outputs]
+        elif self.bundle.is_classifier:
+            labels = list(outputs)
+        else:
+            labels = [self.counts.bucket(value) for value in outputs]
+        self.counts.predicted(request.endpoint, labels)
+        if self.log is not None and self.log.sampled():
+            self.log.submit(request)
+
+    def close(self) -> None:
+        """Flush the prediction log (BentoML calls this at shutdown)."""
+        if self.log is not None:
+            self.log.close()
+
+    async def metadata(self, _: Request) -> Response:
+        """``GET /metadata``: where the model came from, its metrics, limits and contract."""
+        if self.engine is None:
+            return Response(error_body("the model is still loading", []), status_code=503, media_type=JSON_TYPE)
+        return Response(to_json(self.engine.metadata()), media_type=JSON_TYPE)
+
+    async def metrics(self, _: Request) -> Response:
+        """``GET /metrics``: Prometheus text exposition."""
+        return Response(self.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def openapi_document(self, _: Request) -> Response:
+        """``GET /docs.json``: the OpenAPI document (see :func:`openapi`)."""
+        return Response(to_json(self.openapi), media_type=JSON_TYPE)
+
+    @cached_property
+    def openapi(self) -> dict[str, Any]:
+        """This API as OpenAPI 3.1, built from the same types that validate the requests."""
+        return openapi(self.bundle, self.request, self.routes)

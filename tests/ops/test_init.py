@@ -1,0 +1,228 @@
+"""``conveyor init``: the task rule, the refusals, and a params.yaml that keeps what it does not own."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.datasets import load_breast_cancer
+
+from conveyor import io
+from conveyor.cli import main
+from conveyor.config import Config
+from conveyor.model.predict import predict
+from conveyor.ops.init import MAX_CLASSES, InitError, infer_task, retarget
+from tests.conftest import ROOT, commit_all, copy_repo, edit_params, free_port, run, running, stages_run, tool_env
+
+PARAMS = (ROOT / "params.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("values", "task"),
+    [
+        (["a", "b", "a"], "classification"),
+        ([True, False, True], "classification"),
+        ([1, 2, 3, 1], "classification"),
+        ([0.0, 1.0, np.nan, 1.0], "classification"),
+        (list(range(MAX_CLASSES)), "classification"),
+        (list(range(MAX_CLASSES + 1)), "regression"),
+        ([0.5, 1.0, 1.5], "regression"),
+    ],
+)
+def test_the_task_follows_the_targets_values(values: list[object], task: str) -> None:
+    choice = infer_task(pd.Series(values, name="y"))
+    assert choice.task == task
+    assert "'y'" in choice.reason
+
+
+def regression_table(rows: int = 200) -> pd.DataFrame:
+    """A numeric target that two awkwardly named columns explain."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 2))
+    return pd.DataFrame(
+        {
+            "size m²": x[:, 0],
+            "2nd.dim-x": x[:, 1],
+            "yes": rng.choice(["a", "b"], rows),
+            "price €": 30 * x[:, 0] - 10 * x[:, 1] + rng.normal(size=rows) + 100,
+        }
+    )
+
+
+def test_penguins_retargeted_to_island_keeps_every_setting_and_comment_it_does_not_own(
+    penguins: pd.DataFrame, params: Config
+) -> None:
+    result = retarget(penguins, PARAMS, source="data/penguins.csv", target="island")
+    cfg = result.config
+    assert (cfg.task, cfg.data.target, cfg.data.query) == ("classification", "island", None)
+    assert (cfg.features.numeric, cfg.features.categorical, cfg.features.drop) == (None, None, ())
+    assert (cfg.model.estimator, cfg.model.params) == ("logistic_regression", {"C": 1.0, "max_iter": 1000})
+    # Three islands: chance is 1/3, so the threshold is 0.1 above it, rounded down.
+    assert cfg.gate.thresholds["balanced_accuracy"].min == 0.43
+    assert list(cfg.gate.thresholds) == ["balanced_accuracy"]
+    assert cfg.gate.compare == ("balanced_accuracy", "log_loss")
+    assert (cfg.serve, cfg.evaluate, cfg.split, cfg.data.schema_path) == (
+        params.serve,
+        params.evaluate,
+        params.split,
+        params.data.schema_path,
+    )
+    kept = set(re.findall(r"#.*", PARAMS)) - {
+        "# the survey year says nothing about the species",
+        "# every one must hold",
+        # init sets gate.tolerance for the new data, so the penguins explanation goes with it.
+        "# allowed regression, in each metric's own units: one of the 86 test rows moves accuracy or F1 by "
+        "about 0.012, so 0.01 would reject a model for a single row",
+    }
+    assert kept <= set(re.findall(r"#.*", result.params))
+    assert "\n\ngate:\n" in result.params, "the blank line between sections is kept"
+    assert set(result.contract.columns) == set(penguins.columns)
+
+
+def test_a_regression_table_gets_a_regressor_and_a_gate_in_its_own_units() -> None:
+    data = regression_table()
+    result = retarget(data, PARAMS, source="data/prices.csv", target="price €")
+    cfg = result.config
+    assert (cfg.task, cfg.model.estimator, cfg.model.params) == ("regression", "ridge", {"alpha": 1.0})
+    assert {name: bound.min for name, bound in cfg.gate.thresholds.items()} == {"r2": 0.1}
+    assert cfg.gate.compare == ("rmse",)
+    assert cfg.gate.tolerance == pytest.approx(0.01 * data["price €"].std(), rel=0.05)
+    assert cfg.data.target == "price €"
+
+
+def test_init_is_idempotent_and_retargets_back_and_forth(penguins: pd.DataFrame) -> None:
+    to_prices = retarget(regression_table(), PARAMS, source="data/prices.csv", target="price €")
+    again = retarget(regression_table(), to_prices.params, source="data/prices.csv", target="price €")
+    assert again.params == to_prices.params
+    back = retarget(penguins, to_prices.params, source="data/penguins.csv", target="species")
+    assert back.params == retarget(penguins, PARAMS, source="data/penguins.csv", target="species").params
+
+
+def test_names_yaml_would_read_as_something_else_are_quoted() -> None:
+    data = regression_table().rename(columns={"yes": "label", "price €": "yes"})
+    result = retarget(data, PARAMS, source="data/on", target="yes")
+    raw = yaml.safe_load(result.params)
+    assert (raw["data"]["target"], raw["data"]["source"]) == ("yes", "data/on")
+
+
+def test_a_class_with_a_single_row_turns_stratification_off(penguins: pd.DataFrame) -> None:
+    data = penguins.copy()
+    data.loc[0, "island"] = "Atlantis"
+    assert retarget(data, PARAMS, source="x.csv", target="island").config.split.stratify is False
+    assert retarget(penguins, PARAMS, source="x.csv", target="island").config.split.stratify is True
+
+
+@pytest.mark.parametrize(
+    ("target", "task", "message"),
+    [
+        ("speceis", None, "--target 'speceis' is not a column of the data; did you mean 'species'?"),
+        ("nothing like it", None, "columns are ['species', 'island'"),
+        ("sex", None, "'sex': 11 row(s) have no label"),
+        ("species", "regression", "'species' is not numeric (e.g. 'Adelie'); regression needs numbers"),
+        ("constant", None, "'constant' has a single value (1); there is nothing to learn"),
+    ],
+)
+def test_a_target_that_cannot_be_learned_is_refused_naming_it(
+    penguins: pd.DataFrame, target: str, task: str | None, message: str
+) -> None:
+    data = penguins.assign(constant=1)
+    with pytest.raises(InitError, match=re.escape(message)):
+        retarget(data, PARAMS, source="data/penguins.csv", target=target, task=task)  # type: ignore[arg-type]
+
+
+def test_the_command_writes_params_and_contract_or_refuses_in_one_line(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (in_tmp / "params.yaml").write_text(PARAMS, encoding="utf-8")
+    regression_table().to_csv(in_tmp / "prices.csv", index=False)
+    assert main(["init", "--data", "prices.csv", "--target", "price"]) == 1
+    error = capsys.readouterr().err
+    assert error == "conveyor init: error: --target 'price' is not a column of the data; did you mean 'price €'?\n"
+    assert (in_tmp / "params.yaml").read_text(encoding="utf-8") == PARAMS
+    assert main(["init", "--data", str(in_tmp / "prices.csv"), "--target", "price €"]) == 0
+    assert "init: regression ('price €' holds numbers" in capsys.readouterr().out
+    contract = io.read_contract(in_tmp / "data" / "contract.yaml")
+    assert set(contract.columns) == {"size m²", "2nd.dim-x", "yes", "price €"}
+    # An absolute path inside the repository is written relative to it, so a clone finds the data.
+    assert yaml.safe_load((in_tmp / "params.yaml").read_text(encoding="utf-8"))["data"]["source"] == "prices.csv"
+
+
+def breast_cancer() -> pd.DataFrame:
+    """569 tumours, 30 measurements named like ``mean radius``, label ``diagnosis``."""
+    data: pd.DataFrame = load_breast_cancer(as_frame=True).frame
+    return data.assign(diagnosis=data.pop("target").map({0: "malignant", 1: "benign"}))
+
+
+def flats() -> pd.DataFrame:
+    """Prices explained by awkwardly named columns, one with gaps and one categorical."""
+    rng = np.random.default_rng(7)
+    rows = 400
+    size, rooms = rng.uniform(20, 150, rows), rng.integers(1, 6, rows)
+    district = rng.choice(["centre ville", "Zürich-Nord", "Île.2"], rows)
+    price = 3000 * size + 10_000 * rooms + np.where(district == "centre ville", 50_000, 0) + rng.normal(0, 5000, rows)
+    floor = rng.integers(0, 10, rows).astype(float)
+    floor[::17] = np.nan
+    return pd.DataFrame(
+        {"size m²": size, "2nd.rooms-count": rooms, "étage (floor)": floor, "quartier": district, "price €": price}
+    )
+
+
+DATASETS: dict[str, tuple[Callable[[], pd.DataFrame], str, str]] = {
+    "breast cancer": (breast_cancer, "diagnosis", "classification"),
+    "flats": (flats, "price €", "regression"),
+}
+
+
+def served_predictions(repo: Path, records: list[dict[str, Any]], log: Path) -> tuple[list[Any], dict[str, Any]]:
+    """``bentoml serve`` at ``repo``: the predictions for ``records`` and the metadata."""
+    port = free_port()
+    command = ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with (
+        running(command, cwd=repo, env=tool_env(), port=port, log=log),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
+        answer = client.post("/predict", json={"records": records})
+        assert answer.status_code == 200, answer.text
+        metadata = client.post("/metadata", json={}).json()
+    return answer.json(), metadata
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_init_retargets_to_a_model_served_on_both_inference_paths(name: str, tmp_path: Path) -> None:
+    make, target, task = DATASETS[name]
+    repo = copy_repo(tmp_path / "repo")
+    source = f"data/{name}.csv"
+    make().to_csv(repo / source, index=False)
+    told = run(repo, "conveyor", "init", "--data", source, "--target", target).stdout
+    assert f"init: {task}" in told
+    commit_all(repo, f"retarget to {name}")
+    run(repo, "dvc", "repro", timeout=900)
+
+    test = io.read_table(repo / "data/split/test.parquet").head(5)
+    model = io.load_model(repo / "models/model.skops")
+    expected = predict(model, test)
+    records = json.loads(test.drop(columns=[target]).to_json(orient="records"))
+    assert io.read_json(repo / "reports/gate.json")["accepted"] is True
+
+    for inference in ("onnx", "sklearn"):
+        if inference == "sklearn":
+            edit_params(repo, lambda raw: raw["serve"].update(inference="sklearn"))
+            assert stages_run(run(repo, "dvc", "repro", timeout=900).stdout) == ["package"]
+        package = io.read_json(repo / "reports/package.json")
+        assert package["inference"] == inference, package["inference_reason"]
+        predictions, metadata = served_predictions(repo, records, tmp_path / f"serve-{inference}.log")
+        assert metadata["inference"]["inference"] == inference
+        assert target not in metadata["features"]
+        if task == "classification":
+            assert predictions == [str(label) for label in expected]
+        else:
+            assert predictions == pytest.approx(expected.astype(float).tolist(), rel=1e-4)

@@ -1,0 +1,194 @@
+"""Prediction logging and the prediction metrics, in process: what is logged, under which id, and that
+logging never fails nor holds up a request (a blocked or failing exporter, a full queue)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conveyor.bundle import Bundle
+from conveyor.config import Config
+from conveyor.contract import Contract
+from conveyor.serving.metrics import refused_field
+from conveyor.serving.prediction_log import LoggedRequest
+from tests.conftest import labelled, make_bundle, regression
+from tests.serving.conftest import GOOD, Served, packaged_with
+
+OTHER = GOOD | {"island": "Biscoe", "flipper_length_mm": 230, "body_mass_g": 5500, "bill_depth_mm": 14.0}
+
+
+class Recorder:
+    """An exporter that keeps what it is given; optionally waits on ``gate`` first, or raises."""
+
+    def __init__(self, *, gate: threading.Event | None = None, fail: bool = False) -> None:
+        self.requests: list[LoggedRequest] = []
+        self.gate = gate
+        self.fail = fail
+
+    def __call__(self, request: LoggedRequest) -> None:
+        if self.gate is not None:
+            self.gate.wait(30)
+        if self.fail:
+            raise OSError("disk full")
+        self.requests.append(request)
+
+
+def sample_value(text: str, name: str) -> float:
+    """The value of the sample line starting with ``name`` in a Prometheus exposition (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_the_request_id_header_matches_the_logged_id_and_the_record(bundle: Bundle) -> None:
+    recorder = Recorder()
+    served = Served(bundle, exporter=recorder)
+    first = served.post("/predict", {"records": [GOOD, OTHER]})
+    second = served.post("/predict_proba", {"records": [GOOD]})
+    served.serving.close()
+    ids = [first.headers["x-request-id"], second.headers["x-request-id"]]
+    assert len(set(ids)) == 2
+    assert all(len(value) == 16 and int(value, 16) >= 0 for value in ids)
+    assert [request.request_id for request in recorder.requests] == ids
+    predicted, probabilities = recorder.requests
+    assert (predicted.endpoint, list(predicted.outputs)) == ("/predict", first.json())
+    assert [dict(record) for record in predicted.records] == [GOOD, OTHER]
+    assert (probabilities.endpoint, list(probabilities.outputs)) == ("/predict_proba", second.json())
+    metrics = served.request("GET", "/metrics").text
+    assert sample_value(metrics, 'conveyor_prediction_log_records_total{outcome="exported"}') == 3
+
+
+def test_a_failing_exporter_never_fails_a_request(bundle: Bundle, caplog: pytest.LogCaptureFixture) -> None:
+    served = Served(bundle, exporter=Recorder(fail=True))
+    with caplog.at_level(logging.WARNING, logger="conveyor"):
+        statuses = [served.post("/predict", {"records": [GOOD]}).status_code for _ in range(5)]
+        served.serving.close()
+    assert statuses == [200] * 5
+    metrics = served.request("GET", "/metrics").text
+    assert sample_value(metrics, 'conveyor_prediction_log_records_total{outcome="failed"}') == 5
+    # One line, however many failures, and no traceback.
+    [line] = [r for r in caplog.records if "prediction log" in r.getMessage()]
+    assert "OSError('disk full')" in line.getMessage()
+    assert line.exc_info is None
+
+
+def test_a_full_queue_drops_and_counts_rather_than_blocks(bundle: Bundle) -> None:
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    served = Served(packaged_with(bundle, "prediction_log", log_queue_records=3), exporter=recorder)
+    try:
+        # The exporter is stuck on the first request and the queue holds 3 records: the other
+        # nine two-record requests do not fit, and are answered at once all the same.
+        statuses = [served.post("/predict", {"records": [GOOD, OTHER]}).status_code for _ in range(10)]
+        assert not gate.is_set()
+        assert statuses == [200] * 10
+        log = served.serving.log
+        assert log is not None
+        assert log.dropped_records == 18
+        metrics = served.request("GET", "/metrics").text
+        assert sample_value(metrics, 'conveyor_prediction_log_records_total{outcome="dropped"}') == 18
+    finally:
+        gate.set()
+        served.serving.close()
+    assert len(recorder.requests) == 1
+
+
+def test_requests_are_sampled_whole_at_the_bundles_rate(bundle: Bundle) -> None:
+    random.seed(7)
+    recorder = Recorder()
+    served = Served(packaged_with(bundle, "prediction_log", log_sample_rate=0.25), exporter=recorder)
+    answers = [served.post("/predict", {"records": [GOOD, OTHER, GOOD]}) for _ in range(400)]
+    served.serving.close()
+    # Binomial(400, 0.25): mean 100, standard deviation 8.7; these bounds are over 5 of them away.
+    assert 55 <= len(recorder.requests) <= 145
+    assert all(len(request.records) == 3 for request in recorder.requests)
+    logged = {request.request_id for request in recorder.requests}
+    assert logged <= {answer.headers["x-request-id"] for answer in answers}
+
+
+def test_logging_off_in_the_bundle_starts_no_log(bundle: Bundle) -> None:
+    recorder = Recorder()
+    served = Served(packaged_with(bundle, "prediction_log", log_predictions=False), exporter=recorder)
+    response = served.post("/predict", {"records": [GOOD]})
+    served.serving.close()
+    assert response.status_code == 200
+    assert "x-request-id" in response.headers
+    assert served.serving.log is None
+    assert recorder.requests == []
+    assert served.request("GET", "/metadata").json()["prediction_log"] == {
+        "log_predictions": False,
+        "log_sample_rate": 1.0,
+        "log_queue_records": 20_000,
+        "log_max_cpu_share": 0.02,
+    }
+
+
+def test_predictions_are_counted_by_class_and_refusals_by_field(bundle: Bundle) -> None:
+    served = Served(bundle)
+    served.post("/predict", {"records": [GOOD, OTHER, GOOD]})
+    served.post("/predict_proba", {"records": [OTHER]})
+    refusals = [
+        {"records": [GOOD | {"island": "Atlantis"}]},
+        {"records": [GOOD | {"made_up": 1}]},
+        {"records": []},
+        b"not json",
+    ]
+    for body in refusals:
+        assert served.post("/predict", body).status_code == 400
+    assert served.post("/predict", {"records": [GOOD]}, headers={"content-type": "text/csv"}).status_code == 415
+    assert served.post("/predict_proba", b"[" + b" " * 300_000 + b"]").status_code == 413
+    metrics = served.request("GET", "/metrics").text
+
+    def count(name: str, **labels: str) -> float:
+        inner = ",".join(f'{key}="{value}"' for key, value in labels.items())
+        return sample_value(metrics, f"{name}{{{inner}}}")
+
+    assert count("conveyor_predictions_total", endpoint="/predict", prediction="Adelie") == 2
+    assert count("conveyor_predictions_total", endpoint="/predict", prediction="Gentoo") == 1
+    assert count("conveyor_predictions_total", endpoint="/predict_proba", prediction="Gentoo") == 1
+    for field in ("island", "unknown_field", "records", "body", "content-type"):
+        assert count("conveyor_refused_requests_total", endpoint="/predict", field=field) == 1, field
+    assert count("conveyor_refused_requests_total", endpoint="/predict_proba", field="body") == 1
+
+
+@pytest.mark.parametrize(
+    ("loc", "field"),
+    [
+        ([], "body"),
+        (["body"], "body"),
+        (["header", "content-type"], "content-type"),
+        (["records"], "records"),
+        (["records", 3], "records"),
+        (["records", 3, "island"], "island"),
+        (["records", 3, "x" * 500], "unknown_field"),
+        (["explain"], "unknown_field"),
+    ],
+)
+def test_a_refused_field_is_a_column_or_one_of_a_fixed_few(loc: list[str | int], field: str) -> None:
+    assert refused_field(loc, frozenset({"island", "sex"})) == field
+
+
+def test_regression_predictions_are_counted_in_the_training_targets_deciles(
+    tmp_path: Path, params: Config, contract: Contract, penguins: pd.DataFrame
+) -> None:
+    cfg = regression(params)
+    bundle = make_bundle(tmp_path, cfg, contract, labelled(penguins, cfg))
+    edges = bundle.info.prediction_buckets
+    assert edges is not None
+    assert len(edges) == 9
+    assert edges == sorted(edges)
+    served = Served(bundle)
+    record = {column: (GOOD | {"species": "Adelie"}).get(column) for column in bundle.columns}
+    [value] = served.post("/predict", {"records": [record]}).json()
+    metrics = served.request("GET", "/metrics").text
+    series = [line for line in metrics.splitlines() if line.startswith("conveyor_predictions_total{")]
+    assert len(series) == 1
+    label = series[0].split('prediction="', 1)[1].split('"', 1)[0]
+    assert label == served.serving.counts.bucket(value)
+    assert label.startswith(("<=", ">"))

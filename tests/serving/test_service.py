@@ -1,0 +1,210 @@
+"""The HTTP contract against a real ``bentoml serve`` at the root of a reproduced repository."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conveyor import io
+from conveyor.artifacts import PackageReport
+from conveyor.bundle import MODEL_FILE, ONNX_FILE, read_package_report
+from tests.conftest import free_port, run, running, tool_env
+from tests.serving.conftest import BAD, GOOD, JSON
+
+pytestmark = pytest.mark.slow
+
+# Bounds of the property-based fuzzing and of the load test (each run stays well under a minute).
+FUZZ_SECONDS = 45
+FUZZ_EXAMPLES = 25
+LOAD_CONNECTIONS = 64
+LOAD_SECONDS = 5.0
+
+
+class Server:
+    """A running ``bentoml serve``: a client for it, its URL and its log."""
+
+    def __init__(self, client: httpx.Client, url: str, log: Path) -> None:
+        self.client, self.url, self.log = client, url, log
+
+    def post(self, path: str, body: Any, headers: dict[str, str] = JSON) -> httpx.Response:
+        """POST ``body`` (JSON-encoded unless already bytes) to ``path``."""
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.client.post(path, content=content, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def server(reproduced_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``bentoml serve`` at the repository root on a free port, stopped (with its workers) after the module."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "bentoml.log"
+    command = ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    with (
+        running(command, cwd=reproduced_repo, env=tool_env(), port=port, log=log),
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        yield Server(client, url, log)
+
+
+def test_predictions_come_from_the_packaged_model(server: Server, reproduced_repo: Path) -> None:
+    other = GOOD | {
+        "island": "Biscoe",
+        "flipper_length_mm": 230.0,
+        "body_mass_g": 5500,
+        "bill_depth_mm": 14.0,
+        "bill_length_mm": 47.0,
+    }
+    assert server.post("/predict", {"records": [GOOD, other]}).json() == ["Adelie", "Gentoo"]
+    proba = server.post("/predict_proba", {"records": [GOOD | {"sex": None, "bill_depth_mm": None}]}).json()
+    assert proba[0]["Adelie"] > 0.5
+    assert abs(sum(proba[0].values()) - 1) < 1e-5
+    report = io.read_artifact(reproduced_repo / "reports/package.json", PackageReport)
+    packaged_at = run(reproduced_repo, "git", "rev-parse", "HEAD~1").stdout.strip()
+    for meta in (server.client.get("/metadata").json(), server.post("/metadata", {}).json()):
+        assert (meta["model_tag"], meta["git_revision"], meta["data_hash"]) == (
+            report.model_tag,
+            packaged_at,
+            report.provenance.data_hash,
+        )
+        assert meta["inference"]["inference"] == "onnx"
+        assert meta["features"] == list(GOOD)
+
+
+def test_bentoml_endpoints_stay_on_and_openapi_documents_every_field(server: Server) -> None:
+    for path in ("/healthz", "/livez", "/readyz", "/metrics", "/"):
+        assert server.client.get(path).status_code == 200, path
+    schemas = server.client.get("/docs.json").json()["components"]["schemas"]
+    record = schemas["Record"]
+    assert set(record["required"]) == set(GOOD)
+    assert record["properties"]["island"]["enum"] == ["Biscoe", "Dream", "Torgersen"]
+
+
+@pytest.mark.parametrize("bad", BAD, ids=[case[0] for case in BAD])
+@pytest.mark.parametrize("path", ["/predict", "/predict_proba"])
+def test_each_bad_request_gets_a_4xx_naming_the_problem(
+    server: Server, path: str, bad: tuple[str, Any, dict[str, str], int, str]
+) -> None:
+    case, body, headers, status, kind = bad
+    response = server.post(path, body, headers)
+    assert response.status_code == status, (case, response.text)
+    assert response.json()["detail"][0]["type"] == kind, (case, response.text)
+
+
+def test_every_route_has_the_body_limit(server: Server) -> None:
+    big = b"[" + b" " * 300_000 + b"]"
+    for path in ("/metadata", "/nowhere", "/readyz"):
+        assert server.post(path, big).status_code == 413, path
+
+
+async def _at_once(url: str, body: bytes, count: int) -> list[int]:
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        responses = await asyncio.gather(*(client.post("/predict", content=body, headers=JSON) for _ in range(count)))
+    return [response.status_code for response in responses]
+
+
+def test_deeply_nested_bodies_at_once_are_all_refused(server: Server) -> None:
+    """Once, 50 of these each hung 30 s and then got 500; a client timeout would fail this test."""
+    nested = b'{"records": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    assert Counter(asyncio.run(_at_once(server.url, nested, 50))) == {400: 50}
+
+
+def test_refusals_are_one_info_line_each_and_no_traceback(server: Server) -> None:
+    secret = "Atlantis-4711"
+    assert server.post("/predict", {"records": [GOOD | {"island": secret}]}).status_code == 400
+    log = server.log.read_text(errors="replace")
+    assert secret not in log
+    assert "Traceback" not in log
+    assert "[ERROR]" not in log
+    assert "refused POST /predict with 400: records.0.island: literal_error" in log
+
+
+def test_unknown_paths_add_no_metric_series(server: Server) -> None:
+    for index in range(20):
+        assert server.client.get(f"/scan-{index}").status_code == 404
+    metrics = server.client.get("/metrics").text
+    assert "scan-" not in metrics
+    assert 'conveyor_request_total{endpoint="other",http_response_code="404"}' in metrics
+
+
+def test_fuzzing_the_openapi_document_finds_nothing(server: Server, tmp_path: Path) -> None:
+    """Schemathesis, every check, schema-valid and schema-invalid requests, bounded in examples and time:
+    no 5xx, no schema-valid request refused, no schema-invalid one accepted, responses as documented."""
+    command = [
+        str(Path(sys.executable).parent / "st"),
+        "run",
+        f"{server.url}/docs.json",
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--max-examples",
+        str(FUZZ_EXAMPLES),
+        "--max-time",
+        str(FUZZ_SECONDS),
+        "--seed",
+        "1",
+        "--generation-database",
+        "none",
+        "--no-color",
+    ]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=4 * FUZZ_SECONDS, check=False
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "Traceback" not in server.log.read_text(errors="replace")
+
+
+async def _load(url: str, body: bytes) -> Counter[int]:
+    statuses: Counter[int] = Counter()
+    deadline = asyncio.get_running_loop().time() + LOAD_SECONDS
+    limits = httpx.Limits(max_connections=LOAD_CONNECTIONS, max_keepalive_connections=LOAD_CONNECTIONS)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+
+        async def connection() -> None:
+            while asyncio.get_running_loop().time() < deadline:
+                statuses[(await client.post("/predict", content=body, headers=JSON)).status_code] += 1
+
+        await asyncio.gather(*(connection() for _ in range(LOAD_CONNECTIONS)))
+    return statuses
+
+
+def test_under_load_every_request_succeeds_and_the_server_stays_healthy(server: Server) -> None:
+    body = json.dumps({"records": [GOOD] * 10}).encode()
+    statuses = asyncio.run(_load(server.url, body))
+    assert set(statuses) == {200}, statuses
+    assert statuses[200] > LOAD_CONNECTIONS
+    assert server.client.get("/readyz").status_code == 200
+    assert server.post("/predict", {"records": [GOOD]}).json() == ["Adelie"]
+
+
+@pytest.mark.parametrize("name", [ONNX_FILE, MODEL_FILE])
+def test_a_corrupt_bundle_file_stops_the_server_with_one_line_naming_it(
+    reproduced_repo: Path, tmp_path: Path, name: str
+) -> None:
+    tag = read_package_report(reproduced_repo / "reports/package.json").model_tag
+    home = tmp_path / "bentoml"
+    model_dir = Path("models", *tag.split(":"))
+    shutil.copytree(Path(os.environ["BENTOML_HOME"]) / model_dir, home / model_dir)
+    target = home / model_dir / name
+    target.write_bytes(os.urandom(target.stat().st_size))
+    env = tool_env() | {"BENTOML_HOME": str(home), "CONVEYOR_MODEL_TAG": tag}
+    command = ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(free_port())]
+    result = subprocess.run(
+        command, cwd=reproduced_repo, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert f"{name}: corrupt" in lines[0]

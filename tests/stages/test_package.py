@@ -1,0 +1,175 @@
+"""The package stage: only accepted models, nothing new when nothing changed, a bento that carries the model."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tarfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conveyor import io
+from conveyor.artifacts import Check, GateVerdict, ModelCard, PackageReport
+from conveyor.config import Config
+from conveyor.errors import ArtifactError
+from conveyor.stages import package
+from tests.conftest import ROOT, clone_of, run
+
+REJECTED = GateVerdict(
+    accepted=False,
+    model_sha256="a" * 64,
+    checks=[
+        Check(kind="threshold", metric="accuracy", value=0.5, bound=0.9, direction=">=", baseline=None, passed=False)
+    ],
+)
+
+
+def test_only_an_accepted_verdict_about_this_model_passes(tmp_path: Path) -> None:
+    source, model = tmp_path / "gate.json", tmp_path / "model.skops"
+    with pytest.raises(package.PackageRefused, match=r"gate\.json: the gate did not accept this model"):
+        package.check_gate(REJECTED, "a" * 64, source=source, model_path=model)
+    accepted = REJECTED.model_copy(update={"accepted": True})
+    package.check_gate(accepted, "a" * 64, source=source, model_path=model)
+    with pytest.raises(package.PackageRefused, match=r"model\.skops: not the model the gate accepted"):
+        package.check_gate(accepted, "b" * 64, source=source, model_path=model)
+
+
+@pytest.mark.parametrize("verdict", [{"checks": []}, {"accepted": "yes", "model_sha256": "a", "checks": []}])
+def test_a_verdict_that_is_not_a_verdict_is_an_artifact_error(tmp_path: Path, verdict: dict[str, Any]) -> None:
+    path = tmp_path / "gate.json"
+    io.write_json(verdict, path)
+    with pytest.raises(ArtifactError, match=r"gate\.json: .*run `dvc repro` to rebuild it"):
+        io.read_artifact(path, GateVerdict)
+
+
+def test_a_rejected_model_is_never_packaged(tmp_path: Path, params: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A store of its own: the session's store holds whatever other tests packaged.
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    gate = tmp_path / "gate.json"
+    io.write_artifact(REJECTED, gate)
+    model = tmp_path / "model.skops"
+    model.write_bytes(b"never loaded")
+    out = tmp_path / "package.json"
+    missing = tmp_path / "never-read"
+    with pytest.raises(package.PackageRefused, match=r"failed: \['threshold accuracy: 0.5000, needs >= 0.9000'\]"):
+        package.run(
+            params,
+            model_path=model,
+            metadata=missing,
+            gate=gate,
+            evaluation=missing,
+            contract_path=missing,
+            test=missing,
+            train=missing,
+            bentofile=missing,
+            out=out,
+        )
+    assert not out.exists()
+    assert not list(Path(os.environ["BENTOML_HOME"]).glob("models/conveyor-model/*"))
+
+
+def test_model_metadata_with_gaps_is_storable() -> None:
+    """Regression models have no classes and a scikit-learn fallback has no parity: BentoML refuses
+    ``None`` in metadata, so it must be dropped, not break packaging (seen with HistGradientBoosting)."""
+    import bentoml
+
+    info = {"classes": None, "inference": {"inference": "sklearn", "parity": None}, "features": {"numeric": ["a"]}}
+    stored = package.store_metadata(info)
+    assert stored == {"inference": {"inference": "sklearn"}, "features": {"numeric": ["a"]}}
+    with bentoml.models.create("metadata-probe:v1", metadata=stored) as saved:
+        assert saved.info.metadata == stored
+    with (
+        pytest.raises(ValueError, match="basic python types"),
+        bentoml.models.create("metadata-probe:v2", metadata=info),
+    ):
+        pass
+
+
+def store_versions(kind: str, name: str) -> set[str]:
+    """Versions of ``name`` in the session's BentoML store (``kind`` is models or bentos)."""
+    return {p.name for p in (Path(os.environ["BENTOML_HOME"]) / kind / name).iterdir() if p.name != "latest"}
+
+
+@pytest.mark.slow
+def test_the_pipeline_packaged_the_accepted_model_with_its_provenance(reproduced_repo: Path) -> None:
+    report = io.read_artifact(reproduced_repo / "reports/package.json", PackageReport)
+    card = io.read_artifact(reproduced_repo / "models/model.json", ModelCard)
+    packaged_at = run(reproduced_repo, "git", "rev-parse", "HEAD~1").stdout.strip()
+    assert report.provenance.data_hash == card.provenance.data_hash
+    assert report.inference == "onnx"
+    assert report.parity is not None
+    assert report.parity["labels_equal"] is True
+    version = report.model_tag.split(":", 1)[1]
+    stored = yaml.safe_load(
+        (Path(os.environ["BENTOML_HOME"]) / "models/conveyor-model" / version / "model.yaml").read_text()
+    )
+    assert stored["labels"]["git_revision"] == packaged_at
+    assert stored["metadata"]["metrics"] == io.read_json(reproduced_repo / "reports/metrics.json")
+    assert stored["metadata"]["provenance"]["libraries"] == card.provenance.libraries
+    bento = json.loads(run(reproduced_repo, "bentoml", "get", report.bento_tag, "--output", "json").stdout)
+    assert [model["tag"] for service in bento["services"] for model in service["models"]] == [report.model_tag]
+    assert bento["labels"]["git_revision"] == packaged_at
+
+
+@pytest.mark.slow
+def test_rerunning_with_nothing_changed_adds_no_version(reproduced_repo: Path, tmp_path: Path) -> None:
+    repo = clone_of(reproduced_repo, tmp_path / "repo")
+    before = store_versions("models", "conveyor-model"), store_versions("bentos", "conveyor")
+    first = io.read_json(repo / "reports/package.json")
+    run(repo, "dvc", "repro", "--force", "--single-item", "package")
+    assert (store_versions("models", "conveyor-model"), store_versions("bentos", "conveyor")) == before
+    assert io.read_json(repo / "reports/package.json") == first
+
+
+@pytest.mark.slow
+def test_bentoml_build_at_the_root_makes_a_bento_with_the_model(
+    reproduced_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = clone_of(reproduced_repo, tmp_path / "repo")
+    model_tag = io.read_artifact(repo / "reports/package.json", PackageReport).model_tag
+    monkeypatch.setenv("CONVEYOR_MODEL_TAG", model_tag)
+    run(repo, "bentoml", "build", "--version", "built-by-test")
+    archive = tmp_path / "conveyor.bento"  # bentoml export needs an absolute path
+    run(repo, "bentoml", "export", "conveyor:built-by-test", archive.resolve())
+    version = model_tag.split(":", 1)[1]
+    with tarfile.open(archive) as bento:
+        names = set(bento.getnames())
+        requirements = bento.extractfile("./env/python/requirements.txt").read().decode()  # type: ignore[union-attr]
+    expected = {
+        f"./models/conveyor-model/{version}/{name}"
+        for name in ("model.skops", "model.onnx", "contract.yaml", "conveyor.json")
+    }
+    assert expected <= names
+    assert "./src/src/conveyor/serving/service.py" in names
+    assert set(pins(repo / "requirements/serve.txt").items()) <= set(pins_in(requirements).items())
+
+
+def pins_in(text: str) -> dict[str, str]:
+    """``name==version`` lines of a requirements text, names normalised as PEP 503 says."""
+    found = {}
+    for line in text.splitlines():
+        requirement = line.split(";", 1)[0].strip()
+        if "==" in requirement and not requirement.startswith("#"):
+            name, version = requirement.split("==", 1)
+            found[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return found
+
+
+def pins(path: Path) -> dict[str, str]:
+    """The pins of a requirements file."""
+    return pins_in(path.read_text(encoding="utf-8"))
+
+
+def test_the_bento_pins_are_the_lock_files_versions() -> None:
+    lock = tomllib.loads((ROOT / "uv.lock").read_text(encoding="utf-8"))
+    locked = {package["name"]: package["version"] for package in lock["package"] if "version" in package}
+    pinned = pins(ROOT / "requirements/serve.txt")
+    assert {name: version for name, version in pinned.items() if locked.get(name) != version} == {}
+    project = next(package for package in lock["package"] if package["name"] == "conveyor")
+    runtime = {dependency["name"] for dependency in project["dependencies"]}
+    assert runtime - set(pinned) == set()

@@ -1,0 +1,134 @@
+"""io: whole-or-nothing writes, byte-stable models, and files that cannot be read named with the fix."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conveyor import io
+from conveyor.artifacts import GateVerdict
+from conveyor.config import Config
+from conveyor.contract import Contract
+from conveyor.errors import ArtifactError, DataError
+from conveyor.stages.train import train
+from tests.conftest import ROOT
+
+
+def test_training_twice_gives_the_same_model_bytes(
+    params: Config, contract: Contract, penguins: pd.DataFrame, trained_model_file: Path
+) -> None:
+    # skops alone names arrays after object ids and stamps zip entries with the time.
+    again = io.model_bytes(train(penguins, params, contract))
+    assert again == trained_model_file.read_bytes()
+    assert io.model_from_bytes(again).predict(penguins.drop(columns="species").head()).shape == (5,)
+
+
+@pytest.mark.parametrize("estimator", ["random_forest", "hist_gradient_boosting"])
+def test_randomised_estimators_are_seeded(
+    params: Config, contract: Contract, penguins: pd.DataFrame, estimator: str
+) -> None:
+    cfg = params.model_copy(update={"model": params.model.model_copy(update={"estimator": estimator, "params": {}})})
+    first, second = (io.model_bytes(train(penguins, cfg, contract)) for _ in range(2))
+    assert first == second
+
+
+def test_a_write_killed_midway_leaves_no_torn_file(tmp_path: Path) -> None:
+    target = tmp_path / "model.skops"
+    target.write_bytes(b"the previous, whole model")
+    writer = textwrap.dedent(
+        f"""
+        import sys, time
+        from conveyor import io
+        with io.atomic_path({str(target)!r}) as temporary:
+            with temporary.open("wb") as file:
+                file.write(b"half of a new mod")
+                file.flush()
+                print("writing", flush=True)
+                time.sleep(60)
+        """
+    )
+    with subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "writing"
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    assert target.read_bytes() == b"the previous, whole model"
+    leftovers = list(tmp_path.glob(".model.skops.tmp-*"))
+    assert len(leftovers) == 1, "the killed writer's temporary file is the only trace"
+    io.write_bytes(b"next", target)
+    assert target.read_bytes() == b"next"
+    assert list(tmp_path.iterdir()) == [target], "the next write removes the leftover"
+
+
+def test_a_fifo_as_data_source_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "data.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"data\.csv: not a regular file \(a pipe, device or socket\)"):
+        io.read_source(str(fifo))
+    with pytest.raises(DataError, match=r"is a folder"):
+        io.read_source(str(tmp_path))
+
+
+def test_corrupt_and_misplaced_files_name_themselves(tmp_path: Path) -> None:
+    (tmp_path / "model.skops").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ArtifactError, match=r"model\.skops: not a readable skops model \(BadZipFile"):
+        io.load_model(tmp_path / "model.skops")
+    (tmp_path / "gate.json").write_text("{ half", encoding="utf-8")
+    with pytest.raises(ArtifactError, match=r"gate\.json: not valid JSON .*run `dvc repro` to rebuild it"):
+        io.read_artifact(tmp_path / "gate.json", GateVerdict)
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(ArtifactError, match=r"folder\.json: is a folder where a file should be"):
+        io.read_json(tmp_path / "folder.json")
+    (tmp_path / "table.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ArtifactError, match=r"table\.parquet: not a readable Parquet file"):
+        io.read_table(tmp_path / "table.parquet")
+    with pytest.raises(ArtifactError, match=r"missing\.parquet: not found; run `dvc repro`"):
+        io.read_table(tmp_path / "missing.parquet")
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "conveyor", *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_expected_failures_are_one_line_and_bugs_keep_their_traceback(tmp_path: Path) -> None:
+    (tmp_path / "model.skops").write_bytes(b"garbage")
+    (tmp_path / "test.parquet").write_bytes(b"garbage")
+    args = ("evaluate", "--params", str(ROOT / "params.yaml"), "--model", "model.skops", "--test", "test.parquet")
+    expected = run_cli(*args, "--out", "reports", cwd=tmp_path)
+    assert expected.returncode == 1
+    assert expected.stderr.strip().count("\n") == 0, expected.stderr
+    assert expected.stderr.startswith("conveyor evaluate: error: model.skops: not a readable skops model")
+    # A ValueError raised inside a library is a bug, not a user's mistake: it is not dressed up.
+    bug = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from conveyor import cli; from conveyor.stages import split\n"
+            "def broken(*a, **k): raise ValueError('inside a library')\n"
+            "split.run = broken\n"
+            "sys.exit(cli.main(sys.argv[1:]))",
+            "split",
+            "--params",
+            str(ROOT / "params.yaml"),
+            "--data=d",
+            "--train=t",
+            "--test=s",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bug.returncode == 1
+    assert "Traceback (most recent call last)" in bug.stderr
+    assert "ValueError: inside a library" in bug.stderr
