@@ -84,34 +84,43 @@ GUIDES: tuple[Guide, ...] = (
             ),
             Step("src/conveyor/artifacts.py", "each file it hands to another stage, as a typed model"),
             Step("src/conveyor/config.py:Config", "its `params.yaml` section, if it has settings"),
-            Step("tests/unit/test_stage_deps.py", "checks the `deps` you listed against the stage's imports"),
+            Step("tests/stages/test_deps.py", "checks the `deps` you listed against the stage's imports"),
         ),
     ),
     Guide(
         "A new estimator",
         (
-            Step("src/conveyor/registry.py:ESTIMATORS", "its `params.yaml` name, per task, as `module:Class`"),
             Step(
-                "src/conveyor/registry.py:PARAMETERS",
-                "its keyword arguments (scikit-learn's, so loading the config imports none)",
-            ),
-            Step("src/conveyor/registry.py:DEFAULT_SPACES", "the space `tune` searches when `tune.space` is empty"),
-            Step(
-                "src/conveyor/io.py:TRUSTED_TYPES", "the types skops may load from its saved file; any other is refused"
+                "src/conveyor/model/registry.py:ESTIMATORS",
+                "its entry, under each task it serves, by its `params.yaml` name: adding an estimator is adding its entry",
             ),
             Step(
-                "src/conveyor/compiled.py:register_boosting_converter",
-                "its ONNX converter, if skl2onnx has none (else scikit-learn serves it)",
+                "src/conveyor/model/registry.py:Estimator",
+                "what the entry holds: `path` (`module:Class`), `space` (what `tune` searches when `tune.space` is empty), "
+                "`trusted` (the types skops may load from its saved file beyond `PIPELINE_TYPES`; any other is refused), "
+                "`converter` (how it becomes ONNX), `parameters` (its keyword arguments, so loading the config imports none)",
             ),
-            Step("src/conveyor/estimators.py", "an adapter, if it does not behave like a scikit-learn estimator"),
+            Step(
+                "src/conveyor/model/onnx.py:register_converter",
+                "its ONNX converter, if its `converter` is neither skl2onnx nor onnxmltools' (`none`: scikit-learn serves it)",
+            ),
+            Step("src/conveyor/model/estimators.py", "an adapter, if it does not behave like a scikit-learn estimator"),
+            Step(
+                "tests/model/test_registry.py",
+                "checks its `parameters` against the installed class and that it round-trips",
+            ),
         ),
     ),
     Guide(
         "A new monitor check",
         (
             Step(
-                "src/conveyor/monitor.py:assess",
-                "call the check beside the others (a function like `_pipeline_time`) and add its result to `checks`",
+                "src/conveyor/monitor/checks.py:CHECKS",
+                "a function of an `Evidence` returning its results (like `pipeline_time`), added to the table: `assess` runs every one",
+            ),
+            Step(
+                "src/conveyor/monitor/checks.py:Evidence",
+                "what a check can judge: the window, the contract's verdict on it, the drift tests, labels and timings",
             ),
             Step("src/conveyor/artifacts.py:CheckResult", "what each check returns: name, value, threshold, status"),
             Step("src/conveyor/config.py:MonitorConfig", "its threshold, as a `monitor.*` key (and in `params.yaml`)"),
@@ -122,18 +131,22 @@ GUIDES: tuple[Guide, ...] = (
         "A new serving route",
         (
             Step(
-                "src/conveyor/serving.py:ServingApp.__init__",
-                "its `Route` in the route list (prediction routes in `predictions`)",
+                "src/conveyor/serving/routes.py:ROUTES",
+                "its `RouteSpec` (path, kind, OpenAPI summary): the app mounts it, request metrics count it, the OpenAPI document lists it and admission limits it, all from this row",
             ),
             Step(
-                "src/conveyor/serving.py:openapi",
-                "its entry in the OpenAPI document, which is built separately from the route list",
+                "src/conveyor/serving/routes.py:RouteSpec.admitted",
+                "whether it answers past `serve.max_concurrency` (as the probes and `/metrics` do), by its kind",
             ),
             Step(
-                "src/conveyor/serving.py:Admission.EXEMPT",
-                "its path, if it must answer past `serve.max_concurrency` (as the probes do)",
+                "src/conveyor/serving/routes.py:ServingApp.__init__",
+                "its handler among the `pages`, by kind (prediction routes are served by `Prediction`)",
             ),
-            Step("src/conveyor/service.py", "only if BentoML itself must know of it"),
+            Step(
+                "src/conveyor/serving/openapi.py:openapi",
+                "its operation, if its kind answers more than plain text",
+            ),
+            Step("src/conveyor/serving/service.py", "only if BentoML itself must know of it"),
             Step("docs/serving.md", "its row in the endpoints table"),
         ),
     ),
@@ -146,12 +159,15 @@ GUIDES: tuple[Guide, ...] = (
             ),
             Step("src/conveyor/config.py:FeaturesConfig", "its `features.*` keys"),
             Step(
-                "src/conveyor/features.py:FeatureSpec",
+                "src/conveyor/model/features.py:FeatureSpec",
                 "the kind's columns; `resolve_features` fills them, `build_preprocessor` adds its branch, `model_frame` its canonical dtype",
             ),
-            Step("src/conveyor/request.py:field_type", "the JSON type the service accepts for it"),
             Step(
-                "src/conveyor/compiled.py:OnnxPredictor.feed_rows",
+                "src/conveyor/bundle.py:Bundle.spec", "the kind's columns, read back from the bundle's `conveyor.json`"
+            ),
+            Step("src/conveyor/serving/request.py:field_type", "the JSON type the service accepts for it"),
+            Step(
+                "src/conveyor/model/onnx.py:OnnxPredictor.feed_rows",
                 "its ONNX input tensor (or leave the kind to the scikit-learn path)",
             ),
         ),

@@ -98,12 +98,15 @@ def test_a_module_without_docstring_is_refused(gen_layout: ModuleType, tmp_path:
 @pytest.mark.parametrize(
     ("where", "problem"),
     [
-        ("src/conveyor/registry.py:ESTIMATORS", None),
-        ("src/conveyor/serving.py:Admission.EXEMPT", None),
+        ("src/conveyor/model/registry.py:ESTIMATORS", None),
+        ("src/conveyor/serving/routes.py:RouteSpec.admitted", None),
         ("src/conveyor/stages/", None),
         ("src/conveyor/nowhere.py", "src/conveyor/nowhere.py: no such file or folder"),
-        ("src/conveyor/registry.py:NO_SUCH_TABLE", "src/conveyor/registry.py: defines no 'NO_SUCH_TABLE'"),
-        ("src/conveyor/serving.py:Admission.NOPE", "src/conveyor/serving.py: defines no 'Admission.NOPE'"),
+        ("src/conveyor/model/registry.py:NO_SUCH_TABLE", "src/conveyor/model/registry.py: defines no 'NO_SUCH_TABLE'"),
+        (
+            "src/conveyor/serving/routes.py:RouteSpec.NOPE",
+            "src/conveyor/serving/routes.py: defines no 'RouteSpec.NOPE'",
+        ),
     ],
 )
 def test_guide_steps_are_checked(gen_layout: ModuleType, where: str, problem: str | None) -> None:
@@ -115,18 +118,20 @@ def test_a_moved_module_fails_the_guides(gen_layout: ModuleType, tmp_path: Path)
     shutil.copytree(ROOT / "src", tmp_path / "src")
     for path, _ in gen_layout.TOP_LEVEL:
         (tmp_path / path).mkdir(parents=True, exist_ok=True)
-    (tmp_path / "tests" / "unit").mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "tests" / "unit" / "test_stage_deps.py", tmp_path / "tests" / "unit")
+    (tmp_path / "tests" / "stages").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "tests" / "stages" / "test_deps.py", tmp_path / "tests" / "stages")
+    (tmp_path / "tests" / "model").mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "tests" / "model" / "test_registry.py", tmp_path / "tests" / "model")
     (tmp_path / "docs" / "monitoring.md").touch()
     (tmp_path / "docs" / "serving.md").touch()
     assert gen_layout.render(tmp_path).startswith("# Layout\n")
-    (tmp_path / "src" / "conveyor" / "registry.py").unlink()
-    with pytest.raises(gen_layout.LayoutError, match=r"A new estimator: src/conveyor/registry\.py: no such file"):
+    (tmp_path / "src" / "conveyor" / "model" / "registry.py").unlink()
+    with pytest.raises(gen_layout.LayoutError, match=r"A new estimator: src/conveyor/model/registry\.py: no such file"):
         gen_layout.render(tmp_path)
 
 
-# Code spans naming tracked sources (`src/conveyor/io.py`, `src/conveyor/io.py:TRUSTED_TYPES`) or
-# dotted names (`conveyor.io.TRUSTED_TYPES`). Outputs (data/raw/, reports/…) exist only after a run.
+# Code spans naming tracked sources (`src/conveyor/io.py`, `src/conveyor/model/registry.py:ESTIMATORS`) or
+# dotted names (`conveyor.model.registry.ESTIMATORS`). Outputs (data/raw/, reports/…) exist only after a run.
 SOURCE_SPAN = re.compile(
     r"`((?:src|tests|docs|deploy|benchmarks|\.github|\.ci)/[^`<>{}*\s]*|conveyor(?:\.[A-Za-z_]+)+)`"
 )
@@ -135,7 +140,7 @@ FILE_SUFFIXES = (".json", ".yaml", ".yml", ".parquet", ".log", ".md", ".txt", ".
 
 
 def _as_step(span: str) -> str:
-    """``conveyor.io.TRUSTED_TYPES`` as ``src/conveyor/io.py:TRUSTED_TYPES``; paths unchanged."""
+    """``conveyor.model.registry.ESTIMATORS`` as ``src/conveyor/model/registry.py:ESTIMATORS``; paths unchanged."""
     if not span.startswith("conveyor."):
         return span
     parts = span.split(".")
@@ -163,7 +168,7 @@ def test_pages_name_what_exists(gen_layout: ModuleType, page: str) -> None:
 @pytest.mark.parametrize(
     ("span", "step"),
     [
-        ("conveyor.io.TRUSTED_TYPES", "src/conveyor/io.py:TRUSTED_TYPES"),
+        ("conveyor.model.registry.ESTIMATORS", "src/conveyor/model/registry.py:ESTIMATORS"),
         ("conveyor.stages", "src/conveyor/stages/__init__.py"),
         ("conveyor.nowhere.X", "src/conveyor/__init__.py:nowhere.X"),
     ],
