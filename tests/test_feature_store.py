@@ -13,6 +13,7 @@ from conveyor.artifacts import DroppedRow, FeatureStoreJoin, IngestReport
 from conveyor.config import Config, FeatureStoreConfig
 from conveyor.errors import ConfigError, DataError
 from conveyor.stages import ingest
+from tests.conftest import ROOT
 
 
 def join(*, dropped: int, entity_rows: int = 100) -> FeatureStoreJoin:
@@ -90,7 +91,7 @@ def test_a_report_without_a_feature_store_is_unchanged(tmp_path: Path) -> None:
 
 def test_a_report_with_a_feature_store_counts_the_drops(tmp_path: Path) -> None:
     report = ingest.summarize(
-        io.read_source(str(Path(__file__).parents[2] / "data" / "penguins.csv")), source="feast:x", join=join(dropped=1)
+        io.read_source(str(ROOT / "data" / "penguins.csv")), source="feast:x", join=join(dropped=1)
     )
     io.write_artifact(report, tmp_path / "ingest.json")
     assert io.read_artifact(tmp_path / "ingest.json", IngestReport).feature_store == join(dropped=1)
