@@ -241,11 +241,27 @@ def is_iso_datetime(value: object) -> bool:
 
 
 def _is_datetime_mask(series: pd.Series) -> pd.Series:
+    """:func:`is_iso_datetime` of each value, vectorised (missing values pass: nullability is checked apart)."""
+    import datetime as dt
+
     import pandas as pd
 
     if pd.api.types.is_datetime64_any_dtype(series):
         return pd.Series(True, index=series.index)
-    return series.map(lambda v: v is None or (isinstance(v, float) and math.isnan(v)) or is_iso_datetime(v))
+    missing = series.isna()
+    if isinstance(series.dtype, pd.StringDtype):
+        # Text as pandas reads a CSV: no conversion to objects, no date objects to look for.
+        typed, texts = pd.Series(False, index=series.index), series
+    else:
+        values = series.astype("object")
+        typed = values.map(lambda v: isinstance(v, (dt.date, pd.Timestamp)))
+        texts = values.where(values.map(lambda v: isinstance(v, str)))
+    shaped = texts.str.match(ISO_DATETIME).fillna(False).astype(bool)
+    # pandas' ISO 8601 parser agrees with datetime.fromisoformat on these shapes, real days included.
+    parsed = pd.to_datetime(
+        texts.where(shaped).str.replace(",", ".", regex=False), format="ISO8601", errors="coerce", utc=True
+    )
+    return missing | typed | (shaped & parsed.notna())
 
 
 def _is_key(value: object) -> bool:
@@ -262,6 +278,10 @@ def _is_key(value: object) -> bool:
 
 
 def _is_key_mask(series: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    if pd.api.types.is_integer_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return pd.Series(True, index=series.index)
     return series.map(lambda v: v is None or (isinstance(v, float) and math.isnan(v)) or _is_key(v))
 
 
@@ -506,7 +526,8 @@ def _infer_texts(
     values: pd.Series, key: _Key, *, nullable: bool, is_target: bool, max_categories: int
 ) -> tuple[ColumnSpec, str]:
     texts = values.astype(str)
-    if not is_target and all(isinstance(v, str) and is_iso_datetime(v) for v in values):
+    # The first values first: a column of names or codes is told apart without parsing all of it.
+    if not is_target and all(is_iso_datetime(v) for v in values[:20]) and bool(_is_datetime_mask(values).all()):
         return ColumnSpec(type="datetime", nullable=nullable), (
             f"every value is an ISO 8601 date or date-time; {NOT_AN_INPUT}"
         )
