@@ -320,3 +320,47 @@ def write_package_report(path: Path, *, model_tag: str, bento_tag: str) -> None:
         metrics={},
     )
     io.write_artifact(report, path)
+
+
+# Words of the free-text column of :func:`customers`: a few say something about churn.
+CALM_WORDS = ("fast", "helpful", "clear", "friendly", "reliable", "simple")
+ANGRY_WORDS = ("slow", "expensive", "confusing", "broken", "late", "rude")
+
+
+def customers(rows: int = 600, seed: int = 0) -> pd.DataFrame:
+    """A table as real ones come: a customer code not named like an id, ISO dates and date-times,
+    true/false columns with gaps, free text with gaps, a category, numbers, and a true/false target.
+
+    ``churned`` follows the plan, the tenure and autopay (so a linear model learns it well);
+    ``customer`` is a unique code (10001…), ``signup`` a date, ``last_seen`` a date-time with an
+    offset, ``feedback`` a sentence.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    plan = rng.choice(["basic", "plus", "pro"], rows, p=[0.5, 0.3, 0.2])
+    tenure = rng.integers(1, 73, rows)
+    autopay = rng.random(rows) > 0.4
+    fee = np.round(np.select([plan == "basic", plan == "plus"], [9.99, 19.99], 39.99) + rng.normal(0, 1.5, rows), 2)
+    logit = -0.5 + 2.0 * (plan == "basic") - 0.06 * tenure + 1.8 * ~autopay + rng.normal(0, 0.5, rows)
+    churned = logit > 0
+    signup = pd.Timestamp("2022-01-01") + pd.to_timedelta(rng.integers(0, 900, rows), unit="D")
+    seen = signup + pd.to_timedelta(rng.integers(0, 3600 * 24 * 60, rows), unit="s")
+    feedback = [" ".join(rng.choice(ANGRY_WORDS if gone else CALM_WORDS, 3)) + " service" for gone in churned]
+    df = pd.DataFrame(
+        {
+            "customer": 10001 + rng.permutation(rows),
+            "signup": [day.strftime("%Y-%m-%d") for day in signup],
+            "last_seen": [moment.strftime("%Y-%m-%dT%H:%M:%S+01:00") for moment in seen],
+            "plan": plan,
+            "monthly_fee": fee,
+            "tenure_months": tenure,
+            "autopay": autopay.astype(object),
+            "newsletter": rng.random(rows) > 0.5,
+            "feedback": feedback,
+            "churned": churned,
+        }
+    )
+    df.loc[df.index[::23], "autopay"] = None
+    df.loc[df.index[::19], "feedback"] = None
+    return df

@@ -11,10 +11,10 @@ import pandera.pandas as pa
 import pytest
 
 from conveyor import cli, io
-from conveyor.contract import Contract, conform, infer_contract, pandera_schema, parse_contract
+from conveyor.contract import Contract, conform, infer, infer_contract, key_text, pandera_schema, parse_contract
 from conveyor.errors import ContractError
 from conveyor.stages.validate import validate
-from tests.conftest import ROOT
+from tests.conftest import ROOT, customers
 
 
 def one_column(**spec: Any) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def one_column(**spec: Any) -> dict[str, Any]:
             one_column(type="category", min=1), "c.yaml: columns.x: min/max apply to numeric columns", id="min-on-text"
         ),
         pytest.param(
-            one_column(type="float", min=5, max=1), "c.yaml: columns.x: min 5.0 is greater than max 1.0", id="min>max"
+            one_column(type="float", min=5, max=1), "c.yaml: columns.x: min 5 is greater than max 1", id="min>max"
         ),
         pytest.param(
             one_column(type="int", categories=["a"]),
@@ -171,11 +171,12 @@ def test_conform_orders_columns_and_fixes_dtypes(penguins: pd.DataFrame, contrac
     assert out["year"].tolist() == penguins["year"].astype(float).tolist()
 
 
-def test_conform_turns_booleans_and_numeric_text_into_numbers() -> None:
+def test_conform_keeps_booleans_and_turns_numeric_text_into_numbers() -> None:
     contract = parse_contract({"columns": {"flag": {"type": "bool", "nullable": True}, "n": {"type": "int"}}})
     out = conform(pd.DataFrame({"flag": [True, False, None], "n": ["1", "2", "3"]}), contract)
-    assert out["flag"].tolist()[:2] == [1.0, 0.0]
-    assert np.isnan(out["flag"].iloc[2])
+    assert out["flag"].dtype == "boolean"
+    assert out["flag"].tolist()[:2] == [True, False]
+    assert pd.isna(out["flag"].iloc[2])
     assert out["n"].tolist() == [1.0, 2.0, 3.0]
 
 
@@ -275,7 +276,7 @@ def test_infer_on_another_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[
 
     assert contract.unique == (("house_id",),)
     key = contract.columns["house_id"]
-    assert (key.type, key.feature, key.min, key.max) == ("int", False, None, None)
+    assert (key.type, key.feature, key.min, key.max) == ("id", False, None, None)
     assert contract.columns["district"].categories == ("east", "north", "south", "west")
     assert contract.columns["district"].nullable
     assert contract.columns["garden"].type == "bool"
@@ -291,17 +292,29 @@ def test_infer_on_another_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert [(f.column, f.check) for f in errors] == [("house_id", "unique")]
 
 
-def test_a_long_text_column_is_free_text_not_a_feature() -> None:
+def test_a_long_text_column_is_free_text_not_a_model_input() -> None:
     df = houses().assign(note=lambda d: [f"note {i}" for i in range(len(d))])
     contract = infer_contract(df, target="price", max_categories=50)
-    assert (contract.columns["note"].type, contract.columns["note"].feature) == ("string", False)
+    assert contract.columns["note"].type == "text"
+    assert "note" not in (*contract.numeric_columns(), *contract.categorical_columns())
 
 
-@pytest.mark.parametrize(("name", "is_key"), [("id", True), ("penguinId", True), ("row_ID", True), ("valid", False)])
-def test_only_id_named_unique_columns_become_keys(name: str, is_key: bool) -> None:
-    df = pd.DataFrame({name: np.arange(30), "y": ["a", "b"] * 15})
+@pytest.mark.parametrize(
+    ("name", "rows", "is_key"),
+    [
+        ("id", 10, True),
+        ("penguinId", 10, True),
+        ("row_ID", 10, True),
+        # Ten distinct numbers are too few to call a key unless the name says so; thirty are not.
+        ("valid", 10, False),
+        ("valid", 30, True),
+    ],
+)
+def test_unique_columns_become_keys_by_name_or_by_count(name: str, rows: int, is_key: bool) -> None:
+    df = pd.DataFrame({name: np.arange(rows), "y": ["a", "b"] * (rows // 2)})
     contract = infer_contract(df, target="y")
     assert (contract.unique == ((name,),)) is is_key
+    assert (contract.columns[name].type == "id") is is_key
     assert contract.columns[name].feature is not is_key
 
 
@@ -325,3 +338,265 @@ def test_cli_reports_an_unknown_target_in_one_line(tmp_path: Path, capsys: pytes
     assert cli.main(argv) == 1
     assert capsys.readouterr().err.startswith("conveyor schema: error: --target 'label' is not a column")
     assert not (tmp_path / "c.yaml").exists()
+
+
+# --- the types of real tables: datetime, bool, text, id -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param(
+            {"type": "id", "feature": True}, "c.yaml: columns.x: type id is a key, never a feature", id="id-feature"
+        ),
+        pytest.param(
+            {"type": "datetime", "min": 0}, "c.yaml: columns.x: min/max apply to numeric columns", id="datetime-min"
+        ),
+        pytest.param(
+            {"type": "text", "categories": ["a"]},
+            "c.yaml: columns.x: categories apply to columns of type category",
+            id="text-categories",
+        ),
+    ],
+)
+def test_new_types_refuse_keys_that_do_not_apply_naming_the_column(spec: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        parse_contract(one_column(**spec), source="c.yaml")
+    assert str(caught.value).startswith(expected)
+
+
+def test_an_id_is_never_a_feature() -> None:
+    contract = parse_contract({"columns": {"x": {"type": "id"}, "y": {"type": "float"}}})
+    assert contract.columns["x"].feature is False
+    assert contract.numeric_columns() == ("y",)
+    assert contract.columns_of("id") == ("x",)
+
+
+def test_integer_bounds_stay_integers_in_the_file(tmp_path: Path) -> None:
+    contract = parse_contract(
+        {"columns": {"n": {"type": "int", "min": 140, "max": 260}, "x": {"type": "float", "max": 8.0}}}
+    )
+    io.write_contract(contract, tmp_path / "c.yaml")
+    text = (tmp_path / "c.yaml").read_text(encoding="utf-8")
+    assert "min: 140\n" in text
+    assert "max: 260\n" in text
+    assert "max: 8.0\n" in text
+    assert io.read_contract(tmp_path / "c.yaml") == contract
+
+
+def failing(contract: Contract, df: pd.DataFrame) -> list[tuple[str, str, Any]]:
+    """(column, check, value) of each value the contract's schema refuses in ``df``."""
+    try:
+        pandera_schema(contract).validate(df, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        return [(str(c), str(k), v) for c, k, v in cases[["column", "check", "failure_case"]].itertuples(index=False)]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [
+        pytest.param(["2024-05-01", "2024-05-01T13:45", "2024-05-01 13:45:07.123", None], [], id="dates-and-times"),
+        pytest.param(
+            ["2024-05-01T13:45:00Z", "2024-05-01T13:45:00+02:00", "2024-05-01T13:45:00-0330"], [], id="offsets"
+        ),
+        pytest.param(
+            ["2024-02-30", "1982", "01/05/2024", "soon"], ["2024-02-30", "1982", "01/05/2024", "soon"], id="not-iso"
+        ),
+        pytest.param([20240501, "2024-05-01"], [20240501], id="a-number"),
+    ],
+)
+def test_datetime_columns_take_iso_8601_text(values: list[Any], refused: list[Any]) -> None:
+    contract = parse_contract({"columns": {"when": {"type": "datetime", "nullable": True}}})
+    found = failing(contract, pd.DataFrame({"when": pd.Series(values, dtype=object)}))
+    assert [(column, check) for column, check, _ in found] == [("when", "is_datetime")] * len(refused)
+    assert [value for *_, value in found] == refused
+
+
+def test_datetime_columns_take_the_sources_own_timestamps() -> None:
+    import datetime as dt
+
+    contract = parse_contract({"columns": {"when": {"type": "datetime"}}})
+    assert failing(contract, pd.DataFrame({"when": pd.to_datetime(["2024-05-01", "2024-06-01"])})) == []
+    assert failing(contract, pd.DataFrame({"when": [dt.date(2024, 5, 1), dt.datetime(2024, 5, 1, 9)]})) == []
+
+
+def test_datetimes_conform_to_utc_timestamps() -> None:
+    import datetime as dt
+
+    contract = parse_contract({"columns": {"when": {"type": "datetime", "nullable": True}}})
+    text = pd.DataFrame({"when": ["2024-05-01", "2024-05-01T12:00:00+02:00", "2024-05-01T23:30:00Z", None]})
+    out = conform(text, contract)["when"]
+    assert str(out.dt.tz) == "UTC"
+    assert out.tolist()[:3] == [
+        pd.Timestamp("2024-05-01 00:00", tz="UTC"),
+        pd.Timestamp("2024-05-01 10:00", tz="UTC"),  # the offset applied
+        pd.Timestamp("2024-05-01 23:30", tz="UTC"),
+    ]
+    assert pd.isna(out.iloc[3])
+    dates = conform(pd.DataFrame({"when": [dt.date(2024, 5, 1), None, None, None]}), contract)["when"]
+    assert dates.iloc[0] == pd.Timestamp("2024-05-01", tz="UTC")
+    naive = conform(pd.DataFrame({"when": pd.to_datetime(["2024-05-01 08:00"] * 4)}), contract)["when"]
+    assert naive.iloc[0] == pd.Timestamp("2024-05-01 08:00", tz="UTC")
+
+
+@pytest.mark.parametrize(
+    ("values", "refused"),
+    [
+        pytest.param([17, 18, 19], [], id="integers"),
+        pytest.param([17.0, None, 19.0], [], id="whole-floats-with-gaps"),
+        pytest.param(["A-17", "b 18", "0019"], [], id="text"),
+        pytest.param(["", "  ", "ok"], ["", "  "], id="blank"),
+        pytest.param([1.5, 2.0, True], [1.5, True], id="fractions-and-bools"),
+    ],
+)
+def test_id_columns_take_whole_numbers_and_non_blank_text(values: list[Any], refused: list[Any]) -> None:
+    contract = parse_contract({"columns": {"key": {"type": "id", "nullable": True}}})
+    found = failing(contract, pd.DataFrame({"key": pd.Series(values, dtype=object)}))
+    assert [(column, check) for column, check, _ in found] == [("key", "is_key")] * len(refused)
+    assert [value for *_, value in found] == refused
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(17, "17"), (np.int64(17), "17"), (17.0, "17"), ("17", "17"), ("0017", "0017"), ("A-1", "A-1"), (None, None)],
+)
+def test_keys_have_one_text_form(value: Any, text: str | None) -> None:
+    assert key_text(value) == text
+    assert key_text(float("nan")) is None
+
+
+def test_ids_conform_to_text_and_text_stays_text() -> None:
+    contract = parse_contract({"columns": {"key": {"type": "id"}, "note": {"type": "text", "nullable": True}}})
+    out = conform(pd.DataFrame({"key": [17, 18], "note": ["so slow", None]}), contract)
+    assert out["key"].tolist() == ["17", "18"]
+    assert out["note"].dtype == object
+    assert out["note"].iloc[0] == "so slow"
+    assert pd.isna(out["note"].iloc[1])
+    assert failing(contract, pd.DataFrame({"key": [1, 2], "note": ["fine", 3]})) == [("note", "is_text", 3)]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param([True, False, None], id="bools"),
+        pytest.param([1, 0, None], id="ones-and-zeros"),
+        pytest.param(pd.array([True, False, None], dtype="boolean"), id="nullable-boolean"),
+    ],
+)
+def test_bools_conform_to_nullable_booleans(values: Any) -> None:
+    contract = parse_contract({"columns": {"flag": {"type": "bool", "nullable": True}}})
+    out = conform(pd.DataFrame({"flag": values}), contract)["flag"]
+    assert out.dtype == "boolean"
+    assert out.tolist()[:2] == [True, False]
+    assert pd.isna(out.iloc[2])
+
+
+# --- inference of the types ---------------------------------------------------------------------
+
+
+def test_a_real_looking_table_gets_each_type_and_a_reason_per_column(tmp_path: Path) -> None:
+    df = customers()
+    df.to_csv(tmp_path / "customers.csv", index=False)
+    inferred = infer(io.read_source(str(tmp_path / "customers.csv")), target="churned")
+    types = {name: spec.type for name, spec in inferred.contract.columns.items()}
+    assert types == {
+        "customer": "id",  # unique codes, not named like an id
+        "signup": "datetime",
+        "last_seen": "datetime",
+        "plan": "category",
+        "monthly_fee": "float",
+        "tenure_months": "int",
+        "autopay": "bool",
+        "newsletter": "bool",
+        "feedback": "text",
+        "churned": "bool",
+    }
+    assert inferred.contract.unique == (("customer",),)
+    assert inferred.contract.columns["autopay"].nullable
+    lines = inferred.lines()
+    assert [line.split(" -> ")[0] for line in lines] == list(df.columns)
+    assert lines[0].startswith("customer -> id, unique: 600 distinct whole numbers in 600 rows")
+    assert lines[1].startswith("signup -> datetime: every value is an ISO 8601 date")
+    assert lines[-1] == "churned -> bool: true/false values (the target)"
+    # The contract it wrote accepts the table it came from.
+    assert validate(
+        io.read_source(str(tmp_path / "customers.csv")), inferred.contract, target="churned", task="classification"
+    ).passed
+
+
+def test_a_handful_of_iso_dates_is_a_datetime_never_a_category() -> None:
+    df = pd.DataFrame({"year": [f"{1970 + i % 12}-01-01" for i in range(60)], "y": ["a", "b"] * 30})
+    assert infer_contract(df, target="y").columns["year"].type == "datetime"
+
+
+def test_timestamps_from_parquet_or_sql_are_datetimes(tmp_path: Path) -> None:
+    import datetime as dt
+
+    df = pd.DataFrame(
+        {
+            "stamp": pd.date_range("2024-01-01", periods=30, freq="h", tz="Europe/Paris"),
+            "day": [dt.date(2024, 1, 1 + i) for i in range(30)],
+            "y": ["a", "b"] * 15,
+        }
+    )
+    df.to_parquet(tmp_path / "t.parquet")
+    contract = infer_contract(io.read_source(str(tmp_path / "t.parquet")), target="y")
+    assert (contract.columns["stamp"].type, contract.columns["day"].type) == ("datetime", "datetime")
+    assert validate(io.read_source(str(tmp_path / "t.parquet")), contract, target="y", task="classification").passed
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        pytest.param(list(range(1001, 1041)), "id", id="a-dense-unique-code"),
+        pytest.param([1001 + 3 * i for i in range(38)] + [1001, 1004], "id", id="near-unique"),
+        pytest.param([20_000 + 1_733 * i for i in range(40)], "int", id="spread-out-measurements"),
+        pytest.param([f"K{i:05d}" for i in range(40)], "id", id="unique-codes"),
+        pytest.param([f"{i} Elm Street" for i in range(40)], "text", id="unique-sentences"),
+        pytest.param([f"C{i % 30:03d}" for i in range(40)], "category", id="few-codes"),
+    ],
+)
+def test_near_unique_columns_are_keys_whatever_their_name(values: list[Any], kind: str) -> None:
+    df = pd.DataFrame({"district": values, "y": ["a", "b"] * 20})
+    assert infer_contract(df, target="y").columns["district"].type == kind
+
+
+def test_wide_codes_that_are_neither_keys_nor_text_stay_strings() -> None:
+    df = pd.DataFrame({"ticket": [f"T{i % 60:03d}" for i in range(120)], "y": ["a", "b"] * 60})
+    spec = infer_contract(df, target="y").columns["ticket"]
+    assert (spec.type, spec.feature) == ("string", False)
+
+
+def test_the_target_is_never_a_key_or_a_date() -> None:
+    df = pd.DataFrame({"x": np.arange(40) % 7, "code": [f"K{i:03d}" for i in range(40)]})
+    assert infer_contract(df, target="code").columns["code"].type == "category"
+    df = pd.DataFrame({"x": np.arange(40) % 7, "when": [f"2024-01-{1 + i % 2:02d}" for i in range(40)]})
+    assert infer_contract(df, target="when").columns["when"].type == "category"
+
+
+@pytest.mark.parametrize(
+    ("values", "bounds"),
+    [
+        # Two significant digits of the margin (half the range): -20.1, not -20.2001.
+        pytest.param([-13.4, -5.0, 0.0], (-20.1, 6.7), id="negative"),
+        pytest.param([2.0, 5.5, 9.0], (0.0, 12.5), id="never-below-zero"),
+        pytest.param([32.1, 45.0, 59.6], (18.0, 74.0), id="penguin-bills"),
+        pytest.param([172, 200, 231], (142, 261), id="integers"),
+        pytest.param([2700, 4000, 6300], (900, 8100), id="wide-integers"),
+    ],
+)
+def test_bounds_are_rounded_outwards_to_clean_numbers(values: list[float], bounds: tuple[float, float]) -> None:
+    spec = infer_contract(pd.DataFrame({"x": values, "y": ["a", "b", "a"]}), target="y").columns["x"]
+    assert (spec.min, spec.max) == bounds
+    assert all(isinstance(bound, int) for bound in bounds) is (spec.type == "int")
+    assert all(type(bound) is type(given) for bound, given in zip((spec.min, spec.max), bounds, strict=True))
+
+
+def test_schema_infer_prints_a_line_per_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    customers().to_csv(tmp_path / "customers.csv", index=False)
+    printed = infer_with_cli(tmp_path / "customers.csv", "churned", tmp_path / "contract.yaml", capsys).splitlines()
+    assert len(printed) == 11
+    assert printed[0].startswith("  customer -> id, unique: ")
+    assert printed[-1].startswith("schema infer: 10 columns from 600 rows")

@@ -383,7 +383,9 @@ class ColumnDrift(Artifact):
     """Evidently's drift test on one column: which test, its score and the threshold it was held to.
 
     ``score`` is a p-value (drift when at or below ``threshold``) or a distance (drift when at
-    or above it), as ``kind`` says; null when the window has no value in the column.
+    or above it), as ``kind`` says; null when the window has no value in the column. A column no
+    drift test applies to (a key, a date, free text, a column the model does not take) has method
+    ``skipped``, no score, and ``reason`` says why.
     """
 
     column: str
@@ -393,6 +395,7 @@ class ColumnDrift(Artifact):
     score: float | None
     threshold: float
     drifted: bool
+    reason: str | None = None
 
 
 class MonitorReport(Artifact):

@@ -169,6 +169,17 @@ class Bundle:
         )
 
     @property
+    def other_columns(self) -> tuple[str, ...]:
+        """The contract's columns a record may carry besides the model's (all but the target): checked, logged, unused."""
+        return tuple(name for name in self.contract.columns if name not in self.columns and name != self.info.target)
+
+    @property
+    def bool_labels(self) -> bool:
+        """Whether the target is a ``bool`` column, so that the service answers JSON ``true``/``false``."""
+        spec = self.contract.columns.get(self.info.target)
+        return self.is_classifier and spec is not None and spec.type == "bool"
+
+    @property
     def is_classifier(self) -> bool:
         """Whether the model predicts classes (and so has ``predict_proba``)."""
         return self.info.task == "classification"

@@ -122,11 +122,14 @@ def _gate(args: argparse.Namespace) -> None:
 
 def _schema_infer(args: argparse.Namespace) -> None:
     from conveyor import io
-    from conveyor.contract import infer_contract
+    from conveyor.contract import infer
 
     df = io.read_source(args.data)
-    contract = infer_contract(df, target=args.target, max_categories=args.max_categories)
+    inferred = infer(df, target=args.target, max_categories=args.max_categories)
+    contract = inferred.contract
     io.write_contract(contract, args.out)
+    for line in inferred.lines():
+        print(f"  {line}")
     print(
         f"schema infer: {len(contract.columns)} columns from {len(df)} rows written to {args.out}; review it before committing"
     )
@@ -138,6 +141,8 @@ def _init(args: argparse.Namespace) -> None:
     result = init.run(
         data=args.data, target=args.target, task=args.task, params=args.params, max_categories=args.max_categories
     )
+    for line in result.columns:
+        print(f"  {line}")
     print(
         f"init: {result.choice.task} ({result.choice.reason}); {args.params} and {result.config.data.schema_path} "
         f"written for {len(result.contract.columns)} columns; review them, then `dvc repro`"
@@ -283,7 +288,10 @@ def _add_monitor(sub: argparse.ArgumentParser) -> None:
     window = sub.add_mutually_exclusive_group(required=True)
     window.add_argument("--logs", help="the service's bentoml.monitor log folder, local or an fsspec URL (s3://…)")
     window.add_argument("--current", help="a CSV/Parquet table of records (path or URL)")
-    sub.add_argument("--labels", help="CSV/Parquet of request_id, the target (and record) for the performance check")
+    sub.add_argument(
+        "--labels",
+        help="CSV/Parquet of the target and request_id (and record), or an id column of the contract, for the performance check",
+    )
     sub.add_argument("--timings", type=Path, help="stage-timings.json of the last pipeline run: stage -> seconds")
     sub.add_argument("--out", type=Path, required=True, help="folder for monitor.json, report.html, summary.md")
     sub.add_argument("--fail-on-alert", action="store_true", help="exit 1 when the status is alert")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,9 +15,9 @@ from conveyor.config import Config, MonitorConfig
 from conveyor.contract import Contract
 from conveyor.errors import MonitorError
 from conveyor.monitor.checks import Assessment, assess
-from conveyor.monitor.drift import PREDICTION
+from conveyor.monitor.drift import NOT_AN_INPUT, PREDICTION, SKIPPED
 from conveyor.monitor.render import summary_markdown, write_outputs
-from tests.conftest import ROOT
+from tests.conftest import ROOT, configured, customers
 from tests.monitor.conftest import Population, fitted_model
 
 TARGET = "species"
@@ -71,10 +72,13 @@ def check(report: MonitorReport, name: str) -> tuple[str, float | None, list[str
 def test_a_window_from_the_training_distribution_is_ok(judge: Judge) -> None:
     report = judge(judge.population.draw(500, np.random.default_rng(1))).report
     assert report.status == "ok", [c for c in report.checks if c.status != "ok"]
-    assert [d.column for d in report.drift] == [*judge.spec.columns, PREDICTION]
+    tested = [d for d in report.drift if d.method != "skipped"]
+    assert [d.column for d in tested] == [*judge.spec.columns, PREDICTION]
     # Small reference: Evidently's p-value tests, sharing drift_p_value across the 7 columns.
-    assert {d.method for d in report.drift} == {"ks", "chisquare_two_sample", "z"}
-    assert [d.threshold for d in report.drift] == pytest.approx([0.05 / 7] * 7)
+    assert {d.method for d in tested} == {"ks", "chisquare_two_sample", "z"}
+    assert [d.threshold for d in tested] == pytest.approx([0.05 / 7] * 7)
+    # The window's `year` is in the contract but not a model input: checked, not drift-tested.
+    assert [(d.column, d.reason) for d in report.drift if d.method == "skipped"] == [("year", NOT_AN_INPUT)]
 
 
 def test_too_few_records_is_insufficient_data_never_ok(judge: Judge) -> None:
@@ -165,8 +169,9 @@ def test_a_large_reference_uses_distances(params: Config, contract: Contract, ju
         model_tag="t",
         source="s",
     ).report
-    assert {d.method for d in report.drift} == {"wasserstein", "jensenshannon"}
-    assert {d.threshold for d in report.drift} == {params.monitor.drift_distance}
+    tested = [d for d in report.drift if d.method != "skipped"]
+    assert {d.method for d in tested} == {"wasserstein", "jensenshannon"}
+    assert {d.threshold for d in tested} == {params.monitor.drift_distance}
     assert check(report, "data_drift")[2] == ["body_mass_g"]
 
 
@@ -224,3 +229,122 @@ def test_a_30_point_category_mix_change_is_detected(judge: Judge, column: str, s
     detected = [column in judge(window).report.drifted_columns for window in windows]
     print(f"30-point mix change of {column} detected in {np.mean(detected):.0%} of {SHIFTED_WINDOWS} windows")
     assert np.mean(detected) >= 0.95
+
+
+# --- a table with an id, dates, bools and text -----------------------------------------------------
+
+
+class Customers:
+    """A model of the generated customers table, its contract and a reference, as the package stage keeps them."""
+
+    def __init__(self, params: Config, directory: Path) -> None:
+        from conveyor import io
+        from conveyor.contract import conform, infer_contract
+        from conveyor.model.features import resolve_features
+        from conveyor.stages.train import train
+
+        customers().to_csv(directory / "customers.csv", index=False)
+        raw = io.read_source(str(directory / "customers.csv"))
+        self.contract = infer_contract(raw, target="churned")
+        self.cfg = configured(
+            params,
+            data={"target": "churned"},
+            task="classification",
+            features={"drop": []},
+            gate={"thresholds": {"balanced_accuracy": {"min": 0.6}}, "compare": ["balanced_accuracy"]},
+        )
+        table = conform(raw, self.contract)
+        self.model = train(table, self.cfg, self.contract)
+        self.spec = resolve_features(self.cfg.features, self.contract, target="churned")
+        self.reference = table[[*self.spec.columns, "churned"]]
+        self.directory = directory
+
+    def window(self, seed: int, rows: int = 400) -> pd.DataFrame:
+        """Fresh rows of the same distribution, as read from an exported CSV (target included)."""
+        from conveyor import io
+
+        path = self.directory / f"window-{seed}.csv"
+        customers(rows, seed=seed).assign(customer=lambda d: d["customer"] + 100_000).to_csv(path, index=False)
+        return io.read_source(str(path))
+
+    def assess(self, window: pd.DataFrame, **kwargs: Any) -> Assessment:
+        """``assess`` of ``window`` against the reference."""
+        return assess(
+            kwargs.pop("reference", self.reference),
+            window,
+            model=self.model,
+            spec=self.spec,
+            contract=self.contract,
+            task="classification",
+            target="churned",
+            monitor=self.cfg.monitor,
+            gate=self.cfg.gate,
+            model_tag="t",
+            source="window.csv",
+            **kwargs,
+        )
+
+
+@pytest.fixture(scope="module")
+def typed(params: Config, tmp_path_factory: pytest.TempPathFactory) -> Customers:
+    return Customers(params, tmp_path_factory.mktemp("customers"))
+
+
+def test_every_type_is_checked_or_skipped_with_its_reason(typed: Customers, tmp_path: Path) -> None:
+    assessment = typed.assess(typed.window(seed=1))
+    report = assessment.report
+    drift = {d.column: d for d in report.drift}
+    # The bools are drift-tested as the categories they are; the numbers as numbers.
+    assert {name: drift[name].method for name in ("autopay", "newsletter")} == {"autopay": "z", "newsletter": "z"}
+    assert drift["tenure_months"].method == "ks"
+    skipped = {d.column: d.reason for d in report.drift if d.method == "skipped"}
+    assert skipped == {
+        "customer": SKIPPED["id"],
+        "signup": SKIPPED["datetime"],
+        "last_seen": SKIPPED["datetime"],
+        "feedback": SKIPPED["text"],
+    }
+    # Skipped columns are still held to the contract: a bad date or a blank key counts as invalid.
+    assert check(report, "invalid_records")[:2] == ("ok", 0.0)
+    assert check(report, "data_drift")[0] == "ok"
+    written = write_outputs(assessment, tmp_path, typed.cfg.monitor)
+    assert written.html_report == "report.html"
+    assert "<html" in (tmp_path / "report.html").read_text(encoding="utf-8")[:2000].lower()
+    assert "**Not tested for drift:** `customer` (a key" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+
+
+def test_bad_values_in_columns_the_model_does_not_take_are_invalid_records(typed: Customers) -> None:
+    window = typed.window(seed=2).astype({"signup": object, "customer": object})
+    window.loc[:9, "signup"] = "someday"
+    window.loc[10:14, "customer"] = " "
+    status, value, columns = check(typed.assess(window).report, "invalid_records")
+    assert (status, value, columns) == ("alert", 15 / len(window), ["customer", "signup"])
+
+
+def test_a_reference_packaged_with_bools_as_numbers_still_works(typed: Customers) -> None:
+    # Bundles packaged before bools were kept as bools hold 0.0/1.0 in the reference.
+    old = typed.reference.astype({"autopay": "float64", "newsletter": "float64"})
+    report = typed.assess(typed.window(seed=1), reference=old).report
+    assert report.drift == typed.assess(typed.window(seed=1)).report.drift
+
+
+def test_labels_are_joined_on_the_id_the_client_sent(typed: Customers, tmp_path: Path) -> None:
+    from conveyor.monitor.windows import attach_labels, read_labels
+
+    window = typed.window(seed=3)
+    labels = window[["customer", "churned"]].sample(frac=1.0, random_state=0)  # in another order
+    labels.iloc[:50].to_csv(tmp_path / "labels.csv", index=False)
+    truth = attach_labels(
+        window.drop(columns=["churned"]),
+        read_labels(str(tmp_path / "labels.csv"), target="churned", keys=["customer"]),
+        target="churned",
+    )
+    assert int(truth.notna().sum()) == 50
+    joined = truth.dropna().index
+    assert truth[joined].astype(bool).tolist() == window.loc[joined, "churned"].tolist()
+    report = typed.assess(window.drop(columns=["churned"]), labels=truth).report
+    assert report.labelled_rows == 50
+    status, value, _ = check(report, "performance.balanced_accuracy")
+    assert status == "ok"
+    assert value is not None
+    assert value > 0.6

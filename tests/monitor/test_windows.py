@@ -74,7 +74,7 @@ def test_a_folder_without_monitor_logs_is_named(tmp_path: Path) -> None:
 def test_a_label_file_without_request_ids_is_named(tmp_path: Path) -> None:
     labels = tmp_path / "labels.csv"
     labels.write_text("id,species\n1,Adelie\n")
-    with pytest.raises(MonitorError, match=r"labels.csv: the labels table lacks column\(s\) \['request_id'\]"):
+    with pytest.raises(MonitorError, match=r"labels.csv: the labels table needs species and request_id to join on"):
         read_labels(str(labels), target="species")
 
 
@@ -112,3 +112,19 @@ def test_logs_are_read_from_s3(tmp_path: Path, population: Population, contract:
     local = read_logs(str(tmp_path / "monitoring"))
     remote = read_logs(f"s3://{s3_bucket}/prod/2026-11-26")
     pd.testing.assert_frame_equal(remote, local)
+
+
+def test_labels_join_on_an_id_column_or_say_what_they_lack(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("customer,churned\n0017,True\n18,False\n")
+    table = read_labels(str(labels), target="churned", keys=["customer"])
+    window = pd.DataFrame({"customer": [18, "0017", 19]})
+    assert attach_labels(window, table, target="churned").tolist()[:2] == [False, True]
+    assert pd.isna(attach_labels(window, table, target="churned").iloc[2])
+    with pytest.raises(MonitorError, match=r"needs churned and request_id or an id column of the contract \(account\)"):
+        read_labels(str(labels), target="churned", keys=["account"])
+    labels.write_text("customer,churned\n17,True\n17,False\n")
+    with pytest.raises(MonitorError, match="customer '17' is labelled twice"):
+        read_labels(str(labels), target="churned", keys=["customer"])
+    with pytest.raises(MonitorError, match="labels name records by customer, but this window has no customer column"):
+        attach_labels(pd.DataFrame({"x": [1]}), table, target="churned")

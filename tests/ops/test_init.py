@@ -20,7 +20,19 @@ from conveyor.cli import main
 from conveyor.config import Config
 from conveyor.model.predict import predict
 from conveyor.ops.init import MAX_CLASSES, InitError, infer_task, retarget
-from tests.conftest import ROOT, commit_all, copy_repo, edit_params, free_port, run, running, stages_run, tool_env
+from tests.conftest import (
+    ROOT,
+    commit_all,
+    copy_repo,
+    customers,
+    edit_params,
+    free_port,
+    run,
+    running,
+    stages_run,
+    tool_env,
+)
+from tests.monitor.conftest import LOG_PATH_OPTION
 
 PARAMS = (ROOT / "params.yaml").read_text(encoding="utf-8")
 
@@ -226,3 +238,89 @@ def test_init_retargets_to_a_model_served_on_both_inference_paths(name: str, tmp
             assert predictions == [str(label) for label in expected]
         else:
             assert predictions == pytest.approx(expected.astype(float).tolist(), rel=1e-4)
+
+
+def test_init_prints_what_each_column_became_and_why(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (in_tmp / "params.yaml").write_text(PARAMS, encoding="utf-8")
+    customers().to_csv(in_tmp / "customers.csv", index=False)
+    assert main(["init", "--data", "customers.csv", "--target", "churned"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split(" -> ")[0].strip() for line in printed[:-1]] == list(customers().columns)
+    assert printed[0].startswith("  customer -> id, unique: 600 distinct whole numbers")
+    assert printed[-1].startswith("init: classification ('churned' holds text or true/false values: 2 classes)")
+    contract = io.read_contract(in_tmp / "data" / "contract.yaml")
+    assert contract.columns["tenure_months"].max == 108
+    assert "max: 108\n" in (in_tmp / "data" / "contract.yaml").read_text(encoding="utf-8")
+
+
+def serve_rows(repo: Path, rows: list[dict[str, Any]], logs: Path, log: Path) -> list[httpx.Response]:
+    """``bentoml serve`` at ``repo``, logging predictions under ``logs``: ``rows`` in requests of 50,
+    then a row with an unknown column and one with an impossible date; the responses."""
+    port = free_port()
+    env = tool_env() | {"BENTOML_CONFIG_OPTIONS": f"{LOG_PATH_OPTION}{logs}"}
+    command = ["bentoml", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with (
+        running(command, cwd=repo, env=env, port=port, log=log),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+    ):
+        bodies = [rows[start : start + 50] for start in range(0, len(rows), 50)]
+        bodies += [[rows[0] | {"colour": "red"}], [rows[0] | {"signup": "2024-02-30"}]]
+        return [client.post("/predict", json={"records": body}) for body in bodies]
+
+
+@pytest.mark.slow
+def test_a_real_looking_table_goes_from_init_to_served_rows_and_a_monitored_window(tmp_path: Path) -> None:
+    """An id not named like one, dates, date-times, bools with gaps, free text, a bool target: init ->
+    dvc repro -> bentoml serve with the table's own rows -> conveyor monitor on the logged window,
+    labels joined on the id."""
+    repo = copy_repo(tmp_path / "repo")
+    customers(800, seed=5).to_csv(repo / "data/customers.csv", index=False)
+    told = run(repo, "conveyor", "init", "--data", "data/customers.csv", "--target", "churned").stdout
+    assert "customer -> id, unique:" in told
+    assert "signup -> datetime:" in told
+    commit_all(repo, "retarget to customers")
+    run(repo, "dvc", "repro", timeout=900)
+
+    assert io.read_json(repo / "reports/gate.json")["accepted"] is True
+    # The champion on main predicts the penguins' species: what the docs say after init.
+    assert io.read_json(repo / "reports/champion.json")["status"] == "other_target"
+    card = io.read_json(repo / "models/model.json")
+    assert card["classes"] == ["false", "true"]
+    assert card["features"] == {
+        "numeric": ["monthly_fee", "tenure_months", "autopay", "newsletter"],
+        "categorical": ["plan"],
+    }
+    assert sorted(p.name for p in (repo / "reports/plots/sklearn/calibration").iterdir()) == ["false.json", "true.json"]
+    package = io.read_json(repo / "reports/package.json")
+    assert package["inference"] == "onnx", package["inference_reason"]
+
+    # Rows of the user's own table as they are (all but the target), through ONNX Runtime.
+    fresh = customers(300, seed=6).assign(customer=lambda d: d["customer"] + 10_000)
+    rows = json.loads(fresh.drop(columns=["churned"]).to_json(orient="records"))
+    logs = tmp_path / "logs"
+    *answered, refused, dated = serve_rows(repo, rows, logs, tmp_path / "serve.log")
+    assert [response.status_code for response in answered] == [200] * len(answered), answered[0].text
+    answers = [answer for response in answered for answer in response.json()]
+    expected = predict(io.load_model(repo / "models/model.skops"), fresh)
+    assert answers == [label == "true" for label in expected]
+    assert (refused.status_code, refused.json()["detail"][0]["loc"]) == (400, ["records", 0, "colour"])
+    assert (dated.status_code, dated.json()["detail"][0]["type"]) == (400, "iso_datetime")
+    assert "Traceback" not in (tmp_path / "serve.log").read_text(errors="replace")
+
+    # The window the service logged, labelled later by the customer id the client sent.
+    fresh[["customer", "churned"]].to_csv(tmp_path / "labels.csv", index=False)
+    out = tmp_path / "monitor"
+    run(repo, "conveyor", "monitor", "--logs", logs, "--labels", tmp_path / "labels.csv", "--out", out)
+    report = io.read_json(out / "monitor.json")
+    assert (report["rows"], report["labelled_rows"]) == (len(rows), len(rows))
+    checks = {check["name"]: check for check in report["checks"]}
+    assert checks["invalid_records"]["value"] == 0.0
+    assert checks["performance.balanced_accuracy"]["status"] == "ok"
+    methods = {d["column"]: d["method"] for d in report["drift"]}
+    assert [methods[name] for name in ("customer", "signup", "last_seen", "feedback")] == ["skipped"] * 4
+    assert methods["autopay"] in {"z", "chisquare_two_sample"}
+    assert (out / "report.html").is_file()
+    # A CSV export of the source table is a window too.
+    fresh.to_csv(tmp_path / "window.csv", index=False)
+    run(repo, "conveyor", "monitor", "--current", tmp_path / "window.csv", "--out", tmp_path / "monitor-csv")
+    assert (tmp_path / "monitor-csv" / "report.html").is_file()

@@ -16,9 +16,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
+from conveyor import io
 from conveyor.bundle import Bundle
+from conveyor.config import Config
+from conveyor.contract import conform, infer_contract
 from conveyor.serving.prediction_log import Exporter
 from conveyor.serving.routes import ServingApp
+from tests.conftest import configured, customers, make_bundle
 
 GOOD = {
     "bill_length_mm": 39.1,
@@ -33,7 +37,8 @@ JSON = {"content-type": "application/json"}
 BAD: list[tuple[str, Any, dict[str, str], int, str]] = [
     ("wrong type", {"records": [GOOD | {"bill_length_mm": "39.1"}]}, JSON, 400, "float_type"),
     ("missing field", {"records": [{k: v for k, v in GOOD.items() if k != "sex"}]}, JSON, 400, "missing"),
-    ("unknown field", {"records": [GOOD | {"year": 2007}]}, JSON, 400, "extra_forbidden"),
+    ("unknown field", {"records": [GOOD | {"colour": "red"}]}, JSON, 400, "extra_forbidden"),
+    ("the target", {"records": [GOOD | {"species": "Adelie"}]}, JSON, 400, "extra_forbidden"),
     ("unknown top-level field", {"records": [GOOD], "explain": True}, JSON, 400, "extra_forbidden"),
     ("NaN", json.dumps({"records": [GOOD]}).replace("39.1", "NaN").encode(), JSON, 400, "finite_number"),
     ("out of range", {"records": [GOOD | {"body_mass_g": 80_000}]}, JSON, 400, "less_than_equal"),
@@ -101,3 +106,20 @@ class Served:
 def served(bundle: Bundle) -> Served:
     """The default bundle served in process."""
     return Served(bundle)
+
+
+@pytest.fixture(scope="session")
+def customer_bundle(tmp_path_factory: pytest.TempPathFactory, params: Config) -> Bundle:
+    """A model of the generated customers table (an id, dates, bools, text, a bool target), packaged as a bundle."""
+    directory = tmp_path_factory.mktemp("customers")
+    customers().to_csv(directory / "customers.csv", index=False)
+    raw = io.read_source(str(directory / "customers.csv"))
+    contract = infer_contract(raw, target="churned")
+    cfg = configured(params, data={"target": "churned"}, task="classification", features={"drop": []})
+    return make_bundle(directory / "bundle", cfg, contract, conform(raw, contract))
+
+
+def customer_rows(rows: int = 5) -> list[dict[str, Any]]:
+    """Rows of the customers table as a client exports them (JSON, every column but the target)."""
+    table = customers().drop(columns=["churned"]).head(rows)
+    return list(json.loads(table.to_json(orient="records")))

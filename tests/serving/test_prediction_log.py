@@ -7,6 +7,7 @@ import logging
 import random
 import threading
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -15,9 +16,9 @@ from conveyor.bundle import Bundle
 from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.serving.metrics import refused_field
-from conveyor.serving.prediction_log import LoggedRequest
+from conveyor.serving.prediction_log import BentoMonitorExporter, LoggedRequest, log_types
 from tests.conftest import labelled, make_bundle, regression
-from tests.serving.conftest import GOOD, Served, packaged_with
+from tests.serving.conftest import GOOD, Served, customer_rows, packaged_with
 
 OTHER = GOOD | {"island": "Biscoe", "flipper_length_mm": 230, "body_mass_g": 5500, "bill_depth_mm": 14.0}
 
@@ -192,3 +193,46 @@ def test_regression_predictions_are_counted_in_the_training_targets_deciles(
     label = series[0].split('prediction="', 1)[1].split('"', 1)[0]
     assert label == served.serving.counts.bucket(value)
     assert label.startswith(("<=", ">"))
+
+
+class FakeMonitor:
+    """Stands in for a ``bentoml.monitor`` monitor: keeps the columns of each record batch logged."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, tuple[list[Any], str, str]] = {}
+
+    def start_record(self) -> None:
+        self.columns = {}
+
+    def log_batch(self, data: list[Any], name: str, role: str, data_type: str) -> None:
+        self.columns[name] = (list(data), role, data_type)
+
+    def stop_record(self) -> None:
+        pass
+
+
+def test_ids_dates_and_text_sent_with_a_record_are_logged_beside_its_inputs(customer_bundle: Bundle) -> None:
+    recorder = Recorder()
+    served = Served(customer_bundle, exporter=recorder)
+    rows = customer_rows(2)
+    sent = [rows[0], {name: rows[1][name] for name in customer_bundle.columns}]  # the second without its id
+    answer = served.post("/predict", {"records": sent})
+    served.serving.close()
+    (request,) = recorder.requests
+    assert [dict(record) for record in request.records] == sent
+
+    exporter = BentoMonitorExporter(
+        spec=customer_bundle.spec,
+        task="classification",
+        classes=customer_bundle.info.classes or [],
+        model_tag="conveyor-model:test",
+        others=log_types(customer_bundle.contract, customer_bundle.other_columns),
+    )
+    monitor = FakeMonitor()
+    exporter.monitor = monitor  # type: ignore[assignment]
+    exporter(request)
+    assert set(customer_bundle.other_columns) == {"customer", "signup", "last_seen", "feedback"}
+    assert monitor.columns["customer"] == ([rows[0]["customer"], None], "metadata", "categorical")
+    assert monitor.columns["signup"] == ([rows[0]["signup"], None], "metadata", "categorical")
+    assert monitor.columns["autopay"][1:] == ("feature", "numerical")
+    assert monitor.columns["prediction"][0] == answer.json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pandas as pd
@@ -132,3 +133,81 @@ NAMES = ["mean radius", "size m²", "2nd.rooms-count", "class", "_private", "mod
 def test_a_record_takes_and_gives_back_the_column_name_as_its_key(name: str) -> None:
     contract = infer_contract(pd.DataFrame({name: [1.5, 2.0, 3.25], "y": ["a", "b", "a"]}), target="y")
     assert TypeAdapter(record_type(contract, [name])).validate_python({name: 2.5}) == {name: 2.5}
+
+
+# --- the types of real tables, and the columns the model does not take ---------------------------
+
+TYPED = parse_contract(
+    {
+        "columns": {
+            "customer": {"type": "id"},
+            "signup": {"type": "datetime", "nullable": True},
+            "autopay": {"type": "bool", "nullable": True},
+            "tenure": {"type": "int", "min": 0, "max": 100},
+            "feedback": {"type": "text", "nullable": True},
+            "churned": {"type": "bool"},
+        }
+    }
+)
+INPUTS = ("tenure", "autopay")
+OTHERS = ("customer", "signup", "feedback")
+
+
+def typed_errors(record: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """(location, error type) for each problem in ``record`` against the typed contract."""
+    with pytest.raises(ValidationError) as caught:
+        TypeAdapter(record_type(TYPED, INPUTS, optional=OTHERS)).validate_json(json.dumps(record))
+    return [(tuple(e["loc"]), e["type"]) for e in caught.value.errors()]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param({"tenure": 3, "autopay": True}, id="model-inputs-only"),
+        pytest.param({"tenure": 3, "autopay": None, "customer": 10001}, id="an-integer-id"),
+        pytest.param({"tenure": 3, "autopay": False, "customer": "C-17", "signup": "2024-05-01"}, id="a-date"),
+        pytest.param({"tenure": 3, "autopay": True, "signup": "2024-05-01T13:45:00+02:00"}, id="a-date-time"),
+        pytest.param({"tenure": 3, "autopay": True, "signup": "2024-05-01 13:45:07.5Z", "feedback": None}, id="nulls"),
+    ],
+)
+def test_a_full_row_of_the_table_is_accepted_as_sent(record: dict[str, Any]) -> None:
+    validated = TypeAdapter(record_type(TYPED, INPUTS, optional=OTHERS)).validate_json(json.dumps(record))
+    assert validated == record
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"autopay": 1}, (("autopay",), "bool_type")),
+        ({"autopay": "true"}, (("autopay",), "bool_type")),
+        ({"signup": "2024-02-30"}, (("signup",), "iso_datetime")),
+        ({"signup": "1982"}, (("signup",), "iso_datetime")),
+        ({"signup": "01/05/2024"}, (("signup",), "iso_datetime")),
+        ({"signup": 20240501}, (("signup",), "string_type")),
+        ({"customer": ""}, (("customer",), "key_type")),
+        ({"customer": 17.5}, (("customer",), "key_type")),
+        ({"customer": True}, (("customer",), "key_type")),
+        ({"feedback": 3}, (("feedback",), "string_type")),
+        ({"churned": True}, (("churned",), "extra_forbidden")),  # the target is the answer, not an input
+        ({"colour": "red"}, (("colour",), "extra_forbidden")),
+    ],
+)
+def test_each_type_refuses_by_name(change: dict[str, Any], expected: Any) -> None:
+    assert typed_errors({"tenure": 3, "autopay": True} | change) == [expected]
+
+
+def test_the_columns_the_model_does_not_take_are_documented_not_required() -> None:
+    schema = TypeAdapter(record_type(TYPED, INPUTS, optional=OTHERS)).json_schema()
+    assert schema["required"] == list(INPUTS)
+    assert set(schema["properties"]) == {*INPUTS, *OTHERS}
+    assert schema["properties"]["customer"]["anyOf"] == [{"type": "integer"}, {"type": "string", "minLength": 1}]
+    signup = schema["properties"]["signup"]["anyOf"][0]
+    assert signup["type"] == "string"
+    assert re.match(signup["pattern"], "2024-05-01T13:45:00Z")
+    assert not re.match(signup["pattern"], "05/01/2024")
+
+
+def test_the_example_record_is_valid_for_every_type() -> None:
+    columns = tuple(name for name in TYPED.columns if name != "churned")
+    record = example_record(TYPED, columns)
+    assert TypeAdapter(record_type(TYPED, columns)).validate_python(record) == record

@@ -21,10 +21,10 @@ import pytest
 
 from conveyor.bundle import Bundle
 from conveyor.config import Config
-from conveyor.contract import Contract, parse_contract
+from conveyor.contract import Contract, conform, parse_contract
 from conveyor.serving.middleware import Admission
 from tests.conftest import labelled, make_bundle, regression
-from tests.serving.conftest import BAD, GOOD, JSON, Served, packaged_with
+from tests.serving.conftest import BAD, GOOD, JSON, Served, customer_rows, packaged_with
 
 
 def test_predictions_metadata_and_probabilities(served: Served) -> None:
@@ -210,7 +210,10 @@ def test_column_names_with_spaces_dots_dashes_unicode_and_digits_are_request_key
     served = Served(bundle)
     record = {names[key]: value for key, value in GOOD.items()}
     assert served.post("/predict", {"records": [record]}).json() == ["Adelie"]
-    assert set(served.serving.openapi["components"]["schemas"]["Record"]["properties"]) == set(names.values())
+    # `year` is in the contract but not a model input (features.drop): accepted, not required.
+    record_schema = served.serving.openapi["components"]["schemas"]["Record"]
+    assert set(record_schema["properties"]) == {*names.values(), "year"}
+    assert set(record_schema["required"]) == set(names.values())
     response = served.post("/predict", {"records": [record | {"île": "Atlantis"}]})
     assert response.json()["detail"][0]["loc"] == ["records", 0, "île"]
 
@@ -249,3 +252,54 @@ def test_requests_waiting_for_a_slow_model_are_predicted_together(
     assert responses[-1].json()[0]["Adelie"] > 0.5
     assert sum(calls) == 30
     assert len(calls) < 20
+
+
+# --- a table with an id, dates, text and a bool target ---------------------------------------------
+
+
+def test_a_full_source_row_is_predicted_and_a_bool_target_answers_true_or_false(customer_bundle: Bundle) -> None:
+    from conveyor.model.predict import predict
+
+    served = Served(customer_bundle)
+    rows = customer_rows()
+    answer = served.post("/predict", {"records": rows})
+    assert answer.status_code == 200, answer.text
+    labels = answer.json()
+    expected = predict(customer_bundle.model(), inputs(customer_bundle, rows))
+    assert labels == [label == "true" for label in expected]
+    assert all(isinstance(label, bool) for label in labels)
+    proba = served.post("/predict_proba", {"records": rows}).json()
+    assert [set(p) for p in proba] == [{"false", "true"}] * len(rows)
+    assert [p["true"] > 0.5 for p in proba] == labels
+    metadata = served.request("GET", "/metadata").json()
+    assert metadata["classes"] == ["false", "true"]
+    assert "customer" not in metadata["features"]
+    assert served.serving.openapi["paths"]["/predict"]["post"]["responses"]["200"]["content"][JSON["content-type"]][
+        "schema"
+    ] == {"type": "array", "items": {"type": "boolean"}}
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "error"),
+    [
+        ({"signup": "2022-13-01"}, "signup", "iso_datetime"),
+        ({"customer": ""}, "customer", "key_type"),
+        ({"autopay": "yes"}, "autopay", "bool_type"),
+        ({"churned": False}, "churned", "extra_forbidden"),
+        ({"colour": "red"}, "colour", "extra_forbidden"),
+    ],
+)
+def test_a_bad_value_in_any_contract_column_is_refused_by_name(
+    customer_bundle: Bundle, change: dict[str, Any], field: str, error: str
+) -> None:
+    served = Served(customer_bundle)
+    response = served.post("/predict", {"records": [customer_rows(1)[0] | change]})
+    assert response.status_code == 400
+    (problem,) = response.json()["detail"]
+    assert (problem["loc"], problem["type"]) == (["records", 0, field], error)
+
+
+def inputs(bundle: Bundle, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``rows`` (every column but the target) in the canonical form the model was trained on."""
+    columns = {name: spec for name, spec in bundle.contract.columns.items() if name != bundle.info.target}
+    return conform(pd.DataFrame(rows), bundle.contract.model_copy(update={"columns": columns}))

@@ -117,7 +117,7 @@ CORRUPTIONS: tuple[Corruption, ...] = (
         "below_min",
         _set("body_mass_g", [7], "-3750"),
         "validate",
-        ("body_mass_g", "below the contract's min 1500.0", "-3750.0"),
+        ("body_mass_g", "below the contract's min 1500", "-3750.0"),
     ),
     Corruption(
         "unseen_category",

@@ -10,7 +10,7 @@ import yaml
 
 from conveyor import io
 from conveyor.artifacts import Champion, ChampionStatus, EvaluationRecord, GateVerdict
-from conveyor.config import Bound, GateConfig
+from conveyor.config import Bound, Config, GateConfig
 from conveyor.errors import ArtifactError
 from conveyor.model.registry import Task
 from conveyor.stages.gate import ModelMismatch, champion_checks, check_model, decide
@@ -276,3 +276,33 @@ def test_a_model_changed_after_evaluate_is_never_accepted(reproduced_repo: Path,
     assert result.returncode == 1
     assert "models/model.skops: not the model evaluate scored" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("predicts", "status"),
+    [
+        # After `conveyor init` the old model is seldom in the cache: its card (in git) says enough.
+        ({"task": "classification", "target": "island"}, "other_target"),
+        ({"task": "classification", "target": "species"}, "not_in_cache"),
+    ],
+)
+def test_a_champion_in_no_cache_is_judged_by_its_card_first(
+    params: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, predicts: dict[str, str], status: str
+) -> None:
+    import json
+
+    import pandas as pd
+
+    from conveyor.stages import gate
+
+    monkeypatch.setattr(gate, "_fetch", lambda *_, **__: (None, json.dumps(predicts).encode()))
+    champion = gate.find_champion(
+        model_sha256="a" * 64,
+        model_path=Path("models/model.skops"),
+        card_path=Path("models/model.json"),
+        test=pd.DataFrame(),
+        metrics=METRICS,
+        cfg=params,
+        root=tmp_path,
+    )
+    assert (champion.status, champion.model_sha256, champion.checks) == (status, None, [])

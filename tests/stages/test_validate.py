@@ -19,7 +19,7 @@ from conveyor.contract import Contract, parse_contract
 from conveyor.errors import DataError
 from conveyor.stages import ingest, validate
 from conveyor.stages.validate import ValidationFailed, ValidationResult
-from tests.conftest import ROOT, clone_of, run
+from tests.conftest import ROOT, clone_of, customers, run
 from tests.stages.conftest import CORRUPTIONS, PENGUINS, Corruption, clean_frame, corruption
 
 
@@ -241,3 +241,65 @@ def test_corrupted_source_stops_the_pipeline(reproduced_repo: Path, tmp_path: Pa
         assert yaml.safe_load(report)["passed"] is False
     else:
         assert report == validation_before
+
+
+# --- the types of real tables -----------------------------------------------------------------
+
+
+@pytest.fixture
+def customer_table(tmp_path: Path) -> tuple[pd.DataFrame, Contract]:
+    """The generated customers table as ingest reads it from CSV, and the contract inferred from it."""
+    from conveyor.contract import infer_contract
+
+    customers().to_csv(tmp_path / "customers.csv", index=False)
+    df = io.read_source(str(tmp_path / "customers.csv"))
+    return df, infer_contract(df, target="churned")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "check", "message"),
+    [
+        ("signup", "2023-02-30", "type", "expected ISO 8601 dates or date-times (type datetime"),
+        ("last_seen", "yesterday", "type", "expected ISO 8601 dates or date-times (type datetime"),
+        ("customer", 10.5, "type", "expected keys: non-blank text or whole numbers (type id)"),
+        ("autopay", "yes", "type", "expected true/false values (type bool; 1/0 are read as true/false)"),
+        ("newsletter", 2, "categories", "expected true/false values (type bool; 1/0 are read as true/false)"),
+        ("feedback", 42, "type", "expected text values (type text)"),
+    ],
+)
+def test_each_type_names_the_column_and_the_value_it_refuses(
+    customer_table: tuple[pd.DataFrame, Contract], column: str, value: Any, check: str, message: str
+) -> None:
+    df, contract = customer_table
+    df[column] = df[column].astype(object)
+    df.loc[3, column] = value
+    (finding,) = validate.validate(df, contract, target="churned", task="classification").errors
+    assert (finding.column, finding.check, finding.examples) == (column, check, [value])
+    assert finding.message.startswith(message)
+
+
+def test_a_repeated_key_is_refused(customer_table: tuple[pd.DataFrame, Contract]) -> None:
+    df, contract = customer_table
+    df.loc[5, "customer"] = int(df["customer"].iloc[4])
+    errors = validate.validate(df, contract, target="churned", task="classification").errors
+    assert [(f.column, f.check) for f in errors] == [("customer", "unique")]
+
+
+def test_the_validated_table_keeps_each_type(tmp_path: Path, customer_table: tuple[pd.DataFrame, Contract]) -> None:
+    from conveyor.model.features import target_values
+
+    df, contract = customer_table
+    io.write_table(df, tmp_path / "raw.parquet")
+    io.write_contract(contract, tmp_path / "contract.yaml")
+    cfg = params_for(tmp_path / "customers.csv").model_copy(update={"task": "classification"})
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"target": "churned"})})
+    validate.run(cfg, contract, data=tmp_path / "raw.parquet", out=tmp_path / "out.parquet", report=tmp_path / "v.json")
+    out = io.read_table(tmp_path / "out.parquet")
+    assert {name: str(out[name].dtype) for name in ("autopay", "churned", "signup", "customer")} == {
+        "autopay": "boolean",
+        "churned": "boolean",
+        "signup": "datetime64[us, UTC]",
+        "customer": "str",  # text, as Parquet gives it back
+    }
+    # The labels are the data's own true/false, never "0.0"/"1.0".
+    assert set(target_values(out, "churned", task="classification")) == {"false", "true"}

@@ -27,6 +27,7 @@ __all__ = [
     "MISSING_CATEGORY",
     "FeatureSpec",
     "build_preprocessor",
+    "is_bool_column",
     "model_frame",
     "resolve_features",
     "rows_frame",
@@ -162,6 +163,9 @@ def spec_of(pipeline: Pipeline) -> FeatureSpec:
 def target_values(df: pd.DataFrame, target: str, *, task: str) -> np.ndarray:
     """The label column as the estimator sees it: strings (classification) or float64 (regression).
 
+    True/false labels (a ``bool`` target, or labels read as booleans) are ``"false"`` and
+    ``"true"``, as JSON spells them, whatever the table's dtype.
+
     Returns
     -------
     ndarray of shape (n_samples,)
@@ -169,8 +173,22 @@ def target_values(df: pd.DataFrame, target: str, *, task: str) -> np.ndarray:
     import pandas as pd
 
     if task == "classification":
-        return df[target].astype(str).to_numpy(dtype=object)
+        labels = df[target]
+        if is_bool_column(labels):
+            return labels.map(lambda v: "true" if v else "false").to_numpy(dtype=object)
+        return labels.astype(str).to_numpy(dtype=object)
     return pd.to_numeric(df[target], errors="raise").to_numpy(dtype="float64")
+
+
+def is_bool_column(column: pd.Series) -> bool:
+    """Whether ``column`` holds true/false values only: a bool dtype, or objects that are all booleans."""
+    import numpy as np
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(column):
+        return True
+    values = column.dropna()
+    return column.dtype == object and len(values) > 0 and all(isinstance(v, (bool, np.bool_)) for v in values)
 
 
 def rows_frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> pd.DataFrame:

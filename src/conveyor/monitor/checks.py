@@ -33,7 +33,7 @@ from conveyor.contract import Contract, pandera_schema
 from conveyor.errors import MonitorError
 from conveyor.model.features import FeatureSpec
 from conveyor.model.registry import Task
-from conveyor.monitor.drift import PREDICTION, column_drift
+from conveyor.monitor.drift import PREDICTION, column_drift, drift_frame
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -43,6 +43,7 @@ __all__ = [
     "ContractFailures",
     "Evidence",
     "assess",
+    "checked_columns",
     "data_drift",
     "invalid_records",
     "missing_values",
@@ -69,21 +70,24 @@ class ContractFailures:
 
     @classmethod
     def of(cls, frame: pd.DataFrame, spec: FeatureSpec, contract: Contract) -> ContractFailures:
-        """Validate ``frame`` (the input columns, index reset) against the contract's pandera schema."""
+        """Validate ``frame`` (the checked columns, index reset) against the contract's pandera schema.
+
+        ``frame`` holds the model's input columns (``spec``) and any other contract column the
+        window carries (see :func:`checked_columns`); each is held to its contract type.
+        """
         failing = pd.Series(False, index=frame.index)
         new_category = pd.Series(False, index=frame.index)
         failed_columns: set[str] = set()
         category_columns: set[str] = set()
+        categories = [str(c) for c in frame.columns if c in contract.columns and contract.columns[c].type == "category"]
         try:
-            pandera_schema(contract).select_columns(list(spec.columns)).validate(frame, lazy=True)
+            pandera_schema(contract).select_columns([str(c) for c in frame.columns]).validate(frame, lazy=True)
         except pa.errors.SchemaErrors as exc:
             cases = exc.failure_cases
             located = cases[cases["index"].notna()]
             failing.loc[located["index"].astype(int).unique()] = True
             failed_columns = {str(c) for c in cases["column"].dropna()}
-            isin = located[
-                located["check"].astype(str).str.startswith("isin") & located["column"].isin(spec.categorical)
-            ]
+            isin = located[located["check"].astype(str).str.startswith("isin") & located["column"].isin(categories)]
             new_category.loc[isin["index"].astype(int).unique()] = True
             category_columns = {str(c) for c in isin["column"]}
         return cls(failing, new_category, frozenset(failed_columns), frozenset(category_columns))
@@ -197,8 +201,12 @@ def missing_values(evidence: Evidence) -> list[CheckResult]:
 
 
 def data_drift(evidence: Evidence) -> list[CheckResult]:
-    """``data_drift``: the share of input columns whose drift test fired, against ``monitor.max_drifted_share``."""
-    inputs = [d for d in evidence.drift if d.role == "input"]
+    """``data_drift``: the share of input columns whose drift test fired, against ``monitor.max_drifted_share``.
+
+    Columns no drift test applies to (method ``skipped``: keys, dates, free text, columns the model
+    does not take) are not counted.
+    """
+    inputs = [d for d in evidence.drift if d.role == "input" and d.method != "skipped"]
     drifted = [d.column for d in inputs if d.drifted]
     share = len(drifted) / len(inputs) if inputs else None
     limit = evidence.monitor.max_drifted_share
@@ -376,7 +384,7 @@ def assess(
         raise MonitorError(f"{source}: the window lacks the model's input column(s) {missing}")
     from conveyor.model.predict import predict
 
-    frame = window[list(spec.columns)].reset_index(drop=True)
+    frame = window[checked_columns(window, spec, contract, target=target)].reset_index(drop=True)
     failures = ContractFailures.of(frame, spec, contract)
     valid = (~failures.failing).to_numpy()
     current = frame[valid].reset_index(drop=True)
@@ -385,7 +393,7 @@ def assess(
         current[PREDICTION] = _as_column(predict(model, current), task)
     reference[PREDICTION] = _as_column(predict(model, reference), task)
     enough = len(frame) >= monitor.min_rows
-    drift = column_drift(reference, current, spec, task, monitor) if enough and len(current) else []
+    drift = column_drift(reference, current, spec, task, monitor, contract=contract) if enough and len(current) else []
     truth = None if labels is None else labels[valid].reset_index(drop=True)
     evidence = Evidence(
         frame, failures, current, reference, drift, truth, timings, model, contract, task, target, monitor, gate
@@ -401,7 +409,23 @@ def assess(
         checks=results,
         drift=drift,
     )
-    return Assessment(report=report, reference=reference, current=current)
+    # Evidently's report takes bools as the categories its drift tests saw (see drift_frame).
+    return Assessment(report=report, reference=drift_frame(reference, contract), current=drift_frame(current, contract))
+
+
+def checked_columns(window: pd.DataFrame, spec: FeatureSpec, contract: Contract, *, target: str) -> list[str]:
+    """The window's columns the monitor checks: the model's inputs, then every other contract column
+    (but the target) the window has a value in.
+
+    A column no record has a value in is left out, not counted as 100% missing: the service logs
+    ``null`` for the optional columns a client did not send (an id, a date, a dropped column).
+    """
+    others = [
+        name
+        for name in contract.columns
+        if name not in spec.columns and name != target and name in window.columns and window[name].notna().any()
+    ]
+    return [*spec.columns, *others]
 
 
 def overall_status(checks: list[CheckResult]) -> MonitorStatus:

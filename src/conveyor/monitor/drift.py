@@ -18,11 +18,21 @@ import pandas as pd
 
 from conveyor.artifacts import ColumnDrift
 from conveyor.config import MonitorConfig
+from conveyor.contract import Contract
 from conveyor.errors import MonitorError
 from conveyor.model.features import FeatureSpec
 from conveyor.model.registry import Task
 
-__all__ = ["PREDICTION", "TEST_KINDS", "column_drift", "evidently_quiet", "import_evidently"]
+__all__ = [
+    "NOT_AN_INPUT",
+    "PREDICTION",
+    "SKIPPED",
+    "TEST_KINDS",
+    "column_drift",
+    "drift_frame",
+    "evidently_quiet",
+    "import_evidently",
+]
 
 PREDICTION = "prediction"
 # Evidently's default per-column tests (chosen by column type and reference size) and what their
@@ -65,17 +75,68 @@ def import_evidently() -> None:
         import evidently  # noqa: F401
 
 
+# Why a column gets no drift test, by contract type; each is still checked against the contract
+# (invalid_records) and for missing values.
+SKIPPED: dict[str, str] = {
+    "datetime": "a date: each window brings dates the training data never had, so it would always drift",
+    "text": "free text: no drift test on raw text",
+    "string": "free text: no drift test on raw text",
+    "id": "a key: every record brings a value of its own",
+}
+NOT_AN_INPUT = "not a model input: the reference keeps the model's inputs only"
+
+
+def drift_frame(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """``frame`` with each ``bool`` column as the text ``"false"``/``"true"``, as drift tests and Evidently take it.
+
+    Booleans are categories here, whatever form they arrived in: ``bool`` or pandas' ``boolean``
+    (the reference), JSON ``true``/``false`` (the prediction log) or ``0.0``/``1.0`` (references
+    packaged before bools were kept as bools). Missing values stay missing.
+    """
+    out = frame.copy()
+    for name in frame.columns:
+        spec = contract.columns.get(str(name))
+        if spec is not None and spec.type == "bool":
+            values = pd.to_numeric(frame[name].astype("object").where(frame[name].notna(), None), errors="coerce")
+            out[name] = values.map(lambda v: None if pd.isna(v) else "true" if v == 1 else "false").astype("object")
+    return out
+
+
 def column_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, spec: FeatureSpec, task: Task, monitor: MonitorConfig
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    spec: FeatureSpec,
+    task: Task,
+    monitor: MonitorConfig,
+    *,
+    contract: Contract | None = None,
 ) -> list[ColumnDrift]:
-    """Evidently's per-column drift test for every input column and the prediction."""
+    """Evidently's per-column drift test for every input column and the prediction.
+
+    With the ``contract``, each column is tested as its type says (numbers as numbers; categories
+    and bools as categories) or skipped with the reason (:data:`SKIPPED`), and so is every other
+    column of ``current`` (contract columns the model does not take: by their type's reason, else
+    :data:`NOT_AN_INPUT`).
+    Without it, the model's numeric inputs are numbers and the rest categories.
+    """
     import_evidently()
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
     numeric = set(spec.numeric) | ({PREDICTION} if task == "regression" else set())
+    skipped: dict[str, str] = {}
+    if contract is not None:
+        types = {name: contract.columns[name].type for name in spec.columns if name in contract.columns}
+        numeric = {name for name, kind in types.items() if kind in ("int", "float")} | (numeric & {PREDICTION})
+        others = [str(c) for c in current.columns if c not in spec.columns and c != PREDICTION]
+        types |= {name: contract.columns[name].type for name in others if name in contract.columns}
+        skipped = {name: SKIPPED[kind] for name, kind in types.items() if kind in SKIPPED}
+        skipped |= {name: NOT_AN_INPUT for name in others if name not in skipped}
+        reference, current = drift_frame(reference, contract), drift_frame(current, contract)
     planned = []
     for column in [*spec.columns, PREDICTION]:
+        if column in skipped:
+            continue
         kind = ColumnType.Numerical if column in numeric else ColumnType.Categorical
         ref, cur = (
             _values(reference[column], kind is ColumnType.Numerical),
@@ -122,6 +183,19 @@ def column_drift(
                     drifted=bool(outcome.drifted),
                 )
             )
+    results += [
+        ColumnDrift(
+            column=column,
+            role="input",
+            method="skipped",
+            kind="p_value",
+            score=None,
+            threshold=monitor.drift_p_value,
+            drifted=False,
+            reason=reason,
+        )
+        for column, reason in skipped.items()
+    ]
     return results
 
 

@@ -29,7 +29,11 @@ def write_html(assessment: Assessment, path: Path, monitor: MonitorConfig) -> No
     tested = [d for d in assessment.report.drift if d.method in TEST_KINDS]
     if not tested:
         return
-    numeric = [d.column for d in tested if pd.api.types.is_numeric_dtype(assessment.reference[d.column])]
+    # Only the tested columns: Evidently would guess a type for any other (a date, an id, free text).
+    names = [d.column for d in tested]
+    current, reference = assessment.current[names], assessment.reference[names]
+    # Bools arrive as "false"/"true" text (drift_frame): categories, as their drift test took them.
+    numeric = [d.column for d in tested if pd.api.types.is_numeric_dtype(reference[d.column])]
     definition = DataDefinition(
         numerical_columns=numeric, categorical_columns=[d.column for d in tested if d.column not in numeric]
     )
@@ -44,8 +48,8 @@ def write_html(assessment: Assessment, path: Path, monitor: MonitorConfig) -> No
     )
     with evidently_quiet():
         snapshot = Report([preset]).run(
-            Dataset.from_pandas(assessment.current, data_definition=definition),
-            Dataset.from_pandas(assessment.reference, data_definition=definition),
+            Dataset.from_pandas(current, data_definition=definition),
+            Dataset.from_pandas(reference, data_definition=definition),
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         snapshot.save_html(str(path))
@@ -71,6 +75,9 @@ def summary_markdown(report: MonitorReport) -> str:
         lines += [f"**Drifted columns:** {shown}", ""]
     elif report.drift:
         lines += ["**Drifted columns:** none", ""]
+    skipped = [d for d in report.drift if d.method == "skipped"]
+    if skipped:
+        lines += ["**Not tested for drift:** " + "; ".join(f"`{d.column}` ({d.reason})" for d in skipped), ""]
     lines += ["| check | status | value | threshold | columns | detail |", "|---|---|---|---|---|---|"]
     for check in report.checks:
         value = "-" if check.value is None else f"{check.value:.4g}"

@@ -50,7 +50,8 @@ def run(
     source = logs if logs is not None else str(current)
     window = read_logs(source) if logs is not None else io.read_source(source)
     target = bundle.info.target
-    truth = attach_labels(window, read_labels(labels, target=target), target=target) if labels else None
+    keys = bundle.contract.columns_of("id")
+    truth = attach_labels(window, read_labels(labels, target=target, keys=keys), target=target) if labels else None
     stage_timings = StageTimings.model_validate(io.read_json(timings)) if timings else None
     assessment = assess(
         reference,

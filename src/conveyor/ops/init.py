@@ -1,7 +1,7 @@
 """``conveyor init``: retarget the template to another table in one command.
 
-:func:`retarget` reads a sample, infers its data contract (:func:`conveyor.contract.infer_contract`,
-as ``conveyor schema infer`` does) and the task, and rewrites the keys of ``params.yaml`` that
+:func:`retarget` reads a sample, infers its data contract (:func:`conveyor.contract.infer`, as
+``conveyor schema infer`` does, with the reason for each column's type) and the task, and rewrites the keys of ``params.yaml`` that
 belong to a dataset; every other setting, and every comment, stays as it was.
 
 Task, unless given: a target of text or true/false values, or of whole numbers with at most
@@ -37,7 +37,7 @@ from ruamel.yaml.tokens import CommentToken
 
 from conveyor import io
 from conveyor.config import Config, parse_config
-from conveyor.contract import Contract, infer_contract
+from conveyor.contract import Contract, infer
 from conveyor.errors import ConfigError, ConveyorError, yaml_problem
 from conveyor.model.registry import Task
 
@@ -96,6 +96,8 @@ class Retargeted:
     config: Config
     contract: Contract
     choice: TaskChoice
+    # One line per column: what it became and why (conveyor.contract.Inferred.lines).
+    columns: tuple[str, ...] = ()
 
 
 def infer_task(target: pd.Series) -> TaskChoice:
@@ -162,7 +164,8 @@ def retarget(
         raise InitError(f"--target {target!r} is not a column of the data; {hint}")
     choice = TaskChoice(task, f"--task {task}") if task is not None else infer_task(df[target])
     check_target(df[target], choice.task)
-    contract = infer_contract(df, target=target, max_categories=max_categories)
+    inferred = infer(df, target=target, max_categories=max_categories)
+    contract = inferred.contract
     estimator, estimator_params = ESTIMATORS[choice.task]
     gate = gate_settings(df[target], choice.task)
     settings: dict[tuple[str, ...], Any] = {
@@ -182,7 +185,7 @@ def retarget(
     if choice.task == "classification":
         settings["split", "stratify"] = bool(df[target].value_counts().min() >= 2)
     text = edit_yaml(params, settings, comments=COMMENTS[choice.task], source="params.yaml")
-    return Retargeted(text, parse_config(yaml.safe_load(text)), contract, choice)
+    return Retargeted(text, parse_config(yaml.safe_load(text)), contract, choice, tuple(inferred.lines()))
 
 
 def edit_yaml(

@@ -57,8 +57,10 @@ class Engine:
             self.predict_proba(records)
 
     def predict(self, records: Records) -> list[Any]:
-        """One label (classification) or value (regression) per record."""
+        """One label (classification; ``true``/``false`` for a bool target) or value (regression) per record."""
         values = self.predictor.predict_rows(records)
+        if self.bundle.bool_labels:
+            return [str(v) == "true" for v in values]
         if self.bundle.is_classifier:
             return [str(v) for v in values]
         return np.asarray(values, dtype=np.float64).tolist()  # type: ignore[no-any-return]

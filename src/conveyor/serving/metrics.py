@@ -60,7 +60,7 @@ class ServiceMetrics:
         )
         self.log_records = register_log_counter(registry)
         self.paths = frozenset(paths)
-        self.columns = frozenset(bundle.columns)
+        self.columns = frozenset((*bundle.columns, *bundle.other_columns))
         self.edges = list(bundle.info.prediction_buckets or [])
         self.buckets = [f"<={edge:g}" for edge in self.edges] + [f">{self.edges[-1]:g}" if self.edges else "all"]
         # Resolving labels takes a lock and a lookup; the series are few, keep them.

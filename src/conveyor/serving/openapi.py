@@ -71,7 +71,8 @@ def openapi(bundle: Bundle, request_body: TypeAdapter[Any], routes: Iterable[Rou
     loading = limited | {status: refusals[status] for status in ("429", "503", "504")}
     if bundle.is_classifier:
         classes = list(bundle.info.classes or [])
-        labels: dict[str, Any] = {"type": "array", "items": {"type": "string", "enum": classes}}
+        label = {"type": "boolean"} if bundle.bool_labels else {"type": "string", "enum": classes}
+        labels: dict[str, Any] = {"type": "array", "items": label}
         probability = {"type": "number", "minimum": 0.0, "maximum": 1.0}
         schemas["Probabilities"] = {
             "type": "object",

@@ -30,10 +30,19 @@ if TYPE_CHECKING:
     from bentoml.monitoring import MonitorBase
 
 from conveyor.config import PredictionLogConfig
+from conveyor.contract import Contract
 from conveyor.model.features import FeatureSpec
 from conveyor.model.registry import Task
 
-__all__ = ["MONITOR_NAME", "BentoMonitorExporter", "Exporter", "LoggedRequest", "PredictionLog", "register"]
+__all__ = [
+    "MONITOR_NAME",
+    "BentoMonitorExporter",
+    "Exporter",
+    "LoggedRequest",
+    "PredictionLog",
+    "log_types",
+    "register",
+]
 
 logger = logging.getLogger("conveyor.serving")
 
@@ -175,14 +184,24 @@ def _quiet_json_formatter_import() -> None:
 class BentoMonitorExporter:
     """Logs one request through ``bentoml.monitor``: one record per input record, the id as BentoML's.
 
-    Columns: each input column (role ``feature``), ``prediction`` (the label or value; for
+    Columns: each input column (role ``feature``), each of ``others`` (the contract's columns the
+    model does not take: ids, so that labels can be joined on them later, dates, text; role
+    ``metadata``, null where a record left it out), ``prediction`` (the label or value; for
     ``/predict_proba`` the most probable class) and ``probabilities`` (``/predict_proba`` only, in
     the order of the model's classes) with role ``prediction``, and ``endpoint`` and ``model_tag``
     (role ``metadata``). BentoML adds ``timestamp``, ``request_id`` (set here to Conveyor's id)
-    and ``trace_id``.
+    and ``trace_id``. ``others`` maps each column to its BentoML data type (:func:`log_types`).
     """
 
-    def __init__(self, *, spec: FeatureSpec, task: Task, classes: Sequence[str], model_tag: str) -> None:
+    def __init__(
+        self,
+        *,
+        spec: FeatureSpec,
+        task: Task,
+        classes: Sequence[str],
+        model_tag: str,
+        others: Mapping[str, str] | None = None,
+    ) -> None:
         import bentoml
         from bentoml._internal.context import trace_context
 
@@ -197,6 +216,7 @@ class BentoMonitorExporter:
         self.columns = [(name, "numerical") for name in spec.numeric] + [
             (name, "categorical") for name in spec.categorical
         ]
+        self.others = list((others or {}).items())
         self.prediction_type = "categorical" if task == "classification" else "numerical"
         self.classes = list(classes)
         self.model_tag = model_tag
@@ -206,6 +226,7 @@ class BentoMonitorExporter:
         records, size = request.records, len(request.records)
         # Every column is built before the monitor is touched: an error here leaves it clean.
         columns = [([record[name] for record in records], name, "feature", kind) for name, kind in self.columns]
+        columns += [([record.get(name) for record in records], name, "metadata", kind) for name, kind in self.others]
         if request.endpoint == "/predict_proba":
             predictions: list[Any] = [max(answer, key=answer.__getitem__) for answer in request.outputs]
             probabilities: list[Any] = [[answer[name] for name in self.classes] for answer in request.outputs]
@@ -237,6 +258,11 @@ class BentoMonitorExporter:
         for column in columns:
             self.monitor.log_batch(*column)
         self.monitor.stop_record()
+
+
+def log_types(contract: Contract, columns: Sequence[str]) -> dict[str, str]:
+    """Each of ``columns`` with the BentoML data type it is logged as: ``numerical`` for numbers and bools, else ``categorical``."""
+    return {name: "numerical" if contract.columns[name].is_numeric else "categorical" for name in columns}
 
 
 def register(registry: CollectorRegistry | None) -> Counter:

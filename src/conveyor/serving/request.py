@@ -9,10 +9,15 @@ they are: no object per record, no dump back to a dict, no aliases.
 
 Choices, applied the same way to every field:
 
-- Every field is required; a nullable column accepts an explicit ``null``, not an absent key
-  (an absent key is more often a client bug than a deliberate "unknown").
+- Every model input is required; a nullable column accepts an explicit ``null``, not an absent
+  key (an absent key is more often a client bug than a deliberate "unknown").
+- The contract's other columns (ids, dates, text, columns in ``features.drop``; not the target)
+  may be sent too, checked by the same rules, and are ignored by the model: a row of the user's own
+  table can be posted as it is, and its ids reach the prediction log.
 - Types are strict: ``"39.1"`` is not a number and ``true`` is not a number. An integer column
   accepts ``181`` and ``181.0`` (pandas writes integer columns with gaps as floats) but not ``181.5``.
+  A ``bool`` is JSON ``true``/``false``; a ``datetime`` an ISO 8601 string (``"2024-05-01"``,
+  ``"2024-05-01T13:45:00Z"``), kept as sent; an ``id`` a string or a whole number.
 - Floats must be finite: ``NaN`` and ``Infinity`` are refused (the JSON parser accepts them).
 - A category outside the contract's list is refused, not passed to the encoder: the model has
   never seen it, and an explicit error is more useful to a client than a silent guess.
@@ -23,12 +28,23 @@ Choices, applied the same way to every field:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictStr,
+    TypeAdapter,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from conveyor.contract import ColumnSpec, Contract
+from conveyor.contract import ISO_DATETIME, ColumnSpec, Contract, is_iso_datetime
 
 __all__ = ["body_type", "example_record", "field_type", "record_type", "request_type"]
 
@@ -42,6 +58,24 @@ def _number_only(value: Any) -> Any:
     if isinstance(value, (str, bool)):
         raise ValueError("Input should be a valid integer")
     return value
+
+
+def _iso_datetime(value: str) -> str:
+    if not is_iso_datetime(value):
+        raise PydanticCustomError(
+            "iso_datetime", "Input should be an ISO 8601 date or date-time, e.g. 2024-05-01 or 2024-05-01T13:45:00Z"
+        )
+    return value
+
+
+def _key(value: Any) -> Any:
+    # One check rather than a union: a union's errors name each branch (`k.int`, `k.str`) in `loc`.
+    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.strip()):
+        return value
+    raise PydanticCustomError("key_type", "Input should be a key: a whole number or text that is not blank")
+
+
+KEY_SCHEMA = {"anyOf": [{"type": "integer"}, {"type": "string", "minLength": 1}]}
 
 
 def field_type(spec: ColumnSpec) -> Any:
@@ -58,6 +92,13 @@ def field_type(spec: ColumnSpec) -> Any:
         base = StrictBool
     elif spec.type == "category" and spec.categories:
         base = Literal[tuple(spec.categories)]
+    elif spec.type == "datetime":
+        # Kept as the text sent: it is logged as JSON, and a feature kind parses it as train did.
+        base = Annotated[
+            str, Field(strict=True, json_schema_extra={"pattern": ISO_DATETIME.pattern}), AfterValidator(_iso_datetime)
+        ]
+    elif spec.type == "id":
+        base = Annotated[int | str, PlainValidator(_key, json_schema_input_type=int | str), WithJsonSchema(KEY_SCHEMA)]
     else:
         base = StrictStr
     if spec.nullable:
@@ -65,16 +106,21 @@ def field_type(spec: ColumnSpec) -> Any:
     return Annotated[base, Field(description=description)]
 
 
-def record_type(contract: Contract, columns: Sequence[str], *, name: str = "Record") -> Any:
-    """A ``TypedDict`` for one input record: a required key per column in ``columns``.
+def record_type(
+    contract: Contract, columns: Sequence[str], *, optional: Sequence[str] = (), name: str = "Record"
+) -> Any:
+    """A ``TypedDict`` for one input record: a required key per column in ``columns``, an optional one per ``optional``.
 
-    ``columns`` are the model's input columns (from the packaged model's metadata); each must be
-    in the contract. The keys are the contract's column names whatever they contain.
+    ``columns`` are the model's input columns (from the packaged model's metadata), ``optional``
+    the contract's other columns a record may carry (:attr:`conveyor.bundle.Bundle.other_columns`); each must be in the
+    contract. The keys are the contract's column names whatever they contain.
     """
-    unknown = [column for column in columns if column not in contract.columns]
+    unknown = [column for column in (*columns, *optional) if column not in contract.columns]
     if unknown:
         raise ValueError(f"model input columns not in the data contract: {unknown}")
-    record = _typed_dict(name, {column: field_type(contract.columns[column]) for column in columns})
+    fields = {column: field_type(contract.columns[column]) for column in columns}
+    fields |= {column: NotRequired[field_type(contract.columns[column])] for column in optional if column not in fields}
+    record = _typed_dict(name, fields)
     record.__pydantic_config__ = RECORD_CONFIG
     return record
 
@@ -86,7 +132,8 @@ def body_type(record: Any, *, max_records: int, example: Mapping[str, Any] | Non
         Field(
             min_length=1,
             max_length=max_records,
-            description=f"1 to {max_records} records, each with every model input column",
+            description=f"1 to {max_records} records, each with every model input column (and, if wished, "
+            "the contract's other columns but the target: ignored by the model, ids logged)",
             examples=[[dict(example)]] if example is not None else None,
         ),
     ]
@@ -110,6 +157,10 @@ def example_record(contract: Contract, columns: Sequence[str]) -> dict[str, Any]
             example[column] = round(middle) if spec.type == "int" else middle
         elif spec.type == "bool":
             example[column] = False
+        elif spec.type == "datetime":
+            example[column] = "2024-05-01T12:00:00Z"
+        elif spec.type == "id":
+            example[column] = "1"
         elif spec.categories:
             example[column] = spec.categories[0]
         else:
@@ -117,11 +168,13 @@ def example_record(contract: Contract, columns: Sequence[str]) -> dict[str, Any]
     return example
 
 
-def request_type(contract: Contract, columns: Sequence[str], *, max_records: int) -> TypeAdapter[dict[str, Any]]:
+def request_type(
+    contract: Contract, columns: Sequence[str], *, max_records: int, optional: Sequence[str] = ()
+) -> TypeAdapter[dict[str, Any]]:
     """Validation of a whole request body, from JSON bytes to ``{"records": [dict, ...]}``.
 
-    ``columns`` are the model's input columns; the body's example (on the OpenAPI page) is
-    :func:`example_record`.
+    ``columns`` are the model's input columns, ``optional`` the other columns a record may carry
+    (:attr:`conveyor.bundle.Bundle.other_columns`); the body's example (on the OpenAPI page) is :func:`example_record`.
     """
-    record = record_type(contract, columns)
+    record = record_type(contract, columns, optional=optional)
     return TypeAdapter(body_type(record, max_records=max_records, example=example_record(contract, columns)))

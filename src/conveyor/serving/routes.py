@@ -173,7 +173,9 @@ class ServingApp:
         self.engine: Engine | None = None
         self.batcher: Batcher | None = None
         self.log: PredictionLog | None = None
-        self.request = request_type(bundle.contract, bundle.columns, max_records=bundle.serve.max_records)
+        self.request = request_type(
+            bundle.contract, bundle.columns, max_records=bundle.serve.max_records, optional=bundle.other_columns
+        )
         self.routes = tuple(route for route in ROUTES if bundle.is_classifier or route.kind != "probabilities")
         self.predictions: dict[str, ASGIApp] = {
             route.path: Prediction(self, path=route.path, proba=route.kind == "probabilities")
@@ -241,6 +243,8 @@ class ServingApp:
         outputs = request.outputs
         if proba:
             labels = [max(answer, key=answer.__getitem__) for answer in outputs]
+        elif self.bundle.bool_labels:
+            labels = ["true" if answer else "false" for answer in outputs]
         elif self.bundle.is_classifier:
             labels = list(outputs)
         else:

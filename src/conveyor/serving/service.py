@@ -32,7 +32,7 @@ from bentoml._internal.configuration.containers import BentoMLContainer
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from conveyor.bundle import MODEL_NAME, PACKAGE_REPORT, Bundle, BundleError, read_package_report
-from conveyor.serving.prediction_log import BentoMonitorExporter
+from conveyor.serving.prediction_log import BentoMonitorExporter, log_types
 from conveyor.serving.routes import ServingApp
 
 __all__ = ["Conveyor", "ConveyorService", "model_tag", "prediction_exporter"]
@@ -129,4 +129,10 @@ def prediction_exporter() -> BentoMonitorExporter | None:
     if not BentoMLContainer.config.monitoring.enabled.get():
         return None
     info = BUNDLE.info
-    return BentoMonitorExporter(spec=BUNDLE.spec, task=info.task, classes=info.classes or [], model_tag=info.model_tag)
+    return BentoMonitorExporter(
+        spec=BUNDLE.spec,
+        task=info.task,
+        classes=info.classes or [],
+        model_tag=info.model_tag,
+        others=log_types(BUNDLE.contract, BUNDLE.other_columns),
+    )

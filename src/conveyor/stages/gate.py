@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 
@@ -128,9 +128,11 @@ def find_champion(
     if isinstance(fetched, Absent):
         return without(fetched.status, fetched.reason)
     data, identity = fetched
-    champion_sha256 = hashlib.sha256(data).hexdigest()
+    champion_sha256 = None if data is None else hashlib.sha256(data).hexdigest()
     if champion_sha256 == model_sha256:
         return without("same_model", f"the model at {rev} is this same model: nothing to compare", champion_sha256)
+    # Before the model file: after `conveyor init` the old model is seldom in the cache, and its
+    # card (tracked in git) says all there is to say.
     predicts = None if identity is None else ModelIdentity.model_validate_json(identity)
     if predicts is not None and (predicts.task, predicts.target) != (cfg.task, cfg.data.target):
         reason = (
@@ -138,6 +140,12 @@ def find_champion(
             f"({cfg.task}): nothing comparable, thresholds alone decide"
         )
         return without("other_target", reason, champion_sha256)
+    if data is None:
+        return without(
+            "not_in_cache",
+            f"the model committed at {rev} is in neither the DVC cache nor a remote "
+            f"(`dvc pull {model_path.as_posix()}` on {rev} restores it); thresholds alone decide",
+        )
     try:
         model = io.model_from_bytes(data, source=f"{model_path.as_posix()}@{rev}")
         baseline = score(model, test, target=cfg.data.target, task=cfg.task)
@@ -166,8 +174,8 @@ class Absent(NamedTuple):
     reason: str
 
 
-def _fetch(rev: str, path: str, card: str, *, root: Path) -> tuple[bytes, bytes | None] | Absent:
-    """The model file and its ``model.json`` at ``rev``, or why there is none."""
+def _fetch(rev: str, path: str, card: str, *, root: Path) -> tuple[bytes | None, bytes | None] | Absent:
+    """The model file (None when in no cache or remote) and its ``model.json`` at ``rev``, or why there is none."""
     from dvc.api import DVCFileSystem
 
     found = resolve_revision(rev, root)
@@ -177,15 +185,18 @@ def _fetch(rev: str, path: str, card: str, *, root: Path) -> tuple[bytes, bytes 
     try:
         if not fs.exists(path):
             return Absent("not_tracked", f"{rev} does not track {path}; thresholds alone decide")
-        return fs.read_bytes(path), fs.read_bytes(card) if fs.exists(card) else None
-    except FileNotFoundError:
-        return Absent(
-            "not_in_cache",
-            f"the model committed at {rev} is in neither the DVC cache nor a remote "
-            f"(`dvc pull {path}` on {rev} restores it); thresholds alone decide",
-        )
+        identity = _read_or_none(fs, card) if fs.exists(card) else None
+        return _read_or_none(fs, path), identity
     finally:
         fs.close()
+
+
+def _read_or_none(fs: Any, path: str) -> bytes | None:
+    # A DVC-tracked file that is in neither the cache nor a remote reads as FileNotFoundError.
+    try:
+        return bytes(fs.read_bytes(path))
+    except FileNotFoundError:
+        return None
 
 
 def check_model(model_path: Path, evaluation: EvaluationRecord, *, source: Path) -> str:

@@ -124,6 +124,8 @@ _CHECKS: dict[str, tuple[str, str]] = {
     "is_integer": ("type", "expected whole numbers (type int), found fractions"),
     "isin": ("categories", "values outside the contract's allowed set {allowed}"),
     "is_text": ("type", "expected text values (type {type}), found other types"),
+    "is_datetime": ("type", "expected ISO 8601 dates or date-times (type datetime, e.g. 2024-05-01T13:45:00Z)"),
+    "is_key": ("type", "expected keys: non-blank text or whole numbers (type id)"),
     "field_uniqueness": ("unique", "duplicate values in a unique key"),
     "multiple_fields_uniqueness": ("unique", "duplicate values in a unique key"),
 }
@@ -150,6 +152,8 @@ def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
             continue
         spec = contract.columns.get(str(column))
         check_name, template = _CHECKS.get(name, (name, "failed the contract check {check}"))
+        if spec is not None and spec.type == "bool" and name in {"coerce_dtype", "isin"}:
+            template = "expected true/false values (type bool; 1/0 are read as true/false)"
         allowed = list(spec.categories) if spec is not None and spec.categories is not None else [0, 1]
         message = template.format(
             type=spec.type if spec else "?",
