@@ -180,12 +180,12 @@ def test_conform_keeps_booleans_and_turns_numeric_text_into_numbers() -> None:
     assert out["n"].tolist() == [1.0, 2.0, 3.0]
 
 
-def test_conform_turns_numeric_dtypes_into_float64() -> None:
+def test_conform_turns_numeric_dtypes_into_float64_and_keeps_bools_bool() -> None:
     contract = parse_contract({"columns": {"flag": {"type": "bool"}, "n": {"type": "int"}, "x": {"type": "float"}}})
     frame = pd.DataFrame({"flag": [True, False], "n": np.array([1, 2], dtype="int32"), "x": [0.5, np.nan]})
     out = conform(frame, contract)
-    assert out.dtypes.tolist() == [np.float64] * 3
-    assert out["flag"].tolist() == [1.0, 0.0]
+    assert out.dtypes.tolist() == [pd.BooleanDtype(), np.float64, np.float64]
+    assert out["flag"].tolist() == [True, False]
     assert out["n"].tolist() == [1.0, 2.0]
     assert out["x"].iloc[0] == 0.5
     assert np.isnan(out["x"].iloc[1])
