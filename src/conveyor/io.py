@@ -64,17 +64,20 @@ REBUILD = "run `dvc repro` to rebuild it"
 # --- datasets -------------------------------------------------------------------------------
 
 
-def read_source(source: str, *, query: str | None = None, sql: bool = False) -> pd.DataFrame:
+def read_source(
+    source: str, *, query: str | None = None, sql: bool = False, named_by: str = "data.source in params.yaml"
+) -> pd.DataFrame:
     """Read the raw table from a local CSV/Parquet path, an fsspec URL, or a SQL database.
 
     Unreadable input (empty, malformed, not UTF-8, unknown format) raises :class:`DataError`
-    naming the source and the problem.
+    naming the source and the problem; a missing, folder or special file also names ``named_by``,
+    where the path came from (a key or a command-line flag).
     """
     import pandas as pd
 
     if sql:
         return _read_sql(source, query or "")
-    _require_regular_file(source)
+    _require_regular_file(source, named_by)
     suffix = Path(source.split("?", 1)[0]).suffix.lower()
     try:
         if suffix in {".parquet", ".pq"}:
@@ -96,19 +99,19 @@ def read_source(source: str, *, query: str | None = None, sql: bool = False) -> 
     raise DataError(f"{source}: unknown format {suffix!r}; expected .csv or .parquet, or a SQLAlchemy URL")
 
 
-def _require_regular_file(source: str) -> None:
+def _require_regular_file(source: str, named_by: str) -> None:
     # A FIFO, device or socket would block the reader (and DVC's hashing) forever with no message.
     if "://" in source:
         return
     try:
         mode = os.stat(source).st_mode
     except FileNotFoundError:
-        raise DataError(f"{source}: file not found (data.source in params.yaml)") from None
+        raise DataError(f"{source}: file not found ({named_by})") from None
     if stat.S_ISDIR(mode):
-        raise DataError(f"{source}: is a folder; data.source must name a CSV or Parquet file, or a URL")
+        raise DataError(f"{source}: is a folder; {named_by} must name a CSV or Parquet file, or a URL")
     if not stat.S_ISREG(mode):
         raise DataError(
-            f"{source}: not a regular file (a pipe, device or socket); data.source must name a file or a URL"
+            f"{source}: not a regular file (a pipe, device or socket); {named_by} must name a file or a URL"
         )
 
 

@@ -8,6 +8,7 @@ reference and every window are fresh draws from it, so "no drift" is true by con
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.pipeline import Pipeline
 
+from conveyor.artifacts import MonitorReport
 from conveyor.config import Config
 from conveyor.contract import Contract, conform
 from conveyor.model.features import FeatureSpec, resolve_features
@@ -133,3 +136,75 @@ def write_monitor_logs(log_path: Path, requests: list[tuple[str, pd.DataFrame]],
         capture_output=True,
         timeout=120,
     )
+
+
+def evidently_widgets(html: str) -> list[dict[str, Any]]:
+    """Every widget of the dashboard Evidently embeds in its HTML report (nested groups flattened)."""
+    match = re.search(r"var metric_[0-9a-f]+ = ", html)
+    assert match, "no Evidently dashboard in report.html"
+    dashboard, _ = json.JSONDecoder().raw_decode(html, match.end())
+    found: list[dict[str, Any]] = []
+    pending = list(dashboard["widgets"])
+    while pending:
+        widget = pending.pop(0)
+        found.append(widget)
+        pending[:0] = widget.get("widgets") or []
+    return found
+
+
+def assert_html_agrees(out: Path) -> None:
+    """``report.html`` in ``out`` shows what ``monitor.json`` says: Conveyor's verdict and checks at its
+    top, and Evidently's own drift verdict, columns, tests, scores and results below it."""
+    report = MonitorReport.model_validate(json.loads((out / "monitor.json").read_text(encoding="utf-8")))
+    if not report.drift:
+        assert report.html_report is None
+        assert not (out / "report.html").exists()
+        return
+    html = (out / "report.html").read_text(encoding="utf-8")
+    # Conveyor's section: the verdict, each check's status, each column's result.
+    assert f"<h2 data-status='{report.status}'>" in html
+    assert re.findall(r"<tr data-check='([^']+)' data-status='([^']+)'>", html) == [
+        (c.name, c.status) for c in report.checks
+    ]
+    assert re.findall(r"<tr data-column='([^']+)' data-drifted='([^']+)'>", html) == [
+        (d.column, str(d.drifted).lower()) for d in report.drift
+    ]
+    widgets = evidently_widgets(html)
+    counters = [counter for w in widgets if w["type"] == "counter" for counter in w["params"]["counters"]]
+    labels = {counter["label"]: counter["value"] for counter in counters}
+    # Evidently's dataset verdict is the data_drift check's, on the same input columns and share rule.
+    (data_drift,) = [c for c in report.checks if c.name == "data_drift"]
+    inputs = [d for d in report.drift if d.role == "input"]
+    (headline,) = [label for label in labels if label.startswith("Dataset Drift is")]
+    share = float(headline.rsplit(" ", 1)[1])
+    detected = headline.startswith("Dataset Drift is detected")
+    assert detected == (data_drift.status == "alert"), headline
+    assert data_drift.threshold is not None
+    for drifted in range(len(inputs) + 1):
+        fraction = drifted / len(inputs)
+        assert (fraction >= share) == (fraction > data_drift.threshold), (headline, data_drift)
+    assert labels["Columns"] == str(len(inputs))
+    assert labels["Drifted Columns"] == str(len(data_drift.columns))
+    (table,) = [w for w in widgets if w["type"] == "big_table"]
+    rows = {row["column_name"]: row for row in table["params"]["data"]}
+    assert set(rows) == {d.column for d in inputs}
+    for d in inputs:
+        row = rows[d.column]
+        assert row["stattest_name"] == stattest_name(d.method), d
+        assert row["data_drift"] == ("Detected" if d.drifted else "Not Detected"), d
+        assert d.score == pytest.approx(row["drift_score"], abs=1e-6), d
+    # The prediction's drift, a metric of its own, with its test and result.
+    for d in (d for d in report.drift if d.role == "prediction"):
+        (label,) = [c["label"] for c in counters if c["value"] == f"Drift in column '{d.column}'"]
+        assert label.startswith("Data drift detected" if d.drifted else "Data drift not detected"), label
+        assert f"Drift detection method: {stattest_name(d.method)}." in label
+
+
+def stattest_name(method: str) -> str:
+    """The name Evidently's HTML shows for the drift test ``method`` (its registered display name)."""
+    from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
+
+    from conveyor.monitor.drift import _two_sample_chi_square
+
+    _two_sample_chi_square()  # registered, as the monitor registers it
+    return str(next(iter(_registered_stat_tests[method].values())).display_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from conveyor.monitor.checks import Assessment, assess
 from conveyor.monitor.drift import NOT_AN_INPUT, PREDICTION, SKIPPED
 from conveyor.monitor.render import summary_markdown, write_outputs
 from tests.conftest import ROOT, configured, customers
-from tests.monitor.conftest import Population, fitted_model
+from tests.monitor.conftest import Population, assert_html_agrees, fitted_model
 
 TARGET = "species"
 
@@ -186,6 +187,52 @@ def test_outputs_are_the_report_html_and_a_summary_verdict_first(judge: Judge, t
     assert summary.startswith("## Model monitor: 🔴 alert")
     assert "**Drifted columns:** `island`" in summary
     assert "[Evidently report](report.html)" in summary
+    assert_html_agrees(tmp_path)
+
+
+def _with_invalid(window: pd.DataFrame) -> pd.DataFrame:
+    window.loc[:9, "bill_length_mm"] = -1.0
+    return window
+
+
+def _with_missing(window: pd.DataFrame) -> pd.DataFrame:
+    window.loc[: len(window) // 2, "sex"] = None
+    return window
+
+
+# Every kind of window these tests judge, each rendered and its HTML compared with its JSON.
+WINDOWS: dict[str, Callable[[Population], pd.DataFrame]] = {
+    "same distribution": lambda p: p.draw(500, np.random.default_rng(1)),
+    "too few": lambda p: p.draw(99, np.random.default_rng(2)),
+    "two records": lambda p: p.draw(2, np.random.default_rng(2)),
+    "body_mass_g shifted": lambda p: p.shifted(500, np.random.default_rng(3), "body_mass_g"),
+    "flipper_length_mm shifted": lambda p: p.shifted(500, np.random.default_rng(3), "flipper_length_mm"),
+    "bill_depth_mm shifted": lambda p: p.shifted(500, np.random.default_rng(4), "bill_depth_mm"),
+    "island remixed": lambda p: p.remixed(500, np.random.default_rng(12), "island", "Biscoe", "Torgersen"),
+    "sex remixed": lambda p: p.remixed(500, np.random.default_rng(300), "sex", "male", "female"),
+    "invalid records": lambda p: _with_invalid(p.draw(500, np.random.default_rng(5))),
+    "missing values": lambda p: _with_missing(p.draw(500, np.random.default_rng(6))),
+}
+
+
+@pytest.mark.parametrize("name", WINDOWS)
+@pytest.mark.parametrize("max_drifted_share", [0.0, 0.2])
+def test_the_html_report_agrees_with_monitor_json(
+    judge: Judge, tmp_path: Path, name: str, max_drifted_share: float
+) -> None:
+    settings = judge.params.monitor.model_copy(update={"max_drifted_share": max_drifted_share})
+    write_outputs(judge(WINDOWS[name](judge.population), settings=settings), tmp_path, settings)
+    assert_html_agrees(tmp_path)
+
+
+def test_share_checks_of_too_few_records_are_insufficient_data(judge: Judge) -> None:
+    window = judge.population.draw(2, np.random.default_rng(7))
+    window.loc[0, "sex"] = None  # a 50% missing rate, of two records
+    window.loc[1, "bill_length_mm"] = -1.0  # a 50% share of invalid records
+    report = judge(window).report
+    assert report.status == "insufficient_data", [c for c in report.checks if c.status != "insufficient_data"]
+    for name in ("volume", "invalid_records", "new_categories", "missing_values", "data_drift", "prediction_drift"):
+        assert check(report, name)[0] == "insufficient_data", name
 
 
 def test_a_window_without_the_model_columns_is_refused(judge: Judge) -> None:

@@ -17,7 +17,7 @@ from conveyor.bundle import REFERENCE_FILE, read_package_report
 from conveyor.contract import Contract
 from conveyor.serving.prediction_log import MONITOR_NAME
 from tests.conftest import ROOT, free_port, run, running, tool_env
-from tests.monitor.conftest import LOG_PATH_OPTION, Population, write_monitor_logs
+from tests.monitor.conftest import LOG_PATH_OPTION, Population, assert_html_agrees, write_monitor_logs
 
 
 def resampled(repo: Path, rows: int, seed: int) -> pd.DataFrame:
@@ -46,6 +46,7 @@ def test_monitor_judges_exports_and_logs_against_the_packaged_reference(
     assert "monitor: ok (500 records; alerts: none)" in result.stdout
     verdict = json.loads((tmp_path / "same" / "monitor.json").read_text())
     assert (verdict["status"], verdict["model_tag"], verdict["reference_rows"]) == ("ok", model_tag, len(train))
+    assert_html_agrees(tmp_path / "same")
 
     shifted = resampled(reproduced_repo, 500, seed=2)
     shifted["flipper_length_mm"] = (shifted["flipper_length_mm"] + shifted["flipper_length_mm"].std()).round()
@@ -68,13 +69,22 @@ def test_monitor_judges_exports_and_logs_against_the_packaged_reference(
     (data_drift,) = [c for c in verdict["checks"] if c["name"] == "data_drift"]
     assert data_drift["columns"] == ["flipper_length_mm"]
     assert (out / "summary.md").read_text().startswith("## Model monitor: 🔴 alert")
-    assert (out / "report.html").stat().st_size > 0
+    assert_html_agrees(out)
 
     logs = tmp_path / "monitoring"
     records = resampled(reproduced_repo, 60, seed=3).drop(columns=["species", "year"])
     write_monitor_logs(logs, [("0123456789abcdef", records)], contract)
     result = run(reproduced_repo, "conveyor", "monitor", "--logs", logs, "--out", tmp_path / "few", "--fail-on-alert")
     assert "monitor: insufficient_data (60 records; alerts: none)" in result.stdout
+    assert_html_agrees(tmp_path / "few")
+
+
+@pytest.mark.slow
+def test_a_missing_current_window_names_the_flag(reproduced_repo: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nonexistent.csv"
+    result = run(reproduced_repo, "conveyor", "monitor", "--current", missing, "--out", tmp_path / "out", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"conveyor monitor: error: {missing}: file not found (--current)"
 
 
 @pytest.mark.slow
@@ -184,6 +194,8 @@ def test_served_traffic_is_logged_and_a_shift_is_named(
     assert calm["rows"] == len(same)
     moved = verdict(reproduced_repo, window(tmp_path / "shifted", lines, shifted), tmp_path / "out-shifted")
     assert moved["status"] == "alert", moved
+    assert_html_agrees(tmp_path / "out-same")
+    assert_html_agrees(tmp_path / "out-shifted")
     checks = {check["name"]: check for check in moved["checks"]}  # type: ignore[attr-defined]
     assert checks["data_drift"]["columns"] == [SHIFTED]
     shutil.rmtree(logs)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import subprocess
+import sys
 import tarfile
 import tomllib
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +22,7 @@ from conveyor.artifacts import Check, GateVerdict, ModelCard, PackageReport
 from conveyor.config import Config
 from conveyor.errors import ArtifactError
 from conveyor.stages import package
-from tests.conftest import ROOT, clone_of, run
+from tests.conftest import BIN, ROOT, clone_of, free_port, run, running
 
 REJECTED = GateVerdict(
     accepted=False,
@@ -145,7 +149,7 @@ def test_bentoml_build_at_the_root_makes_a_bento_with_the_model(
         for name in ("model.skops", "model.onnx", "contract.yaml", "conveyor.json")
     }
     assert expected <= names
-    assert "./src/src/conveyor/serving/service.py" in names
+    assert "./src/conveyor/serving/service.py" in names  # at the root of the bento's src/, where serve imports from
     assert set(pins(repo / "requirements/serve.txt").items()) <= set(pins_in(requirements).items())
 
 
@@ -173,3 +177,132 @@ def test_the_bento_pins_are_the_lock_files_versions() -> None:
     project = next(package for package in lock["package"] if package["name"] == "conveyor")
     runtime = {dependency["name"] for dependency in project["dependencies"]}
     assert runtime - set(pinned) == set()
+
+
+# The pipeline's tools, the monitor's and the feature store's: none of them is imported by serving.
+TRAINING_ONLY = frozenset(
+    {
+        "dvc",
+        "dvc-s3",
+        "dvclive",
+        "celery",
+        "optuna",
+        "pygit2",
+        "gitpython",
+        "psycopg",
+        "psycopg-binary",
+        "hydra-core",
+        "vl-convert-python",
+        "pandera",
+        "sqlalchemy",
+        "skl2onnx",
+        "onnxmltools",
+        "onnx",
+        "evidently",
+        "feast",
+        "ruamel-yaml",
+    }
+)
+
+
+def test_the_serving_requirements_hold_no_training_package() -> None:
+    groups = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["dependency-groups"]
+    # The direct members of the groups serving does not install, as the lock names them.
+    not_serving = {
+        re.sub(r"[-_.]+", "-", re.split(r"[\[=<>!~;\s]", spec, maxsplit=1)[0]).lower()
+        for group in ("pipeline", "monitor")
+        for spec in groups.get(group, [])
+    }
+    assert not_serving >= {"dvc", "optuna", "evidently"}  # the groups this test reads still exist
+    pinned = set(pins(ROOT / "requirements/serve.txt"))
+    assert sorted(pinned & (TRAINING_ONLY | not_serving)) == []
+
+
+def test_the_serving_requirements_are_a_fresh_export_of_the_lock(tmp_path: Path) -> None:
+    # The command `make bento` runs, read from the Makefile so the two cannot drift apart.
+    recipe = next(
+        line.strip() for line in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines() if "$(UV) export" in line
+    )
+    args = shlex.split(recipe.replace("$(UV)", str(BIN / "uv")))
+    out = args.index("-o")
+    assert args[out + 1] == "requirements/serve.txt"
+    args[out + 1] = str(tmp_path / "serve.txt")
+    subprocess.run(args, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    assert (tmp_path / "serve.txt").read_text(encoding="utf-8") == (ROOT / "requirements/serve.txt").read_text(
+        encoding="utf-8"
+    ), "requirements/serve.txt is not what uv.lock exports: run `make bento`"
+
+
+@pytest.mark.slow
+def test_the_bento_serves_by_tag_from_an_environment_of_its_own_requirements(
+    reproduced_repo: Path, tmp_path: Path
+) -> None:
+    """Nothing of the project's: an environment built from the bento's requirements alone, served
+    by tag from an unrelated folder; the code served is the bento's own copy."""
+    bento_tag = io.read_artifact(reproduced_repo / "reports/package.json", PackageReport).bento_tag
+    name, version = bento_tag.split(":", 1)
+    bento = Path(os.environ["BENTOML_HOME"]) / "bentos" / name / version
+    uv, env = ROOT / ".tools/bin/uv", tmp_path / "env"
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    run(tmp_path, uv, "venv", "--quiet", "--python", python, env, timeout=120)
+    run(
+        tmp_path,
+        uv,
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        env / "bin/python",
+        "-r",
+        bento / "env/python/requirements.txt",
+        timeout=900,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    clean = {
+        "HOME": os.environ["HOME"],
+        "BENTOML_HOME": os.environ["BENTOML_HOME"],
+        "PATH": os.pathsep.join([str(env / "bin"), "/usr/bin", "/bin"]),
+        "LANG": "C.UTF-8",
+    } | {k: v for k, v in os.environ.items() if k == "OPENBLAS_CORETYPE"}
+
+    def python_in_env(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [env / "bin/python", "-c", code, *args],
+            check=False,
+            cwd=elsewhere,
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    # The project is not installed there: the only `conveyor` to import is the bento's.
+    assert "No module named 'conveyor'" in python_in_env("import conveyor").stderr
+    # The service as `bentoml serve <tag>` imports it (BentoML's loader, the bento's src/ as working dir).
+    loaded = python_in_env(
+        "import sys, bentoml; print(sys.modules[bentoml.load(sys.argv[1]).inner.__module__].__file__)", bento_tag
+    )
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    served_from = Path(loaded.stdout.strip().splitlines()[-1])
+    assert served_from.is_relative_to(bento / "src"), served_from
+
+    port = free_port()
+    command = [str(env / "bin/bentoml"), "serve", bento_tag, "--host", "127.0.0.1", "--port", str(port)]
+    with running(command, cwd=elsewhere, env=clean, port=port, log=tmp_path / "serve.log"):
+        record = {
+            "bill_length_mm": 39.1,
+            "bill_depth_mm": 18.7,
+            "flipper_length_mm": 181,
+            "body_mass_g": 3750,
+            "island": "Torgersen",
+            "sex": "male",
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict",
+            data=json.dumps({"records": [record]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+            assert json.loads(response.read()) == ["Adelie"]

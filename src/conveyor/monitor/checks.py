@@ -4,7 +4,8 @@ The package stage keeps a sample of the training split in the bundle (``referenc
 so a packaged model can be monitored from its tag alone. :func:`assess` compares a window with
 it and runs every function of :data:`CHECKS` on the result (an :class:`Evidence`):
 
-- volume: fewer than ``monitor.min_rows`` records is ``insufficient_data``, never ``ok``;
+- volume: fewer than ``monitor.min_rows`` records is ``insufficient_data``, never ``ok``, and so
+  is every check of a share of the window's records (contract, categories, missing rates, drift);
 - data quality against the data contract (the validate stage's pandera schema): the share of
   records that would fail it, of records with a category it does not list, missing rates;
 - drift of each input column and of the prediction (:mod:`conveyor.monitor.drift`);
@@ -150,7 +151,9 @@ def invalid_records(evidence: Evidence) -> list[CheckResult]:
     """``invalid_records``: the share of records that would fail the data contract."""
     failures = evidence.failures
     flagged, limit = failures.failing, evidence.monitor.max_invalid_share
-    return _share_of_records("invalid_records", flagged, limit, failures.columns, "would fail the data contract")
+    return _share_of_records(
+        evidence, "invalid_records", flagged, limit, columns=failures.columns, what="would fail the data contract"
+    )
 
 
 def new_categories(evidence: Evidence) -> list[CheckResult]:
@@ -158,23 +161,34 @@ def new_categories(evidence: Evidence) -> list[CheckResult]:
     failures = evidence.failures
     flagged, limit = failures.new_category, evidence.monitor.max_new_category_share
     what = "have a category the contract does not list"
-    return _share_of_records("new_categories", flagged, limit, failures.category_columns, what)
+    return _share_of_records(evidence, "new_categories", flagged, limit, columns=failures.category_columns, what=what)
+
+
+def _judged(evidence: Evidence, alerting: bool) -> MonitorStatus:
+    """A share-of-records check's status: a share of fewer than ``monitor.min_rows`` records is noise."""
+    if not evidence.enough:
+        return "insufficient_data"
+    return "alert" if alerting else "ok"
+
+
+def _too_few_suffix(evidence: Evidence) -> str:
+    return "" if evidence.enough else f"; fewer than monitor.min_rows {evidence.monitor.min_rows} records: not judged"
 
 
 def _share_of_records(
-    name: str, flagged: pd.Series, limit: float, columns: frozenset[str], what: str
+    evidence: Evidence, name: str, flagged: pd.Series, limit: float, *, columns: frozenset[str], what: str
 ) -> list[CheckResult]:
     rows = len(flagged)
     share = float(flagged.mean()) if rows else 0.0
     return [
         CheckResult(
             name=name,
-            status="alert" if share > limit else "ok",
+            status=_judged(evidence, share > limit),
             value=share,
             threshold=limit,
             bound="max",
             columns=sorted(columns),
-            message=f"{int(flagged.sum())} of {rows} records {what}",
+            message=f"{int(flagged.sum())} of {rows} records {what}{_too_few_suffix(evidence)}",
         )
     ]
 
@@ -190,12 +204,13 @@ def missing_values(evidence: Evidence) -> list[CheckResult]:
     return [
         CheckResult(
             name="missing_values",
-            status="alert" if too_missing else "ok",
+            status=_judged(evidence, bool(too_missing)),
             value=worst,
             threshold=max_missing,
             bound="max",
             columns=too_missing,
-            message=f"highest missing rate {worst:.1%} ({missing_rates.idxmax() if rows and worst else 'none'})",
+            message=f"highest missing rate {worst:.1%} ({missing_rates.idxmax() if rows and worst else 'none'})"
+            + _too_few_suffix(evidence),
         )
     ]
 

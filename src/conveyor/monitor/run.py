@@ -48,7 +48,7 @@ def run(
     if (logs is None) == (current is None):
         raise MonitorError("give exactly one of --logs and --current")
     source = logs if logs is not None else str(current)
-    window = read_logs(source) if logs is not None else io.read_source(source)
+    window = read_logs(source) if logs is not None else io.read_source(source, named_by="--current")
     target = bundle.info.target
     keys = bundle.contract.columns_of("id")
     truth = attach_labels(window, read_labels(labels, target=target, keys=keys), target=target) if labels else None

@@ -98,7 +98,6 @@ class ConveyorService(bentoml.Service[T]):  # type: ignore[misc]
     # its metrics label requests by raw path (a series per unknown URL).
     logging={"access": {"enabled": False}},
     metrics={"enabled": False},
-    envs=[{"name": "PYTHONPATH", "value": "/home/bentoml/bento/src/src"}],
     labels={"project": "conveyor"},
 )
 @bentoml.asgi_app(APP.app, path="/")
