@@ -14,5 +14,6 @@ __all__ = [
     "provenance",
     "serving",
     "stages",
+    "store",
     "urls",
 ]

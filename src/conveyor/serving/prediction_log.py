@@ -33,7 +33,15 @@ from conveyor.config import PredictionLogConfig
 from conveyor.model.features import FeatureSpec
 from conveyor.model.registry import Task
 
-__all__ = ["MONITOR_NAME", "BentoMonitorExporter", "Exporter", "LoggedRequest", "PredictionLog", "register"]
+__all__ = [
+    "MODEL_TAG",
+    "MONITOR_NAME",
+    "BentoMonitorExporter",
+    "Exporter",
+    "LoggedRequest",
+    "PredictionLog",
+    "register",
+]
 
 logger = logging.getLogger("conveyor.serving")
 
