@@ -15,5 +15,6 @@ __all__ = [
     "provenance",
     "serving",
     "stages",
+    "store",
     "urls",
 ]

@@ -410,6 +410,11 @@ class MonitorReport(Artifact):
     checks: list[CheckResult]
     drift: list[ColumnDrift]
     html_report: str | None = None
+    # From the prediction logs: records of this model read (``rows`` is a sample of them beyond
+    # ``monitor.max_window_rows``), half-written last lines skipped, another model's records left out.
+    logged_records: int | None = None
+    torn_lines: int = 0
+    other_model_records: int = 0
 
     @property
     def alerts(self) -> list[CheckResult]:

@@ -218,7 +218,8 @@ class MonitorConfig(PredictionLogConfig):
     missing rate (``max_missing_fraction``, null: the contract's own). Performance needs at least
     ``min_labelled_rows`` labelled records and alerts below the gate's thresholds.
     ``max_pipeline_seconds`` bounds the last pipeline run; ``retrain_on_alert`` lets the monitor
-    workflow dispatch the retrain workflow.
+    workflow dispatch the retrain workflow. ``max_window_rows`` bounds the records read from the
+    prediction logs (a seeded uniform sample of them beyond it), so memory does not grow with the logs.
 
     The service side (``log_*``) is :class:`PredictionLogConfig`'s, carried by the packaged model.
     """
@@ -234,6 +235,7 @@ class MonitorConfig(PredictionLogConfig):
     min_labelled_rows: Annotated[int, Field(ge=1)] = 50
     max_pipeline_seconds: Annotated[float, Field(gt=0.0)] = 1800.0
     retrain_on_alert: bool = False
+    max_window_rows: Annotated[int, Field(ge=1)] = 100_000
 
     def prediction_log(self) -> PredictionLogConfig:
         """The service-side ``monitor.log_*`` settings, as the section the bundle carries."""

@@ -208,3 +208,32 @@ def stattest_name(method: str) -> str:
 
     _two_sample_chi_square()  # registered, as the monitor registers it
     return str(next(iter(_registered_stat_tests[method].values())).display_name)
+
+
+# The model tag WRITER logs; exported_lines' default.
+LOGGED_MODEL = "conveyor-model:test"
+
+
+def exported_lines(count: int, *, model_tag: str = LOGGED_MODEL, start: int = 0) -> str:
+    """``count`` JSON lines as the service's exporter writes them, two records to a request; the trace id numbers them."""
+    return "".join(
+        json.dumps(
+            {
+                "timestamp": "2026-12-01T10:00:00.000000",
+                "request_id": f"{(start + number) // 2:016x}",
+                "trace_id": f"{start + number:032x}",
+                "endpoint": "/predict",
+                "model_tag": model_tag,
+                "bill_length_mm": 39.1 + number % 7,
+                "bill_depth_mm": 15.0 + number % 5,
+                "flipper_length_mm": 180 + number % 30,
+                "body_mass_g": 3500 + 10 * (number % 50),
+                "island": ("Torgersen", "Biscoe", "Dream")[number % 3],
+                "sex": ("male", "female")[number % 2],
+                "prediction": "Adelie",
+                "probabilities": [0.9, 0.05, 0.05],
+            }
+        )
+        + "\n"
+        for number in range(count)
+    )

@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -13,11 +14,12 @@ import pandas as pd
 import pytest
 
 from conveyor import io
-from conveyor.bundle import REFERENCE_FILE, read_package_report
+from conveyor.bundle import REFERENCE_FILE, Bundle, read_package_report
+from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.serving.prediction_log import MONITOR_NAME
-from tests.conftest import ROOT, free_port, run, running, tool_env
-from tests.monitor.conftest import LOG_PATH_OPTION, Population, assert_html_agrees, write_monitor_logs
+from tests.conftest import ROOT, configured, free_port, run, running, tool_env
+from tests.monitor.conftest import LOG_PATH_OPTION, Population, assert_html_agrees, exported_lines, write_monitor_logs
 
 
 def resampled(repo: Path, rows: int, seed: int) -> pd.DataFrame:
@@ -199,3 +201,35 @@ def test_served_traffic_is_logged_and_a_shift_is_named(
     checks = {check["name"]: check for check in moved["checks"]}  # type: ignore[attr-defined]
     assert checks["data_drift"]["columns"] == [SHIFTED]
     shutil.rmtree(logs)
+
+
+def test_the_verdict_reports_what_the_logs_held_beyond_the_window(
+    tmp_path: Path, params: Config, bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bentoml.models
+
+    from conveyor.monitor.run import run as monitor
+
+    model_tag = bundle.info.model_tag
+    # The session's bundle, as if the store held it (bentoml.models itself: bentoml's attribute is a lazy proxy).
+    monkeypatch.setattr(bentoml.models, "get", lambda tag: SimpleNamespace(path=str(bundle.directory)))
+    data = tmp_path / "monitoring" / MONITOR_NAME / "data"
+    data.mkdir(parents=True)
+    # A crash left the last line of data.0.log half-written; data.1.log is partly another model's.
+    (data / "data.0.log").write_text(exported_lines(120, model_tag=model_tag) + '{"timestamp": "2026-12-')
+    (data / "data.1.log").write_text(exported_lines(30, model_tag="conveyor-model:older", start=120))
+    out = tmp_path / "out"
+    report = monitor(
+        configured(params, monitor={"max_window_rows": 100}),
+        model_tag=model_tag,
+        out=out,
+        logs=str(tmp_path / "monitoring"),
+    )
+    written = json.loads((out / "monitor.json").read_text())
+    counts = ("rows", "logged_records", "torn_lines", "other_model_records")
+    assert [written[name] for name in counts] == [100, 120, 1, 30]
+    assert report.rows == 100
+    assert (
+        "**Not judged:** a sample of 100 of this model's 120 logged records (monitor.max_window_rows);"
+        " 30 records of another model_tag left out; 1 half-written last line(s) skipped."
+    ) in (out / "summary.md").read_text()

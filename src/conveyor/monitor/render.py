@@ -129,6 +129,7 @@ def summary_markdown(report: MonitorReport) -> str:
         f" ({report.labelled_rows} labelled), reference {report.reference_rows} training rows.",
         "",
     ]
+    lines += _left_out(report)
     alerts = report.alerts
     if alerts:
         lines += ["**Alerts:** " + "; ".join(f"`{c.name}`: {c.message}" for c in alerts), ""]
@@ -156,6 +157,20 @@ def summary_markdown(report: MonitorReport) -> str:
         links.insert(0, f"[Evidently report]({report.html_report})")
     lines += ["", "Files: " + " · ".join(links), ""]
     return "\n".join(lines)
+
+
+def _left_out(report: MonitorReport) -> list[str]:
+    """What the prediction logs held that the window does not: one line, none if nothing was left out."""
+    parts = []
+    if report.logged_records is not None and report.logged_records > report.rows:
+        parts.append(
+            f"a sample of {report.rows} of this model's {report.logged_records} logged records (monitor.max_window_rows)"
+        )
+    if report.other_model_records:
+        parts.append(f"{report.other_model_records} records of another model_tag left out")
+    if report.torn_lines:
+        parts.append(f"{report.torn_lines} half-written last line(s) skipped")
+    return [f"**Not judged:** {'; '.join(parts)}.", ""] if parts else []
 
 
 def write_outputs(assessment: Assessment, out: Path, monitor: MonitorConfig) -> MonitorReport:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from conveyor import io
@@ -48,7 +49,8 @@ def run(
     if (logs is None) == (current is None):
         raise MonitorError("give exactly one of --logs and --current")
     source = logs if logs is not None else str(current)
-    window = read_logs(source) if logs is not None else io.read_source(source, named_by="--current")
+    logged = read_logs(source, model_tag=model_tag, max_rows=cfg.monitor.max_window_rows) if logs is not None else None
+    window = logged.frame if logged is not None else io.read_source(source, named_by="--current")
     target = bundle.info.target
     keys = bundle.contract.columns_of("id")
     truth = attach_labels(window, read_labels(labels, target=target, keys=keys), target=target) if labels else None
@@ -68,4 +70,11 @@ def run(
         labels=truth,
         timings=stage_timings,
     )
+    if logged is not None:
+        counts = {
+            "logged_records": logged.records,
+            "torn_lines": logged.torn_lines,
+            "other_model_records": logged.other_model_records,
+        }
+        assessment = dataclasses.replace(assessment, report=assessment.report.model_copy(update=counts))
     return write_outputs(assessment, out, cfg.monitor)

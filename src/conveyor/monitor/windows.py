@@ -9,7 +9,11 @@ or by an ``id`` column of the contract that the client sent with the record.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+import random
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +22,9 @@ import pandas as pd
 from conveyor import io
 from conveyor.contract import key_text
 from conveyor.errors import MonitorError
+from conveyor.serving.prediction_log import MODEL_TAG
 
-__all__ = ["RECORD", "REQUEST_ID", "attach_labels", "read_labels", "read_logs"]
+__all__ = ["MAX_LINE_BYTES", "RECORD", "REQUEST_ID", "LogWindow", "attach_labels", "read_labels", "read_logs"]
 
 REQUEST_ID = "request_id"
 # Position of a record within its request: one request may carry many records under one id.
@@ -27,16 +32,41 @@ RECORD = "record"
 # BentoML's default monitor exporter: <log_path>/<monitor name>/data/data.<worker>.log, rotated daily
 # into data.<worker>.log.<date>.
 LOG_PATTERN = "**/data/data.*.log*"
+# The longest line read as one record: a record is a few hundred bytes; a file without newlines
+# (a copy of /dev/zero) must not be read whole into memory.
+MAX_LINE_BYTES = 1 << 20
+SAMPLE_SEED = 0
 
 
-def read_logs(location: str) -> pd.DataFrame:
-    """Every record in the BentoML monitor logs under ``location`` (a folder or an fsspec URL).
+@dataclass(frozen=True)
+class LogWindow:
+    """The records read from the prediction logs, and what was left out of them.
+
+    ``frame`` holds at most ``max_rows`` records of the monitored model (a seeded uniform sample
+    when it logged more: ``records`` says how many); ``torn_lines`` counts last lines a crash
+    left half-written, ``other_model_records`` records another model (``model_tag``) answered.
+    """
+
+    frame: pd.DataFrame
+    records: int
+    torn_lines: int
+    other_model_records: int
+
+
+def read_logs(location: str, *, max_rows: int, model_tag: str | None = None) -> LogWindow:
+    """The records in the BentoML monitor logs under ``location`` (a folder or an fsspec URL).
 
     Each line of ``data.<worker>.log*`` is one JSON object: the columns the service logs (see
     :class:`conveyor.serving.prediction_log.BentoMonitorExporter`) plus BentoML's ``timestamp``,
     ``request_id`` (the ``X-Request-ID`` the client got) and ``trace_id``. A ``record`` column
     numbers the records of each request in the order they were logged, so labels can name one
-    record of a batch.
+    record of a batch. Records another ``model_tag`` answered are left out and counted.
+
+    The files are streamed: memory holds at most ``max_rows`` records (``monitor.max_window_rows``,
+    a seeded reservoir sample beyond it) and one line of at most :data:`MAX_LINE_BYTES`. Anything
+    else is a :class:`MonitorError` naming the file: one that is not a regular file (a FIFO, a
+    device), a line that is not a JSON object or not UTF-8, except a file's last line, which a
+    crash can leave half-written and is skipped and counted.
     """
     import fsspec
 
@@ -44,24 +74,96 @@ def read_logs(location: str) -> pd.DataFrame:
     files = sorted(fs.glob(f"{root.rstrip('/')}/{LOG_PATTERN}"))
     if not files:
         raise MonitorError(f"{location}: no BentoML monitor logs (expected {LOG_PATTERN} under it)")
-    records: list[dict[str, Any]] = []
+    sample = _Reservoir(max_rows)
+    torn = other = 0
     for name in files:
-        with fs.open(name, "rt", encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
+        _require_file(fs, name)
+        with fs.open(name, "rb") as stream:
+            previous: object = None
+            position = 0
+            for number, line, last in _lines(stream, name):
                 try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise MonitorError(f"{name}: line {number} is not JSON: {exc}") from None
+                    record = json.loads(line.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                    if last:
+                        torn += 1
+                        continue
+                    what = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"not JSON: {exc}"
+                    raise MonitorError(f"{name}: line {number} is {what}; not a BentoML monitor log") from None
                 if not isinstance(record, dict):
+                    if last:
+                        torn += 1
+                        continue
                     raise MonitorError(f"{name}: line {number} is not a JSON object")
-                records.append(record)
-    window = pd.DataFrame.from_records(records)
+                if model_tag is not None and record.get(MODEL_TAG, model_tag) != model_tag:
+                    other += 1
+                    continue
+                request = _request_id(record.get(REQUEST_ID))
+                position = position + 1 if request is not None and request == previous else 0
+                previous = request
+                # The line, not the parsed record: a tenth of the memory until the sample is complete.
+                sample.add((line, position))
+    kept = sample.items()
+    window = pd.DataFrame.from_records([json.loads(line) for line, _ in kept])
     if REQUEST_ID in window.columns:
         window[REQUEST_ID] = window[REQUEST_ID].map(_request_id).astype("object")
-        window[RECORD] = window.groupby(REQUEST_ID, dropna=False).cumcount()
-    return window
+        window[RECORD] = pd.Series([position for _, position in kept], index=window.index, dtype="int64")
+    return LogWindow(window, sample.seen, torn, other)
+
+
+def _require_file(fs: Any, name: str) -> None:
+    """Refuse anything but a regular file: a FIFO would block the read forever, a device never end."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
+        try:
+            mode = os.stat(name).st_mode
+        except OSError as error:
+            raise MonitorError(f"{name}: cannot be read ({error.strerror})") from None
+        regular = stat.S_ISREG(mode)
+    else:
+        regular = fs.info(name).get("type") == "file"
+    if not regular:
+        raise MonitorError(f"{name}: not a regular file (a FIFO, device or folder); the monitor reads only log files")
+
+
+def _lines(stream: Any, name: str) -> Iterator[tuple[int, bytes, bool]]:
+    """``(number, line, is the last line)`` for each non-blank line, none longer than :data:`MAX_LINE_BYTES`."""
+    number, pending = 0, b""
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if len(line) > MAX_LINE_BYTES:
+            raise MonitorError(
+                f"{name}: line {number + 1} is longer than {MAX_LINE_BYTES} bytes; not a BentoML monitor record"
+            )
+        if pending.strip():
+            yield number, pending, not line
+        if not line:
+            return
+        number, pending = number + 1, line
+
+
+class _Reservoir:
+    """A uniform sample of at most ``size`` items from a stream of unknown length (Algorithm R), seeded."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.seen = 0
+        self.kept: list[tuple[int, Any]] = []
+        self.random = random.Random(SAMPLE_SEED)
+
+    def add(self, item: Any) -> None:
+        if len(self.kept) < self.size:
+            self.kept.append((self.seen, item))
+        else:
+            slot = self.random.randrange(self.seen + 1)
+            if slot < self.size:
+                self.kept[slot] = (self.seen, item)
+        self.seen += 1
+
+    def items(self) -> list[Any]:
+        """The kept items in the order they came."""
+        return [item for _, item in sorted(self.kept, key=lambda kept: kept[0])]
 
 
 def _request_id(logged: object) -> str | None:

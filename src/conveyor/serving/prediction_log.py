@@ -35,6 +35,7 @@ from conveyor.model.features import FeatureSpec
 from conveyor.model.registry import Task
 
 __all__ = [
+    "MODEL_TAG",
     "MONITOR_NAME",
     "BentoMonitorExporter",
     "Exporter",

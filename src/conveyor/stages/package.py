@@ -9,7 +9,8 @@ scikit-learn on the whole test split, the data contract, the monitor's reference
 Model and bento versions are content hashes (of everything but the commit), so re-running with
 nothing changed finds both in the store and adds nothing, and ``reports/package.json`` is the same
 wherever the same model is packaged. The store lives in ``$BENTOML_HOME`` (default ``~/bentoml``), outside
-the repository: if it was wiped, ``dvc repro --force package`` fills it again.
+the repository: if it was wiped, ``dvc repro --force package`` fills it again. Each entry is saved
+whole and checked when found (:mod:`conveyor.store`): one torn by a kill or a disk is replaced.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from conveyor import io, provenance
+from conveyor import io, provenance, store
 from conveyor.artifacts import BundleInfo, EvaluationRecord, GateVerdict, InferenceChoice, ModelCard, PackageReport
 from conveyor.bundle import MODEL_NAME, reference_sample, write_bundle
 from conveyor.config import Config
@@ -262,18 +263,9 @@ def run(
     )
     info, model_tag = bundle.info, bundle.info.model_tag
     version = model_tag.split(":", 1)[1]
-    try:
-        bentoml.models.get(model_tag)
-    except bentoml.exceptions.NotFound:
-        with bentoml.models.create(
-            model_tag, labels=labels(info), metadata=store_metadata(info.model_dump(mode="json"))
-        ) as saved:
-            bundle.write(Path(saved.path))
-
     bento_tag = f"{BENTO_NAME}:{content_version(version.encode(), source_digest(bentofile.resolve()))}"
-    try:
-        bentoml.bentos.get(bento_tag)
-    except bentoml.exceptions.NotFound:
+
+    def build(bentos: Any) -> None:
         # BentoML's build runs `uv` from PATH; this environment's own (a dev dependency) comes first,
         # so a machine with no global uv builds the same bento, whoever started this process.
         tools_first = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
@@ -283,7 +275,19 @@ def run(
                 version=bento_tag.split(":", 1)[1],
                 build_ctx=str(root),
                 labels=labels(info),
+                _bento_store=bentos,
             )
+
+    # Each entry is saved whole or not at all, and a torn one is replaced (see conveyor.store).
+    with store.locked() as staging:
+        store.save_model(
+            model_tag,
+            write=bundle.write,
+            labels=labels(info),
+            metadata=store_metadata(info.model_dump(mode="json")),
+            staging=staging,
+        )
+        store.save_bento(bento_tag, build=build, staging=staging)
     report = PackageReport(
         model_tag=model_tag,
         bento_tag=bento_tag,
