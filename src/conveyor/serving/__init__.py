@@ -1,6 +1,6 @@
-"""The service: the engine, request types, middleware, the route table, OpenAPI, metrics, the prediction log and the BentoML wiring.
+"""The service: the engine, request types, connection limits, middleware, the route table, OpenAPI, metrics, the prediction log and the BentoML wiring.
 
 Everything but :mod:`conveyor.serving.service` runs without BentoML, in process, in tests.
 """
 
-__all__ = ["engine", "metrics", "middleware", "openapi", "prediction_log", "request", "routes", "service"]
+__all__ = ["connection", "engine", "metrics", "middleware", "openapi", "prediction_log", "request", "routes", "service"]
