@@ -109,6 +109,27 @@ def test_a_head_just_over_the_limit_gets_431_naming_it(server: Serving) -> None:
     assert b"exceed the limit of 16384 bytes" in received
 
 
+def test_a_refused_body_is_not_taken_for_a_head_and_the_next_head_is_still_bounded(server: Serving) -> None:
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 300000\r\n\r\n"
+    with _connect(server) as connection:
+        connection.sendall(head + b" " * 300_000 + b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        connection.settimeout(0.2)
+        received = b""
+        deadline = time.monotonic() + 10
+        while b"HTTP/1.1 200 " not in received and time.monotonic() < deadline:
+            try:
+                received += connection.recv(65_536)
+            except TimeoutError:
+                continue
+        assert received.startswith(b"HTTP/1.1 413 "), received[:200]
+        assert b"HTTP/1.1 200 " in received, received[:500]
+        assert b" 431 " not in received
+        connection.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000)
+        closed, rest = _closed_within(connection, 5)
+    assert closed, "an oversized head after a refused body was never closed"
+    assert rest == b"" or rest.startswith(b"HTTP/1.1 431 "), rest[:200]
+
+
 def test_a_head_not_complete_in_time_closes_the_connection(server: Serving) -> None:
     started = time.monotonic()
     with _connect(server) as connection:

@@ -55,16 +55,18 @@ def _refusal(status: int, reason: bytes, kind: str, message: str) -> bytes:
 def guarded(base: type[asyncio.Protocol], limits: ConnectionLimits) -> type[asyncio.Protocol]:
     """``base`` (uvicorn's h11 or httptools protocol) with ``limits`` on each connection.
 
-    A connection is *reading a head* from when it opens, or from its first byte after a response,
-    until a request's head is complete (uvicorn then makes a new request cycle); bytes of a body
-    are never counted. An incomplete head is counted a read at a time, after the parser has seen
-    it, so a connection holds at most ``max_header_bytes`` plus one read; beyond, 431 and the
-    connection closed. (A complete head is measured exactly by
-    :class:`~conveyor.serving.middleware.HeaderLimit`.) A head not complete within ``header_timeout_s`` closes the connection (408 if some
-    of it came). uvicorn's own keep-alive timer closes a connection idle after a response, after
-    ``keep_alive_timeout_s``. Beyond ``max_connections``, the connection idle longest (reading
-    a head, or kept alive between requests) is closed; if every one has a request in progress,
-    the new one is.
+    A connection is *reading a head* from when it opens, or from the end of a request's body,
+    until the next request's head is complete; bytes of a body (even one the app answered
+    early, with 413 or 429, and never read) are never counted. An incomplete head is counted a
+    read at a time, after the parser has seen it, so a connection holds at most
+    ``max_header_bytes`` plus one read; beyond, 431 and the connection closed. (A complete head
+    is measured exactly by :class:`~conveyor.serving.middleware.HeaderLimit`.) A head not
+    complete within ``header_timeout_s`` of the connection opening (or of its first byte)
+    closes the connection, with 408 if some of it came (but not while a response to an earlier
+    request is still due). uvicorn's own keep-alive timer closes a connection idle after a
+    response, after ``keep_alive_timeout_s``. Beyond ``max_connections``, the connection idle
+    longest (reading a head, or kept alive between requests) is closed; if every one has a
+    request in progress, the new one is.
     """
     refusal = _refusal(
         431,
@@ -89,6 +91,8 @@ def guarded(base: type[asyncio.Protocol], limits: ConnectionLimits) -> type[asyn
             self.head_bytes = 0
             self.head_timer: asyncio.TimerHandle | None = None
             self.idle_since = 0.0
+            # httptools: between a head's end and its message's end (set by the parser's callbacks).
+            self.in_body = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
@@ -121,9 +125,21 @@ def guarded(base: type[asyncio.Protocol], limits: ConnectionLimits) -> type[asyn
             super().on_response_complete()
             self.idle_since = self.loop.time()
 
+        def on_headers_complete(self) -> None:  # httptools' parser callback (h11 has none)
+            self.in_body = True
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:  # httptools' parser callback
+            self.in_body = False
+            super().on_message_complete()
+
         def _reading_head(self) -> bool:
-            cycle = self.cycle
-            return cycle is None or cycle.response_complete or not cycle.more_body
+            conn = getattr(self, "conn", None)
+            if conn is not None:  # h11 knows whether the client is sending a body
+                import h11
+
+                return conn.their_state is not h11.SEND_BODY
+            return not self.in_body
 
         def _idle(self) -> bool:
             cycle = self.cycle
@@ -141,6 +157,9 @@ def guarded(base: type[asyncio.Protocol], limits: ConnectionLimits) -> type[asyn
         def _head_timed_out(self) -> None:
             self.head_timer = None
             if self.transport.is_closing() or not self._reading_head():
+                return
+            if not self._idle():  # a pipelined head while a response is due: look again later
+                self._arm()
                 return
             if self.head_bytes:
                 logger.info("refused a connection with 408: header: timeout")
