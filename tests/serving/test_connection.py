@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import psutil  # type: ignore[import-untyped]  # no stubs installed
 import pytest
+import uvicorn
 
 from conveyor.bundle import Bundle
+from conveyor.serving.connection import ConnectionLimits, guarded
+from tests.conftest import free_port
 from tests.serving.conftest import GOOD, Serving, serving, stored
 
 pytestmark = pytest.mark.slow
@@ -181,3 +186,62 @@ def test_too_many_headers_get_431(server: Serving) -> None:
         response = client.get("/metadata", headers=headers)
     assert response.status_code == 431
     assert response.json()["detail"][0]["type"] == "too_many"
+
+
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture(params=["h11", "httptools"])
+def uvicorn_server(request: pytest.FixtureRequest) -> Iterator[int]:
+    """uvicorn itself on 127.0.0.1 with :func:`guarded` over each protocol it may pick (the bento has h11 only)."""
+    import importlib
+
+    base = importlib.import_module(f"uvicorn.protocols.http.{request.param}_impl")
+    protocol = base.H11Protocol if request.param == "h11" else base.HttpToolsProtocol
+    limits = ConnectionLimits(
+        max_header_bytes=16_384, header_timeout_s=HEADER_TIMEOUT_S, keep_alive_timeout_s=1, max_connections=8
+    )
+    port = free_port()
+    config = uvicorn.Config(
+        _hello, host="127.0.0.1", port=port, http=guarded(protocol, limits), log_level="critical", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_each_protocol_bounds_heads_times_them_out_and_caps_connections(uvicorn_server: int) -> None:
+    def connect() -> socket.socket:
+        return socket.create_connection(("127.0.0.1", uvicorn_server), timeout=5)
+
+    with connect() as huge:
+        huge.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000)
+        closed, received = _closed_within(huge, 3)
+    assert closed
+    assert received == b"" or received.startswith((b"HTTP/1.1 431 ", b"HTTP/1.1 400 ")), received[:100]
+    with connect() as slow:
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        closed, received = _closed_within(slow, HEADER_TIMEOUT_S + 3)
+    assert closed
+    assert received.startswith(b"HTTP/1.1 408 ")
+    idle = [connect() for _ in range(20)]
+    try:
+        with connect() as fresh:
+            fresh.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, answer = _closed_within(fresh, 1)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:100]
+    finally:
+        for connection in idle:
+            connection.close()
