@@ -20,11 +20,14 @@ decorated. The model itself is loaded once per worker in ``__init__``, warmed up
 single-record p99 from 82 ms to 12 ms here.
 """
 
+import atexit
+import contextlib
 import gc
 import logging
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -61,8 +64,22 @@ def model_tag() -> str:
 # The process that imported this module before this one: in a worker of `bentoml serve`, that
 # server (its arbiter), which a worker that cannot start stops (see stop_serving).
 SERVER_PID_VARIABLE = "CONVEYOR_SERVER_PID"
+# Where that worker leaves its failure, so that the server exits non-zero (see _exit_failed).
+FAILURE_VARIABLE = "CONVEYOR_SERVER_FAILURE"
 _IMPORTED_BY = os.environ.get(SERVER_PID_VARIABLE)
+_SERVER_FAILURE = os.environ.get(FAILURE_VARIABLE)
 os.environ[SERVER_PID_VARIABLE] = str(os.getpid())
+os.environ[FAILURE_VARIABLE] = str(Path(tempfile.gettempdir(), f"conveyor-failed-{os.getpid()}"))
+
+
+@atexit.register
+def _exit_failed() -> None:
+    """Exit 3 rather than 0 if a worker stopped this server because it could not start."""
+    failure = Path(os.environ[FAILURE_VARIABLE])
+    if os.environ.get(SERVER_PID_VARIABLE) == str(os.getpid()) and failure.is_file():
+        failure.unlink(missing_ok=True)
+        os._exit(3)
+
 
 MODEL = bentoml.models.BentoModel(model_tag())
 _stored = MODEL.stored
@@ -158,7 +175,7 @@ def stop_serving(error: Exception) -> NoReturn:
     A worker that raises while starting is restarted by BentoML's arbiter, forever, one
     traceback each ("Application startup failed"); the model will not load any better the next
     time. So the worker stops the server (SIGTERM: it stops its workers and exits) and exits at
-    once. Only a server that imported this module first is stopped (``CONVEYOR_SERVER_PID`` is
+    once; the server then exits 3. Only a server that imported this module first is stopped (``CONVEYOR_SERVER_PID`` is
     its process id): never a test or a program that serves the service in its own process.
     """
     cause = str(error) if isinstance(error, ConveyorError) else f"{type(error).__name__}: {error}"
@@ -166,6 +183,9 @@ def stop_serving(error: Exception) -> NoReturn:
     sys.stderr.write(f"conveyor: cannot serve {MODEL.tag}: {cause}\n")
     sys.stderr.flush()
     if str(os.getppid()) == _IMPORTED_BY:
+        if _SERVER_FAILURE is not None:
+            with contextlib.suppress(OSError):
+                Path(_SERVER_FAILURE).write_text(cause, encoding="utf-8")
         os.kill(os.getppid(), signal.SIGTERM)
         os._exit(3)
     raise error
