@@ -180,6 +180,25 @@ BROKEN: list[Any] = [
         "greater than or equal to 2",
         id="one-plot-point",
     ),
+    pytest.param(
+        lambda r: r["serve"].update(max_connections=100, max_concurrency=256),
+        "serve.max_connections",
+        "100 per worker is below the requests a worker admits at once (256",
+        id="connections-below-concurrency",
+    ),
+    pytest.param(
+        lambda r: r["serve"].update(header_timeout_s=0), "serve.header_timeout_s", "greater than 0", id="no-head-time"
+    ),
+    pytest.param(
+        lambda r: r["serve"].update(max_header_bytes=100),
+        "serve.max_header_bytes",
+        "greater than or equal to 1024",
+        id="tiny-head-limit",
+    ),
+    pytest.param(lambda r: r["serve"].update(auth="basic"), "serve.auth", "'none' or 'bearer'", id="unknown-auth"),
+    pytest.param(
+        lambda r: r["serve"].update(metadata="none"), "serve.metadata", "'full' or 'minimal'", id="unknown-metadata"
+    ),
 ]
 
 

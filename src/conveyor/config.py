@@ -175,6 +175,18 @@ class ServeConfig(_Section):
     requests that wait while the model is busy in one call of at most ``max_batch_size`` records
     (never holding one back to fill a batch); ``auto`` batches when scikit-learn serves, whose
     calls cost milliseconds however few the rows, and not ONNX Runtime's 0.1 ms ones.
+
+    The connection limits hold in every worker, before a request reaches any route: a request's
+    head (request line and headers) larger than ``max_header_bytes`` gets 431 and the connection
+    is closed, as is one with more than ``max_headers`` headers; a head not complete within
+    ``header_timeout_s`` of the connection opening (or of its first byte, on a kept-alive
+    connection) is closed, as is a kept-alive connection idle for ``keep_alive_timeout_s``. Each
+    worker holds at most ``max_connections`` open connections: a new one beyond closes the one
+    idle longest (never one with a request in progress), or itself if none is idle.
+    ``auth: bearer`` requires ``Authorization: Bearer <token>`` on every route but the probes and
+    ``/metrics``, the token(s) from the ``CONVEYOR_API_TOKEN`` environment variable (never from
+    a file in git). ``metadata: minimal`` keeps ``/metadata`` to the model's tag, task and
+    classes (no contract, revision, library versions or metrics).
     """
 
     max_records: Annotated[int, Field(ge=1)] = 1000
@@ -187,6 +199,23 @@ class ServeConfig(_Section):
     access_log: bool = False
     batching: bool | Literal["auto"] = "auto"
     max_batch_size: Annotated[int, Field(ge=1)] = 1000
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1_048_576)] = 16_384
+    max_headers: Annotated[int, Field(ge=8, le=1000)] = 100
+    header_timeout_s: Annotated[float, Field(gt=0.0, le=300.0)] = 10.0
+    keep_alive_timeout_s: Annotated[float, Field(gt=0.0, le=3600.0)] = 5.0
+    max_connections: Annotated[int, Field(ge=1)] = 1024
+    auth: Literal["none", "bearer"] = "none"
+    metadata: Literal["full", "minimal"] = "full"
+
+    @model_validator(mode="after")
+    def _connections_cover_concurrency(self) -> ServeConfig:
+        per_worker = -(-self.max_concurrency // self.workers)
+        if self.max_connections < per_worker:
+            raise ValueError(
+                f"serve.max_connections: {self.max_connections} per worker is below the requests a worker "
+                f"admits at once ({per_worker}: serve.max_concurrency / serve.workers); raise it or lower those"
+            )
+        return self
 
 
 class PredictionLogConfig(_Section):

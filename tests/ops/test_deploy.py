@@ -85,7 +85,7 @@ def test_what_the_service_writes_goes_to_its_writable_volumes(overlay: str) -> N
     """With a read-only root, the prediction log at BentoML's default (./monitoring) would fail every record."""
     pod = by_kind(render(DEPLOY / "overlays" / overlay))["Deployment"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    env = {variable["name"]: variable["value"] for variable in container["env"] if "value" in variable}
     (log_path,) = (
         option.removeprefix(LOG_PATH_OPTION)
         for option in env["BENTOML_CONFIG_OPTIONS"].split()
@@ -95,6 +95,19 @@ def test_what_the_service_writes_goes_to_its_writable_volumes(overlay: str) -> N
     for written in (Path(log_path), Path(env["PROMETHEUS_MULTIPROC_DIR"])):
         assert written.is_absolute(), written
         assert any(written.is_relative_to(mount) for mount in writable), f"{written} is on the read-only root"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_api_token_comes_from_an_optional_secret_never_from_git(overlay: str) -> None:
+    (container,) = by_kind(render(DEPLOY / "overlays" / overlay))["Deployment"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    (token,) = (variable for variable in container["env"] if variable["name"] == "CONVEYOR_API_TOKEN")
+    assert "value" not in token, "a token in the manifest would be in git"
+    reference = token["valueFrom"]["secretKeyRef"]
+    assert reference["optional"] is True, "with serve.auth: none no Secret is needed"
+    assert reference["name"] == "conveyor-api-token"
+    assert reference["key"] == "token"
 
 
 def selects(selector: dict[str, Any], deployment: dict[str, Any]) -> bool:

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
-from collections.abc import Callable
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,12 +26,15 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
 from conveyor import io
-from conveyor.bundle import Bundle
+from conveyor.bundle import MODEL_NAME, Bundle, write_bundle
 from conveyor.config import Config
 from conveyor.contract import conform, infer_contract
 from conveyor.serving.prediction_log import Exporter
 from conveyor.serving.routes import ServingApp
-from tests.conftest import configured, customers, make_bundle
+from tests.conftest import configured, customers, free_port, make_bundle, tool_env
+
+SERVICE = "conveyor.serving.service:Conveyor"
+STARTUP_TIMEOUT_S = 120
 
 GOOD = {
     "bill_length_mm": 39.1,
@@ -65,7 +77,7 @@ def packaged_with(bundle: Bundle, section: str, **settings: Any) -> Bundle:
 class Served:
     """A bundle served in process, with the middleware ``bentoml serve`` runs, through httpx."""
 
-    def __init__(self, bundle: Bundle, exporter: Exporter | None = None) -> None:
+    def __init__(self, bundle: Bundle, exporter: Exporter | None = None, tokens: tuple[bytes, ...] = ()) -> None:
         self.registry = CollectorRegistry()
         self.serving = ServingApp(bundle, exposition=lambda: generate_latest(self.registry), registry=self.registry)
         self.serving.load(exporter=exporter)
@@ -81,7 +93,7 @@ class Served:
             return PlainTextResponse("done")
 
         server = Starlette(routes=[Route("/livez", livez), Route("/slow", slow), Mount("/", app=self.serving.app)])
-        self.app = self.serving.front(server, routes=("/livez", "/slow"))
+        self.app = self.serving.front(server, routes=("/livez", "/slow"), tokens=tokens)
 
     def run(self, *calls: Callable[[httpx.AsyncClient], Any]) -> list[httpx.Response]:
         """Run the calls concurrently, each given the client; their responses in order."""
@@ -123,3 +135,100 @@ def customer_rows(rows: int = 5) -> list[dict[str, Any]]:
     """Rows of the customers table as a client exports them (JSON, every column but the target)."""
     table = customers().drop(columns=["churned"]).head(rows)
     return list(json.loads(table.to_json(orient="records")))
+
+
+def stored(bundle: Bundle, *, onnx: bytes | None = None, **serve: Any) -> str:
+    """``bundle`` saved as a model in this session's BentoML store with other ``serve`` settings; its tag.
+
+    ``onnx`` replaces the ONNX model's bytes (hashed anew, as a tampered bundle would be).
+    """
+    import bentoml
+
+    info = bundle.info.model_copy(update={"serve": bundle.serve.model_copy(update=serve)})
+    model_onnx = bundle.onnx() if onnx is None else onnx
+    version = hashlib.sha256(info.model_dump_json().encode() + model_onnx).hexdigest()[:16]
+    tag = f"{MODEL_NAME}:{version}"
+    try:
+        bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound:
+        with bentoml.models.create(tag) as model:
+            info = info.model_copy(update={"model_tag": tag})
+            write_bundle(
+                Path(model.path),
+                model=bundle.model(),
+                onnx=model_onnx,
+                contract=bundle.contract,
+                info=info,
+                reference=bundle.reference(),
+            )
+    return tag
+
+
+@dataclasses.dataclass
+class Serving:
+    """A running ``bentoml serve`` of a stored model: its process, URL, port and combined output."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log: Path
+
+    def output(self) -> str:
+        """What the server printed so far."""
+        return self.log.read_text(errors="replace")
+
+
+def serve_command(port: int) -> list[str]:
+    """``bentoml serve`` of the Conveyor service on 127.0.0.1:``port``."""
+    return ["bentoml", "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def serve_env(tag: str, directory: Path, **extra: str) -> dict[str, str]:
+    """The environment to serve model ``tag``, the prediction log under ``directory`` (not the checkout)."""
+    options = f"services.conveyor.monitoring.options.log_path={directory / 'monitoring'}"
+    return tool_env() | {"CONVEYOR_MODEL_TAG": tag, "BENTOML_CONFIG_OPTIONS": options} | extra
+
+
+@contextmanager
+def serving(tag: str, directory: Path, *, open_files: int | None = None, **extra: str) -> Iterator[Serving]:
+    """``bentoml serve`` of model ``tag`` in ``directory`` until ``/readyz`` answers; stopped (workers too) on exit.
+
+    ``open_files`` limits the server's (and its workers') open files; ``extra`` is more environment.
+    """
+
+    port = free_port()
+    log = directory / "bentoml.log"
+    url = f"http://127.0.0.1:{port}"
+    limit = [] if open_files is None else ["prlimit", f"--nofile={open_files}", "--"]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [*limit, *serve_command(port)],
+            cwd=directory,
+            env=serve_env(tag, directory, **extra),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        started = time.monotonic()
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            if time.monotonic() - started > STARTUP_TIMEOUT_S:
+                raise RuntimeError(f"bentoml serve not ready in {STARTUP_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        yield Serving(process, url, port, log)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)

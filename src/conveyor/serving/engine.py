@@ -71,8 +71,19 @@ class Engine:
         return [dict(zip(self.classes, row, strict=True)) for row in proba.tolist()]
 
     def metadata(self) -> dict[str, Any]:
-        """Where the served model came from, how well it did, and what it accepts."""
+        """Where the served model came from, how well it did, and what it accepts.
+
+        With ``serve.metadata: minimal``, only what a client needs (the model's tag, task, classes
+        and the request limits): no contract, git revision, library versions or metrics.
+        """
         info = self.bundle.info
+        limits = {
+            "max_records": self.bundle.serve.max_records,
+            "max_body_bytes": self.bundle.serve.max_body_bytes,
+            "max_concurrency": self.bundle.serve.max_concurrency,
+        }
+        if self.bundle.serve.metadata == "minimal":
+            return {**info.model_dump(mode="json", include={"model_tag", "task", "classes"}), "limits": limits}
         return {
             **info.model_dump(mode="json", include={"model_tag", "git_revision"}),
             **info.provenance.model_dump(mode="json", include={"data_hash", "params_hash"}),
@@ -81,11 +92,7 @@ class Engine:
             "metrics": info.metrics,
             "inference": info.inference.model_dump(mode="json"),
             "libraries": info.provenance.libraries,
-            "limits": {
-                "max_records": self.bundle.serve.max_records,
-                "max_body_bytes": self.bundle.serve.max_body_bytes,
-                "max_concurrency": self.bundle.serve.max_concurrency,
-            },
+            "limits": limits,
             "prediction_log": info.prediction_log.model_dump(mode="json"),
             "contract": contract_to_dict(self.bundle.contract),
         }

@@ -1,7 +1,9 @@
 """ASGI middleware over the whole server: request metrics, admission, the body limit, the fast lane.
 
 Outermost first (see :meth:`conveyor.serving.routes.ServingApp.front`): :class:`RequestMetrics`
-counts and times every request, :class:`Admission` bounds requests in progress and their time,
+counts and times every request, :class:`HeaderLimit` refuses a request head too large or with too many headers,
+:class:`BearerAuth` (with ``serve.auth: bearer``) one without the API token, :class:`Admission`
+bounds requests in progress and their time,
 :class:`BodyLimit` refuses oversized bodies, :class:`FastLane` takes the prediction routes
 straight to their endpoints. Every refusal is :func:`refuse`'s JSON and one INFO line.
 """
@@ -9,7 +11,9 @@ straight to their endpoints. Every refusal is :func:`refuse`'s JSON and one INFO
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,20 +22,28 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic_core import to_json
 from starlette.responses import Response
 
+from conveyor.errors import ConfigError
+
 if TYPE_CHECKING:
     from conveyor.serving.metrics import ServiceMetrics
 
 __all__ = [
     "JSON_TYPE",
+    "TOKEN_VARIABLE",
     "ASGIApp",
     "Admission",
+    "BearerAuth",
     "BodyLimit",
     "FastLane",
+    "HeaderLimit",
     "Receive",
     "RequestMetrics",
     "Scope",
     "Send",
+    "api_tokens",
     "error_body",
+    "head_bytes",
+    "head_too_large",
     "header",
     "problem",
     "read_body",
@@ -49,6 +61,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON_TYPE = "application/json"
+# Where ``serve.auth: bearer`` takes its token(s) from: the environment (a Kubernetes Secret), never git.
+TOKEN_VARIABLE = "CONVEYOR_API_TOKEN"
+MIN_TOKEN_CHARS = 16
 
 
 def error_body(message: str, detail: Iterable[Mapping[str, Any]]) -> bytes:
@@ -145,6 +160,102 @@ class BodyLimit:
 
     def _too_large(self) -> tuple[int, list[dict[str, Any]]]:
         return 413, [problem(["body"], "too_large", f"body exceeds the limit of {self.max_body_bytes} bytes")]
+
+
+class HeaderLimit:
+    """ASGI middleware over the whole server: no request head over ``max_header_bytes`` or ``max_headers`` (431).
+
+    A head that never completes is bounded below the ASGI app (:mod:`conveyor.serving.connection`,
+    which closes the connection once it is over the limit); a complete one is measured here
+    (request line and headers, as sent), before any route reads it.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_headers: int, max_header_bytes: int) -> None:
+        self.app = app
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a request whose head is too large or has too many headers; otherwise pass it on."""
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            detail = []
+            if len(headers) > self.max_headers:
+                detail = [problem(["header"], "too_many", f"more than {self.max_headers} headers")]
+            elif head_bytes(scope) > self.max_header_bytes:
+                detail = [problem(["header"], "too_large", head_too_large(self.max_header_bytes))]
+            if detail:
+                response = refuse(scope["method"], scope["path"], 431, detail)
+                response.headers["connection"] = "close"  # as for a head that never completes
+                await send_response(response, scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def head_bytes(scope: Scope) -> int:
+    """The size of a request's head as sent: request line (method, path, query, version) and headers."""
+    line = len(scope["method"]) + len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"]) + 12
+    return line + sum(len(name) + len(value) + 4 for name, value in scope["headers"]) + 2
+
+
+def head_too_large(limit: int) -> str:
+    """What a 431 for a head over ``limit`` bytes says."""
+    return f"the request line and headers exceed the limit of {limit} bytes"
+
+
+def api_tokens(environ: Mapping[str, str] = os.environ) -> tuple[bytes, ...]:
+    """The tokens ``serve.auth: bearer`` accepts: ``CONVEYOR_API_TOKEN``, one or several separated by commas.
+
+    Several let a token be rotated (the new one added, clients moved, the old one removed).
+    Raises :class:`~conveyor.errors.ConfigError` naming the variable when it is unset, or a token
+    is shorter than 16 characters or holds a space or a character that is not printable ASCII.
+    """
+    raw = environ.get(TOKEN_VARIABLE, "")
+    tokens = tuple(token.strip() for token in raw.split(",") if token.strip())
+    if not tokens:
+        raise ConfigError(
+            f"{TOKEN_VARIABLE}: not set, and serve.auth is bearer; set it (from a Kubernetes Secret) or serve.auth: none"
+        )
+    for number, token in enumerate(tokens, start=1):
+        if len(token) < MIN_TOKEN_CHARS or not all("!" <= char <= "~" for char in token):
+            raise ConfigError(
+                f"{TOKEN_VARIABLE}: token {number} is not {MIN_TOKEN_CHARS} or more printable ASCII characters "
+                "without spaces (e.g. openssl rand -hex 32)"
+            )
+    return tuple(token.encode() for token in tokens)
+
+
+class BearerAuth:
+    """ASGI middleware: every path but ``exempt`` requires ``Authorization: Bearer <token>`` (401 otherwise).
+
+    ``tokens`` are :func:`api_tokens`; each is compared in constant time. The probes and
+    ``/metrics`` stay open (the kubelet and Prometheus carry no token); unknown paths are
+    refused like the routes, so a caller without the token learns nothing of which exist.
+    """
+
+    def __init__(self, app: ASGIApp, *, tokens: Iterable[bytes], exempt: Iterable[str]) -> None:
+        self.app = app
+        self.tokens = tuple(tokens)
+        self.exempt = frozenset(exempt)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass on a request to an exempt path or with a valid token; refuse any other."""
+        if scope["type"] != "http" or scope["path"] in self.exempt or self.authorized(header(scope, b"authorization")):
+            await self.app(scope, receive, send)
+            return
+        detail = [problem(["header", "authorization"], "unauthorized", "expected Authorization: Bearer <token>")]
+        response = refuse(scope["method"], scope["path"], 401, detail)
+        response.headers["www-authenticate"] = 'Bearer realm="conveyor"'
+        await send_response(response, scope, receive, send)
+
+    def authorized(self, value: bytes) -> bool:
+        """Whether ``value`` (an ``Authorization`` header) carries one of the tokens."""
+        scheme, _, token = value.partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        token = token.strip()
+        # Every token is compared, so the time taken does not tell which one nearly matched.
+        return sum(hmac.compare_digest(token, expected) for expected in self.tokens) > 0
 
 
 class RequestMetrics:

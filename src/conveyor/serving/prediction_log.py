@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import random
+import sys
 import threading
 import time
 import warnings
@@ -247,18 +248,49 @@ class BentoMonitorExporter:
         # BentoML types its own ids as integers but only ever writes str(id).
         self.trace_context.request_id = request_id  # type: ignore[assignment]
         if self.monitor is None:
-            # The first request goes through the context manager, which makes (and caches) the
-            # monitor from BentoML's configuration; the rest call the monitor's own
-            # start_record/stop_record, sparing bentoml.monitor's dependency injection per request.
-            with self.open_monitor(MONITOR_NAME) as monitor:
-                for column in columns:
-                    monitor.log_batch(*column)
-            self.monitor = monitor
-            return
+            # Opening leaves BentoML's record variables set; in a context of its own, they go with it.
+            self.monitor = contextvars.Context().run(self._open)
         self.monitor.start_record()  # type: ignore[no-untyped-call]
         for column in columns:
             self.monitor.log_batch(*column)
         self.monitor.stop_record()
+
+    def _open(self) -> MonitorBase[Any]:
+        """The monitor BentoML's configuration makes, its files open, and its write errors raised.
+
+        The context manager makes (and caches) the monitor; with nothing logged it writes
+        nothing. Later requests call the monitor's own start_record/stop_record, sparing
+        ``bentoml.monitor``'s dependency injection per request.
+        """
+        with self.open_monitor(MONITOR_NAME) as monitor:
+            pass
+        raise_write_errors(monitor)
+        return monitor
+
+
+def raise_write_errors(monitor: object) -> None:
+    """Make a failed write of BentoML's default monitor raise, rather than print a traceback and go on.
+
+    Its files are written by ``logging`` handlers, whose ``handleError`` prints the error to
+    stderr and returns: a full disk would count every record as exported. The handlers are
+    made here (its ``_init_logger``, which the first record would call) so that even the first
+    failure raises, and :class:`PredictionLog` counts the records ``failed``. Other monitors
+    (OTLP) are left as they are: their sending happens later, in OpenTelemetry's own thread.
+    """
+    if getattr(monitor, "data_logger", True) is None and callable(init := getattr(monitor, "_init_logger", None)):
+        init()
+    for name in ("data_logger", "schema_logger"):
+        found = getattr(monitor, name, None)
+        if isinstance(found, logging.Logger):
+            for handler in found.handlers:
+                handler.handleError = _raise_handled  # type: ignore[method-assign]
+
+
+def _raise_handled(record: logging.LogRecord) -> None:
+    """``logging.Handler.handleError`` that raises the error being handled (a handler calls it in ``except``)."""
+    error = sys.exc_info()[1]
+    if error is not None:
+        raise error
 
 
 def log_types(contract: Contract, columns: Sequence[str]) -> dict[str, str]:

@@ -34,12 +34,15 @@ from conveyor.serving.middleware import (
     JSON_TYPE,
     Admission,
     ASGIApp,
+    BearerAuth,
     BodyLimit,
     FastLane,
+    HeaderLimit,
     Receive,
     RequestMetrics,
     Scope,
     Send,
+    api_tokens,
     error_body,
     header,
     problem,
@@ -196,20 +199,27 @@ class ServingApp:
             ]
         )
 
-    def front(self, server: ASGIApp, *, routes: Iterable[str] = (), timeout: float = 30) -> ASGIApp:
+    def front(
+        self, server: ASGIApp, *, routes: Iterable[str] = (), timeout: float = 30, tokens: Iterable[bytes] | None = None
+    ) -> ASGIApp:
         """The ASGI app to run: ``server`` (which mounts :attr:`app`) behind this service's middleware.
 
         Outermost first: :class:`RequestMetrics` (every path of :data:`ROUTES` and ``routes``,
         more paths of the server's, counted by name), :class:`Admission` (but for the routes
         :data:`ROUTES` exempts), :class:`BodyLimit`, then :class:`FastLane` to the prediction
         endpoints, everything else to ``server``. The limits come from the bundle's ``serve``.
+        Between the metrics and admission: :class:`HeaderLimit` and, with ``serve.auth: bearer``,
+        :class:`BearerAuth` with ``tokens`` (``None``: :func:`api_tokens`, from the environment).
         """
         serve = self.bundle.serve
         app: ASGIApp = FastLane(server, routes=self.predictions)
         app = BodyLimit(app, max_body_bytes=serve.max_body_bytes, metrics=self.counts)
         # Per worker, as BentoML divides traffic.max_concurrency.
-        exempt = (route.path for route in ROUTES if not route.admitted)
+        exempt = [route.path for route in ROUTES if not route.admitted]
         app = Admission(app, max_concurrency=-(-serve.max_concurrency // serve.workers), timeout=timeout, exempt=exempt)
+        if serve.auth == "bearer":
+            app = BearerAuth(app, tokens=api_tokens() if tokens is None else tokens, exempt=exempt)
+        app = HeaderLimit(app, max_headers=serve.max_headers, max_header_bytes=serve.max_header_bytes)
         known = (*(route.path for route in ROUTES), *routes)
         return RequestMetrics(app, routes=known, registry=self.registry, access_log=serve.access_log)
 

@@ -20,18 +20,25 @@ decorated. The model itself is loaded once per worker in ``__init__``, warmed up
 single-record p99 from 82 ms to 12 ms here.
 """
 
+import atexit
+import contextlib
 import gc
 import logging
 import os
+import signal
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import bentoml
 from bentoml._internal.configuration.containers import BentoMLContainer
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from conveyor.bundle import MODEL_NAME, PACKAGE_REPORT, Bundle, BundleError, read_package_report
+from conveyor.bundle import MODEL_NAME, PACKAGE_REPORT, Bundle, read_package_report
+from conveyor.errors import ConveyorError
+from conveyor.serving import connection
+from conveyor.serving.middleware import api_tokens
 from conveyor.serving.prediction_log import BentoMonitorExporter, log_types
 from conveyor.serving.routes import ServingApp
 
@@ -54,18 +61,40 @@ def model_tag() -> str:
     return f"{MODEL_NAME}:latest"
 
 
+# The process that imported this module before this one: in a worker of `bentoml serve`, that
+# server (its arbiter), which a worker that cannot start stops (see stop_serving).
+SERVER_PID_VARIABLE = "CONVEYOR_SERVER_PID"
+# Where that worker leaves its failure, so that the server exits non-zero (see _exit_failed).
+FAILURE_VARIABLE = "CONVEYOR_SERVER_FAILURE"
+_IMPORTED_BY = os.environ.get(SERVER_PID_VARIABLE)
+_SERVER_FAILURE = os.environ.get(FAILURE_VARIABLE)
+os.environ[SERVER_PID_VARIABLE] = str(os.getpid())
+os.environ[FAILURE_VARIABLE] = str(Path(tempfile.gettempdir(), f"conveyor-failed-{os.getpid()}"))
+
+
+@atexit.register
+def _exit_failed() -> None:
+    """Exit 3 rather than 0 if a worker stopped this server because it could not start."""
+    failure = Path(os.environ[FAILURE_VARIABLE])
+    if os.environ.get(SERVER_PID_VARIABLE) == str(os.getpid()) and failure.is_file():
+        failure.unlink(missing_ok=True)
+        os._exit(3)
+
+
 MODEL = bentoml.models.BentoModel(model_tag())
 _stored = MODEL.stored
 if _stored is None:
-    raise RuntimeError(
-        f"no BentoML model {MODEL.tag} in {os.environ.get('BENTOML_HOME', '~/bentoml')}: run `make run` (dvc repro) first"
+    sys.exit(
+        f"conveyor: no BentoML model {MODEL.tag} in {os.environ.get('BENTOML_HOME', '~/bentoml')}: "
+        "run `make run` (dvc repro) first"
     )
 try:
     BUNDLE = Bundle.load(Path(_stored.path))
-except BundleError as error:
+    SERVE = BUNDLE.serve
+    TOKENS = api_tokens() if SERVE.auth == "bearer" else ()
+except ConveyorError as error:
     # One line naming the file, and an exit rather than a traceback BentoML would retry forever.
     sys.exit(f"conveyor: cannot serve {MODEL.tag}: {error}")
-SERVE = BUNDLE.serve
 
 # Native thread pools read these when they start; set before any model is loaded in this worker.
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -83,8 +112,13 @@ class ConveyorService(bentoml.Service[T]):  # type: ignore[misc]
     """BentoML's service, with :meth:`conveyor.serving.routes.ServingApp.front` in front of its server."""
 
     def to_asgi(self, is_main: bool = True) -> Any:
-        """BentoML's ASGI app (probes, docs, the mounted routes) behind Conveyor's middleware."""
-        return APP.front(super().to_asgi(is_main), timeout=TIMEOUT_S)
+        """BentoML's ASGI app (probes, docs, the mounted routes) behind Conveyor's middleware.
+
+        Called in each worker just before BentoML builds its uvicorn server: the connection
+        limits (:func:`conveyor.serving.connection.install`) go in here too.
+        """
+        connection.install(SERVE)
+        return APP.front(super().to_asgi(is_main), timeout=TIMEOUT_S, tokens=TOKENS)
 
 
 @bentoml.service(
@@ -107,8 +141,11 @@ class Conveyor:
     model = MODEL
 
     def __init__(self) -> None:
-        threadpool_limits(limits=SERVE.threads)
-        APP.load(exporter=prediction_exporter())
+        try:
+            threadpool_limits(limits=SERVE.threads)
+            APP.load(exporter=prediction_exporter())
+        except Exception as error:  # whatever stops the model loading, the server must not retry forever
+            stop_serving(error)
         gc.collect()
         gc.freeze()
 
@@ -135,3 +172,25 @@ def prediction_exporter() -> BentoMonitorExporter | None:
         model_tag=info.model_tag,
         others=log_types(BUNDLE.contract, BUNDLE.other_columns),
     )
+
+
+def stop_serving(error: Exception) -> NoReturn:
+    """Exit this worker with one line naming ``error``, stopping the ``bentoml serve`` that started it.
+
+    A worker that raises while starting is restarted by BentoML's arbiter, forever, one
+    traceback each ("Application startup failed"); the model will not load any better the next
+    time. So the worker stops the server (SIGTERM: it stops its workers and exits) and exits at
+    once; the server then exits 3. Only a server that imported this module first is stopped (``CONVEYOR_SERVER_PID`` is
+    its process id): never a test or a program that serves the service in its own process.
+    """
+    cause = str(error) if isinstance(error, ConveyorError) else f"{type(error).__name__}: {error}"
+    cause = " ".join(cause.split())[:1000]
+    sys.stderr.write(f"conveyor: cannot serve {MODEL.tag}: {cause}\n")
+    sys.stderr.flush()
+    if str(os.getppid()) == _IMPORTED_BY:
+        if _SERVER_FAILURE is not None:
+            with contextlib.suppress(OSError):
+                Path(_SERVER_FAILURE).write_text(cause, encoding="utf-8")
+        os.kill(os.getppid(), signal.SIGTERM)
+        os._exit(3)
+    raise error
