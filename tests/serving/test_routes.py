@@ -291,3 +291,14 @@ def test_only_a_dependency_passes_bentomls_pickled_calls_to_bentoml(bundle: Bund
         (200, "bentoml") if dependency else (415, "media_type")
     )
     assert asyncio.run(post("application/json")).json() == ["Adelie"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"), [("TRACE", "/metadata", {"GET", "HEAD", "POST"}), ("OPTIONS", "/predict", {"POST"})]
+)
+def test_a_method_a_declared_route_does_not_take_gets_405_naming_those_it_does(
+    served: Served, method: str, path: str, allowed: set[str]
+) -> None:
+    response = served.request(method, path)
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == allowed

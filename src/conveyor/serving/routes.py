@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.applications import Starlette
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -246,7 +247,9 @@ class ServingApp:
         lanes: dict[str, ASGIApp] = {**self.predictions, "/metadata": self.app}
         if dependency:
             lanes = {path: _BentoMLCalls(lane, server) for path, lane in lanes.items()}
-        app: ASGIApp = FastLane(_Paths(server, self.app, paths=lanes), routes=lanes)
+        # The exception layer turns a method the route does not take into 405 with `Allow`.
+        declared = _Paths(server, ExceptionMiddleware(self.app), paths=lanes)
+        app: ASGIApp = FastLane(declared, routes=lanes)
         app = BodyLimit(app, max_body_bytes=serve.max_body_bytes, metrics=self.counts)
         # Per worker, as BentoML divides traffic.max_concurrency.
         exempt = (route.path for route in ROUTES if not route.admitted)
