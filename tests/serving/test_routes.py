@@ -18,11 +18,18 @@ import httpx
 import jsonschema  # type: ignore[import-untyped]
 import pandas as pd
 import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from conveyor.bundle import Bundle
 from conveyor.config import Config
 from conveyor.contract import Contract, conform, parse_contract
 from conveyor.serving.middleware import Admission
+from conveyor.serving.routes import ServingApp
 from tests.conftest import labelled, make_bundle, regression
 from tests.serving.conftest import BAD, GOOD, JSON, Served, customer_rows, packaged_with
 
@@ -303,3 +310,49 @@ def inputs(bundle: Bundle, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """``rows`` (every column but the target) in the canonical form the model was trained on."""
     columns = {name: spec for name, spec in bundle.contract.columns.items() if name != bundle.info.target}
     return conform(pd.DataFrame(rows), bundle.contract.model_copy(update={"columns": columns}))
+
+
+def test_call_validates_and_answers_as_the_http_route_does(served: Served) -> None:
+    """What the declared BentoML APIs run when called in process or by BentoML's handlers."""
+    serving = served.serving
+    assert asyncio.run(serving.call("/predict", [GOOD])) == served.post("/predict", {"records": [GOOD]}).json()
+    assert asyncio.run(serving.call("/predict_proba", [GOOD]))[0]["Adelie"] > 0.5
+    with pytest.raises(ValidationError, match="literal_error"):
+        asyncio.run(serving.call("/predict", [GOOD | {"island": "Atlantis"}]))
+    with pytest.raises(ValidationError, match="too_short"):
+        asyncio.run(serving.call("/predict", []))
+
+
+@pytest.mark.parametrize("dependency", [False, True])
+def test_only_a_dependency_passes_bentomls_pickled_calls_to_bentoml(bundle: Bundle, dependency: bool) -> None:
+    serving = ServingApp(bundle, exposition=lambda: b"", registry=CollectorRegistry())
+    serving.load()
+
+    async def bentoml_handler(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("bentoml")
+
+    server = Starlette(routes=[Route("/predict", bentoml_handler, methods=["POST"])])
+    app = serving.front(server, dependency=dependency)
+
+    async def post(content_type: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://conveyor.invalid") as client:
+            body = json.dumps({"records": [GOOD]}).encode()
+            return await client.post("/predict", content=body, headers={"content-type": content_type})
+
+    pickled = asyncio.run(post("application/vnd.bentoml+pickle"))
+    assert (pickled.status_code, pickled.text if dependency else pickled.json()["detail"][0]["type"]) == (
+        (200, "bentoml") if dependency else (415, "media_type")
+    )
+    assert asyncio.run(post("application/json")).json() == ["Adelie"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"), [("TRACE", "/metadata", {"GET", "HEAD", "POST"}), ("OPTIONS", "/predict", {"POST"})]
+)
+def test_a_method_a_declared_route_does_not_take_gets_405_naming_those_it_does(
+    served: Served, method: str, path: str, allowed: set[str]
+) -> None:
+    response = served.request(method, path)
+    assert response.status_code == 405
+    assert set(response.headers["allow"].split(", ")) == allowed

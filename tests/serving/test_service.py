@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
+import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import bentoml
 import httpx
 import pytest
+import yaml
+from pydantic import ValidationError
 
 from conveyor import io
 from conveyor.artifacts import PackageReport
@@ -208,3 +218,198 @@ def test_a_corrupt_bundle_file_stops_the_server_with_one_line_naming_it(
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert len(lines) == 1, lines
     assert f"{name}: corrupt" in lines[0]
+
+
+ENDPOINTS = {"predict", "predict_proba", "metadata"}
+
+
+@contextmanager
+def sync_client(url: str) -> Iterator[bentoml.SyncHTTPClient]:
+    """BentoML's sync client for ``url``, closed after use with its temporary folder.
+
+    BentoML 1.4.40's clients never remove that folder themselves: a ResourceWarning (an error
+    here) whenever the collector reaches the client, in whichever test runs then.
+    """
+    client = bentoml.SyncHTTPClient(url)
+    try:
+        yield client
+    finally:
+        client.close()
+        client._temp_dir.cleanup()
+
+
+def test_bentoml_clients_discover_and_call_every_api(server: Server) -> None:
+    """The issue: `endpoints={}` and `AttributeError: 'SyncHTTPClient' object has no attribute 'predict'`."""
+    routes = server.client.get("/schema.json").json()["routes"]
+    assert {route["name"] for route in routes} == ENDPOINTS
+    with sync_client(server.url) as client:
+        assert set(client.endpoints) == ENDPOINTS
+        assert client.predict(records=[GOOD]) == ["Adelie"]
+        assert client.predict_proba(records=[GOOD])[0]["Adelie"] > 0.5
+        assert client.metadata()["features"] == list(GOOD)
+        with pytest.raises(bentoml.exceptions.BentoMLException, match="literal_error"):
+            client.predict(records=[GOOD | {"island": "Atlantis"}])
+
+    async def call_async() -> tuple[Any, Any, Any]:
+        async with bentoml.AsyncHTTPClient(server.url) as client:
+            try:
+                assert set(client.endpoints) == ENDPOINTS
+                return await asyncio.gather(
+                    client.predict(records=[GOOD, GOOD]), client.predict_proba(records=[GOOD]), client.metadata()
+                )
+            finally:
+                client._temp_dir.cleanup()
+
+    labels, proba, meta = asyncio.run(call_async())
+    assert labels == ["Adelie", "Adelie"]
+    assert abs(sum(proba[0].values()) - 1) < 1e-5
+    assert meta["inference"]["inference"] == "onnx"
+
+
+def test_the_bentos_openapi_document_is_the_served_one(server: Server, reproduced_repo: Path) -> None:
+    name, version = read_package_report(reproduced_repo / "reports/package.json").bento_tag.split(":")
+    packaged = Path(os.environ["BENTOML_HOME"], "bentos", name, version, "apis", "openapi.yaml")
+    served = server.client.get("/docs.json").json()
+    assert yaml.safe_load(packaged.read_text(encoding="utf-8")) == served
+    assert {"/predict", "/predict_proba", "/metadata"} <= set(served["paths"])
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _page_requests(url: str, profile: Path) -> tuple[list[str], str]:
+    """Every URL headless Chromium requested for the page at ``url`` (scripts run), and its DOM.
+
+    From Chromium's network log: the requests made in the page's context (its network isolation
+    key is the page's site), not the browser's own (update checks, account probes).
+    """
+    log = profile / "netlog.json"
+    command = [
+        CHROMIUM or "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile / 'profile'}",
+        f"--log-net-log={log}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        url,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    netlog = json.loads(log.read_text(errors="replace"))
+    start_job = netlog["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    site = f"{urlsplit(url).scheme}://{urlsplit(url).hostname}"
+    requested = {
+        event["params"]["url"]
+        for event in netlog["events"]
+        if event["type"] == start_job and event.get("params", {}).get("network_isolation_key") == f"{site} {site}"
+    }
+    return sorted(requested), result.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package chromium)")
+def test_the_docs_page_requests_nothing_from_another_host_in_a_browser(server: Server, tmp_path: Path) -> None:
+    requested, dom = _page_requests(f"{server.url}/", tmp_path / "ours")
+    # Swagger UI ran and rendered the document it fetched.
+    assert "/predict_proba" in dom, dom[-3000:]
+    assert f"{server.url}/docs.json" in requested
+    assert f"{server.url}/static_content/swagger-ui-bundle.js" in requested
+    assert [url for url in requested if not url.startswith(f"{server.url}/")] == []
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package chromium)")
+def test_the_browser_check_sees_the_tracker_on_bentomls_own_page(tmp_path: Path) -> None:
+    """The control: BentoML's default page, served as it ships, is caught requesting Google Tag Manager."""
+    import _bentoml_impl.server  # type: ignore[import-untyped]
+
+    page = Path(_bentoml_impl.server.__file__).parent / "main-openapi.html"
+    shutil.copy(page, tmp_path / "index.html")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as site:
+        thread = threading.Thread(target=site.serve_forever, daemon=True)
+        thread.start()
+        try:
+            requested, _ = _page_requests(f"http://127.0.0.1:{site.server_address[1]}/", tmp_path / "bentoml")
+        finally:
+            site.shutdown()
+            thread.join(timeout=10)
+    assert any(urlsplit(url).hostname == "www.googletagmanager.com" for url in requested), requested
+
+
+def test_every_asset_of_the_docs_page_is_served(server: Server) -> None:
+    page = server.client.get("/").text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert assets
+    for asset in assets:
+        assert asset.startswith("/"), asset
+        assert server.client.get(asset).status_code == 200, asset
+
+
+def test_another_service_composes_this_one_with_bentoml_depends(
+    reproduced_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process: ``bentoml.depends`` on a service not being served gives the service instance itself."""
+    tag = read_package_report(reproduced_repo / "reports/package.json").model_tag
+    monkeypatch.setenv("CONVEYOR_MODEL_TAG", tag)
+    service = importlib.import_module("conveyor.serving.service")
+
+    @bentoml.service(name="composer")
+    class Composer:
+        conveyor = bentoml.depends(service.Conveyor)
+
+        @bentoml.api  # type: ignore[untyped-decorator]
+        async def species(self, records: list[dict[str, Any]]) -> list[str]:
+            labels: list[str] = await self.conveyor.predict(records=records)
+            return labels
+
+    composer = Composer()
+    assert asyncio.run(composer.species(records=[GOOD])) == ["Adelie"]
+    conveyor = composer.conveyor
+    assert isinstance(conveyor, service.Conveyor.inner)
+    assert asyncio.run(conveyor.predict_proba(records=[GOOD]))[0]["Adelie"] > 0.5
+    assert asyncio.run(conveyor.metadata())["model_tag"] == tag
+    with pytest.raises(ValidationError, match="literal_error"):
+        asyncio.run(conveyor.predict(records=[GOOD | {"island": "Atlantis"}]))
+
+
+COMPOSER = """
+from typing import Any
+
+import bentoml
+
+from conveyor.serving.service import Conveyor
+
+
+@bentoml.service(name="composer")
+class Composer:
+    conveyor = bentoml.depends(Conveyor)
+
+    @bentoml.api
+    async def species(self, records: list[dict[str, Any]]) -> list[str]:
+        return await self.conveyor.predict(records=records)
+
+    @bentoml.api
+    async def model(self) -> str:
+        return (await self.conveyor.metadata())["model_tag"]
+"""
+
+
+def test_a_served_service_composes_this_one_with_bentoml_depends(reproduced_repo: Path, tmp_path: Path) -> None:
+    """Served: the dependency runs as its own service and is called with BentoML's own (pickled) calls."""
+    tag = read_package_report(reproduced_repo / "reports/package.json").model_tag
+    (tmp_path / "composer.py").write_text(COMPOSER, encoding="utf-8")
+    port = free_port()
+    command = ["bentoml", "serve", "composer:Composer", "--host", "127.0.0.1", "--port", str(port)]
+    env = tool_env() | {"CONVEYOR_MODEL_TAG": tag}
+    with (
+        running(command, cwd=tmp_path, env=env, port=port, log=tmp_path / "serve.log"),
+        sync_client(f"http://127.0.0.1:{port}") as client,
+    ):
+        assert client.species(records=[GOOD]) == ["Adelie"]
+        assert client.model() == tag
+    assert "Traceback" not in (tmp_path / "serve.log").read_text(errors="replace")

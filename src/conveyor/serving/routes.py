@@ -4,6 +4,9 @@
 Conveyor's, :class:`~conveyor.serving.middleware.Admission` exempts those the table does not
 admit, :func:`conveyor.serving.openapi.openapi` documents those with a summary, and request
 metrics count each by name. A new route is one entry here (and its handler in :class:`ServingApp`).
+The prediction routes and ``/metadata`` are also BentoML APIs (declared in
+:mod:`conveyor.serving.service`, so BentoML's clients and ``bentoml.depends`` find them): over HTTP
+the front still answers them here, and :meth:`ServingApp.call` answers BentoML's own calls.
 
 The request path is short on purpose (the model takes 0.1 ms on the ONNX path, so the server is
 most of the cost): the body is read once, validated straight from bytes into plain dicts
@@ -23,11 +26,13 @@ from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from pydantic_core import to_json
 from starlette.applications import Starlette
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from conveyor.bundle import Bundle
+from conveyor.serving.docs import docs_page
 from conveyor.serving.engine import Batcher, Engine, Records
 from conveyor.serving.metrics import ServiceMetrics
 from conveyor.serving.middleware import (
@@ -57,9 +62,11 @@ from conveyor.serving.request import request_type
 
 __all__ = ["Prediction", "RouteSpec", "ServingApp"]
 
-RouteKind = Literal["labels", "probabilities", "metadata", "openapi", "metrics", "probe", "bentoml"]
+RouteKind = Literal["labels", "probabilities", "metadata", "openapi", "docs", "metrics", "probe", "bentoml"]
 PREDICTIONS: frozenset[RouteKind] = frozenset({"labels", "probabilities"})
 REQUEST_ID_HEADER = b"x-request-id"
+# What BentoML's own client sends a service another one depends on (never accepted by the main one).
+PICKLE_TYPE = b"application/vnd.bentoml+pickle"
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class RouteSpec:
     """One path the server answers: what it serves, and its summary in the OpenAPI document.
 
     ``kind`` says what answers it: a prediction route (``labels``; ``probabilities``, classifiers
-    only), the metadata, the OpenAPI document or the metrics of :class:`ServingApp`, or BentoML
+    only), the metadata, the OpenAPI document, the docs page or the metrics of :class:`ServingApp`, or BentoML
     (its ``probe`` routes, documented here, and its own pages). An empty ``summary`` keeps the
     route out of the document; the probes and ``/metrics`` are not ``admitted`` (no concurrency
     limit, no timeout), as in BentoML's own ``traffic.max_concurrency``.
@@ -99,7 +106,7 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/healthz", "probe", "Liveness"),
     RouteSpec("/readyz", "probe", "Readiness: 200 once the model is loaded"),
     RouteSpec("/metrics", "metrics", "Prometheus metrics"),
-    RouteSpec("/", "bentoml"),
+    RouteSpec("/", "docs"),
     RouteSpec("/schema.json", "bentoml"),
 )
 
@@ -158,6 +165,31 @@ class Prediction:
         return records
 
 
+class _BentoMLCalls:
+    """A lane of :class:`FastLane` that leaves BentoML's own (pickled) calls to BentoML's handler."""
+
+    def __init__(self, lane: ASGIApp, server: ASGIApp) -> None:
+        self.lane = lane
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pickled = header(scope, b"content-type").split(b";", 1)[0].strip().lower() == PICKLE_TYPE
+        await (self.server if pickled else self.lane)(scope, receive, send)
+
+
+class _Paths:
+    """Requests to ``paths`` to ``app``, every other one to ``server``."""
+
+    def __init__(self, server: ASGIApp, app: ASGIApp, *, paths: Iterable[str]) -> None:
+        self.server = server
+        self.app = app
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ours = scope["type"] == "http" and scope["path"] in self.paths
+        await (self.app if ours else self.server)(scope, receive, send)
+
+
 class ServingApp:
     """The service's HTTP API as a Starlette app: prediction routes, metadata, OpenAPI and metrics.
 
@@ -189,6 +221,7 @@ class ServingApp:
         pages: dict[RouteKind, Callable[[Request], Awaitable[Response]]] = {
             "metadata": self.metadata,
             "openapi": self.openapi_document,
+            "docs": self.docs,
             "metrics": self.metrics,
         }
         self.app = _Routes(
@@ -200,19 +233,37 @@ class ServingApp:
         )
 
     def front(
-        self, server: ASGIApp, *, routes: Iterable[str] = (), timeout: float = 30, tokens: Iterable[bytes] | None = None
+        self,
+        server: ASGIApp,
+        *,
+        routes: Iterable[str] = (),
+        timeout: float = 30,
+        tokens: Iterable[bytes] | None = None,
+        dependency: bool = False,
     ) -> ASGIApp:
         """The ASGI app to run: ``server`` (which mounts :attr:`app`) behind this service's middleware.
 
         Outermost first: :class:`RequestMetrics` (every path of :data:`ROUTES` and ``routes``,
         more paths of the server's, counted by name), :class:`Admission` (but for the routes
         :data:`ROUTES` exempts), :class:`BodyLimit`, then :class:`FastLane` to the prediction
-        endpoints, everything else to ``server``. The limits come from the bundle's ``serve``.
+        endpoints and ``POST /metadata``; any other request to these paths (which ``server``
+        declares as BentoML APIs, ``POST`` only) to :attr:`app`, which also answers ``GET
+        /metadata`` and a 405 naming the methods allowed; everything else to ``server``. The
+        limits come from the bundle's ``serve``.
+
+        A ``dependency`` (a service another one composes with ``bentoml.depends``, not the main
+        one) also takes BentoML's own calls: their pickled bodies go to ``server``'s handlers.
+
         Between the metrics and admission: :class:`HeaderLimit` and, with ``serve.auth: bearer``,
         :class:`BearerAuth` with ``tokens`` (``None``: :func:`api_tokens`, from the environment).
         """
         serve = self.bundle.serve
-        app: ASGIApp = FastLane(server, routes=self.predictions)
+        lanes: dict[str, ASGIApp] = {**self.predictions, "/metadata": self.app}
+        if dependency:
+            lanes = {path: _BentoMLCalls(lane, server) for path, lane in lanes.items()}
+        # The exception layer turns a method the route does not take into 405 with `Allow`.
+        declared = _Paths(server, ExceptionMiddleware(self.app), paths=lanes)
+        app: ASGIApp = FastLane(declared, routes=lanes)
         app = BodyLimit(app, max_body_bytes=serve.max_body_bytes, metrics=self.counts)
         # Per worker, as BentoML divides traffic.max_concurrency.
         exempt = [route.path for route in ROUTES if not route.admitted]
@@ -240,6 +291,22 @@ class ServingApp:
         self.batcher = Batcher(engine, max_batch_size=serve.max_batch_size) if batching else None
         self.engine = engine
         return engine
+
+    async def call(self, path: str, records: Any) -> list[Any]:
+        """The answer of prediction route ``path`` to ``records`` outside HTTP: what the declared
+        BentoML APIs return when called in process (``bentoml.depends``) or by BentoML's handlers.
+
+        The records are validated as a request body is (a :class:`pydantic.ValidationError`
+        otherwise), counted and logged like an HTTP request's.
+        """
+        endpoint = self.predictions[path]
+        assert isinstance(endpoint, Prediction)
+        checked: list[dict[str, Any]] = self.request.validate_python({"records": records})["records"]
+        if self.engine is None:
+            raise RuntimeError("the model is still loading")
+        outputs = await self.answer(checked, proba=endpoint.proba)
+        self.answered(LoggedRequest(secrets.token_hex(8), path, checked, outputs), proba=endpoint.proba)
+        return outputs
 
     async def answer(self, records: Records, *, proba: bool) -> list[Any]:
         """Predictions (or probabilities) for validated records: through the batcher, or right here."""
@@ -277,6 +344,16 @@ class ServingApp:
     async def metrics(self, _: Request) -> Response:
         """``GET /metrics``: Prometheus text exposition."""
         return Response(self.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def docs(self, _: Request) -> Response:
+        """``GET /``: the docs page (Swagger UI on ``/docs.json``, every asset from this server)."""
+        return Response(self.docs_html, media_type="text/html; charset=utf-8")
+
+    @cached_property
+    def docs_html(self) -> bytes:
+        """The docs page's HTML (see :func:`conveyor.serving.docs.docs_page`)."""
+        openapi_path = next(route.path for route in self.routes if route.kind == "openapi")
+        return docs_page(title=f"conveyor: {self.bundle.info.model_tag}", openapi_url=openapi_path)
 
     async def openapi_document(self, _: Request) -> Response:
         """``GET /docs.json``: the OpenAPI document (see :func:`openapi`)."""

@@ -5,13 +5,24 @@ package stage saved (its tag is in ``reports/package.json``; ``CONVEYOR_MODEL_TA
 version); inside a bento, the model the bento carries. This module is the BentoML wiring only;
 the rest of :mod:`conveyor.serving` runs without BentoML.
 
-The routes are a small Starlette app (:class:`conveyor.serving.routes.ServingApp`) mounted in the
-service with ``bentoml.asgi_app``, rather than ``bentoml.api`` methods: BentoML's IO descriptors
-parse each body twice and hop to a thread, which made a 0.1 ms ONNX prediction cost 5 ms a
-request. The service class (BentoML's ``service_class`` option) puts Conveyor's middleware in
-front of BentoML's server: request metrics, admission (concurrency, timeout), the body limit on
-every route, and a fast lane for the prediction routes past BentoML's per-request middleware.
-BentoML still runs the server and its workers, the probes, the docs page and the bento.
+``predict``, ``predict_proba`` (classifiers) and ``metadata`` are BentoML APIs (``bentoml.api``)
+whose input and output types are the data contract's record types, so BentoML sees them as any
+service's: ``/schema.json`` lists them, ``bentoml.SyncHTTPClient(url).predict(records=[...])``
+and ``AsyncHTTPClient`` call them, ``bentoml.depends(Conveyor)`` composes the service (in process
+or served), and the bento's ``apis/openapi.yaml`` is the document served at ``/docs.json``
+(:meth:`ConveyorService.openapi_spec`).
+
+Over HTTP, though, BentoML's handlers are not on the request path: its IO descriptors parse each
+body twice and hop to a thread, which made a 0.1 ms ONNX prediction cost 5 ms a request. The
+service class (BentoML's ``service_class`` option) puts Conveyor's middleware in front of
+BentoML's server: request metrics, admission (concurrency, timeout), the body limit on every
+route, and a fast lane that answers the declared routes' JSON requests itself (validated once,
+from bytes, by the same types) past BentoML's per-request middleware. The other routes (the
+metadata as ``GET``, the docs page, ``/docs.json``, ``/metrics``) are a small Starlette app
+(:class:`conveyor.serving.routes.ServingApp`) mounted with ``bentoml.asgi_app``. BentoML still
+runs the server and its workers, the probes, the Swagger UI files and the bento; the APIs'
+bodies (:meth:`conveyor.serving.routes.ServingApp.call`) answer the calls that are not HTTP
+requests from a client: in process, and BentoML's own pickled calls between services.
 
 Import-time work is light on purpose (the bundle's JSON and contract, checked against the hashes
 recorded at package time): the routes, limits and worker settings must exist before the class is
@@ -28,23 +39,29 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import bentoml
+import yaml
 from bentoml._internal.configuration.containers import BentoMLContainer
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+from typing_extensions import TypedDict
 
 from conveyor.bundle import MODEL_NAME, PACKAGE_REPORT, Bundle, read_package_report
 from conveyor.errors import ConveyorError
 from conveyor.serving import connection
 from conveyor.serving.middleware import api_tokens
 from conveyor.serving.prediction_log import BentoMonitorExporter, log_types
+from conveyor.serving.request import body_type, record_type
 from conveyor.serving.routes import ServingApp
 
-__all__ = ["Conveyor", "ConveyorService", "model_tag", "prediction_exporter"]
+__all__ = ["Conveyor", "ConveyorService", "OpenAPIDocument", "api_types", "model_tag", "prediction_exporter"]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def model_tag() -> str:
@@ -106,6 +123,53 @@ logging.getLogger("conveyor").setLevel(logging.INFO)
 
 APP = ServingApp(BUNDLE, exposition=lambda: bytes(BentoMLContainer.metrics_client.get().generate_latest()))  # type: ignore[no-untyped-call]
 TIMEOUT_S = 30
+_typed_dict: Any = TypedDict
+
+
+def api_types(bundle: Bundle) -> tuple[type[BaseModel], type[BaseModel], Any, Any]:
+    """The declared APIs' types for ``bundle``: the prediction input (``records``, the request
+    body's own type), an input with no field, the labels (or values) and the probabilities.
+
+    The same contract types as :func:`conveyor.serving.request.request_type`, so what
+    ``/schema.json`` tells BentoML's clients is what the front validates.
+    """
+    strict = ConfigDict(extra="forbid", strict=True)
+    body = body_type(record_type(bundle.contract, bundle.columns), max_records=bundle.serve.max_records)
+    field: Any = (body.__annotations__["records"], ...)
+    records = create_model("PredictInput", __config__=strict, records=field)
+    nothing = create_model("MetadataInput", __config__=strict)
+    classes = tuple(bundle.info.classes or ())
+    if not bundle.is_classifier:
+        return records, nothing, list[float], None
+    probability = Annotated[float, Field(ge=0.0, le=1.0)]
+    probabilities = _typed_dict("Probabilities", dict.fromkeys(classes, probability))
+    return records, nothing, list[Literal[classes]], list[probabilities]  # type: ignore[valid-type]
+
+
+PREDICT_INPUT, METADATA_INPUT, LABELS, PROBABILITIES = api_types(BUNDLE)
+
+
+def returns(kind: Any) -> Callable[[F], F]:
+    """Give an API method its return type, known only once the bundle is loaded: ``bentoml.api``
+    reads its output type (and so ``/schema.json``'s) from the method's return annotation."""
+
+    def annotate(method: F) -> F:
+        method.__annotations__["return"] = kind
+        return method
+
+    return annotate
+
+
+class OpenAPIDocument(dict[str, Any]):
+    """The OpenAPI document where BentoML expects its own: ``asdict()`` for ``/docs.json``, YAML for the bento."""
+
+    def asdict(self) -> dict[str, Any]:
+        """The document as plain JSON-ready data."""
+        return dict(self)
+
+
+# `bentoml build` writes `apis/openapi.yaml` with `yaml.dump(service.openapi_spec)`.
+yaml.add_representer(OpenAPIDocument, lambda dumper, document: dumper.represent_dict(dict(document)))
 
 
 class ConveyorService(bentoml.Service[T]):  # type: ignore[misc]
@@ -118,7 +182,12 @@ class ConveyorService(bentoml.Service[T]):  # type: ignore[misc]
         limits (:func:`conveyor.serving.connection.install`) go in here too.
         """
         connection.install(SERVE)
-        return APP.front(super().to_asgi(is_main), timeout=TIMEOUT_S, tokens=TOKENS)
+        return APP.front(super().to_asgi(is_main), timeout=TIMEOUT_S, tokens=TOKENS, dependency=not is_main)
+
+    @property
+    def openapi_spec(self) -> OpenAPIDocument:
+        """The served OpenAPI document (``/docs.json``), also the bento's ``apis/openapi.yaml``."""
+        return OpenAPIDocument(APP.openapi)
 
 
 @bentoml.service(
@@ -148,6 +217,27 @@ class Conveyor:
             stop_serving(error)
         gc.collect()
         gc.freeze()
+
+    @bentoml.api(route="/predict", input_spec=PREDICT_INPUT)  # type: ignore[untyped-decorator]
+    @returns(LABELS)
+    async def predict(self, records: list[dict[str, Any]]) -> list[Any]:
+        """One label (classification) or value (regression) per record."""
+        return await APP.call("/predict", records)
+
+    if PROBABILITIES is not None:
+
+        @bentoml.api(route="/predict_proba", input_spec=PREDICT_INPUT)  # type: ignore[untyped-decorator]
+        @returns(PROBABILITIES)
+        async def predict_proba(self, records: list[dict[str, Any]]) -> list[dict[str, float]]:
+            """Each class' probability, per record."""
+            return await APP.call("/predict_proba", records)
+
+    @bentoml.api(route="/metadata", input_spec=METADATA_INPUT)  # type: ignore[untyped-decorator]
+    async def metadata(self) -> dict[str, Any]:
+        """The served model: its tag, provenance, metrics, limits and data contract."""
+        if APP.engine is None:
+            raise RuntimeError("the model is still loading")
+        return APP.engine.metadata()
 
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]
     def flush_prediction_log(self) -> None:
