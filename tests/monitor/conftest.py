@@ -98,7 +98,7 @@ exporter = BentoMonitorExporter(
     spec=FeatureSpec(numeric=tuple(payload["numeric"]), categorical=tuple(payload["categorical"])),
     task="classification",
     classes=[],
-    model_tag="conveyor-model:test",
+    model_tag=payload["model_tag"],
 )
 settings = PredictionLogConfig(log_sample_rate=1.0, log_queue_records=10**6, log_max_cpu_share=1.0)
 log = PredictionLog(exporter, settings, records=register(CollectorRegistry())).start()
@@ -109,13 +109,20 @@ assert log.failures == 0 and log.done_records == log.queued_records
 """
 
 
-def write_monitor_logs(log_path: Path, requests: list[tuple[str, pd.DataFrame]], contract: Contract) -> None:
-    """Log each ``(request id, records)`` (inputs and a ``prediction`` column) as the service would."""
+def write_monitor_logs(
+    log_path: Path, requests: list[tuple[str, pd.DataFrame]], contract: Contract, *, model_tag: str | None = None
+) -> None:
+    """Log each ``(request id, records)`` (inputs and a ``prediction`` column) as the service would.
+
+    ``model_tag`` names the model that answered (default :data:`LOGGED_MODEL`): the monitor judges
+    only the records of the model it monitors, so a test against a packaged model passes its tag.
+    """
     columns = [name for name in requests[0][1].columns if name != PREDICTION]
     payload: dict[str, Any] = {
         "numeric": [name for name in columns if contract.columns[name].is_numeric],
         "categorical": [name for name in columns if not contract.columns[name].is_numeric],
         "requests": [],
+        "model_tag": model_tag or LOGGED_MODEL,
     }
     for request_id, frame in requests:
         # As the service hands them over: validated records of plain Python values, None where missing.
@@ -203,11 +210,13 @@ def assert_html_agrees(out: Path) -> None:
 
 def stattest_name(method: str) -> str:
     """The name Evidently's HTML shows for the drift test ``method`` (its registered display name)."""
-    from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
+    from conveyor.monitor.drift import _two_sample_chi_square, evidently_quiet, import_evidently
 
-    from conveyor.monitor.drift import _two_sample_chi_square
+    import_evidently()
+    with evidently_quiet():  # as the monitor imports it: pandas 3 warns inside Evidently's legacy modules
+        from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
 
-    _two_sample_chi_square()  # registered, as the monitor registers it
+        _two_sample_chi_square()  # registered, as the monitor registers it
     return str(next(iter(_registered_stat_tests[method].values())).display_name)
 
 
@@ -238,3 +247,10 @@ def exported_lines(count: int, *, model_tag: str = LOGGED_MODEL, start: int = 0)
         + "\n"
         for number in range(count)
     )
+
+
+def packaged_model(repo: Path) -> str:
+    """The model tag ``repo``'s package stage wrote (``reports/package.json``): the one the monitor judges."""
+    from conveyor.bundle import read_package_report
+
+    return read_package_report(repo / "reports" / "package.json").model_tag

@@ -19,7 +19,14 @@ from conveyor.config import Config
 from conveyor.contract import Contract
 from conveyor.serving.prediction_log import MONITOR_NAME
 from tests.conftest import ROOT, configured, free_port, run, running, tool_env
-from tests.monitor.conftest import LOG_PATH_OPTION, Population, assert_html_agrees, exported_lines, write_monitor_logs
+from tests.monitor.conftest import (
+    LOG_PATH_OPTION,
+    Population,
+    assert_html_agrees,
+    exported_lines,
+    packaged_model,
+    write_monitor_logs,
+)
 
 
 def resampled(repo: Path, rows: int, seed: int) -> pd.DataFrame:
@@ -75,7 +82,7 @@ def test_monitor_judges_exports_and_logs_against_the_packaged_reference(
 
     logs = tmp_path / "monitoring"
     records = resampled(reproduced_repo, 60, seed=3).drop(columns=["species", "year"])
-    write_monitor_logs(logs, [("0123456789abcdef", records)], contract)
+    write_monitor_logs(logs, [("0123456789abcdef", records)], contract, model_tag=packaged_model(reproduced_repo))
     result = run(reproduced_repo, "conveyor", "monitor", "--logs", logs, "--out", tmp_path / "few", "--fail-on-alert")
     assert "monitor: insufficient_data (60 records; alerts: none)" in result.stdout
     assert_html_agrees(tmp_path / "few")

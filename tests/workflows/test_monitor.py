@@ -19,7 +19,7 @@ import pytest
 from conveyor import io
 from conveyor.contract import Contract
 from tests.conftest import BIN, ROOT, clone_of, commit_all, run
-from tests.monitor.conftest import write_monitor_logs
+from tests.monitor.conftest import packaged_model, write_monitor_logs
 from tests.workflows.test_act import STAND_IN_FOR, STAND_INS, remote_actions, run_act
 
 WORKFLOW = ".github/workflows/monitor.yml"
@@ -70,7 +70,10 @@ def logged_window(directory: Path, repo: Path, contract: Contract, *, seed: int,
     if shift is not None:
         records[shift] = (records[shift] + records[shift].std()).round()
     write_monitor_logs(
-        directory, [(f"{seed * 1000 + i:016x}", records.iloc[i * 100 : (i + 1) * 100]) for i in range(5)], contract
+        directory,
+        [(f"{seed * 1000 + i:016x}", records.iloc[i * 100 : (i + 1) * 100]) for i in range(5)],
+        contract,
+        model_tag=packaged_model(repo),
     )
     return directory
 

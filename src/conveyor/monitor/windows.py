@@ -24,7 +24,16 @@ from conveyor.contract import key_text
 from conveyor.errors import MonitorError
 from conveyor.serving.prediction_log import MODEL_TAG
 
-__all__ = ["MAX_LINE_BYTES", "RECORD", "REQUEST_ID", "LogWindow", "attach_labels", "read_labels", "read_logs"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "READ_BYTES",
+    "RECORD",
+    "REQUEST_ID",
+    "LogWindow",
+    "attach_labels",
+    "read_labels",
+    "read_logs",
+]
 
 REQUEST_ID = "request_id"
 # Position of a record within its request: one request may carry many records under one id.
@@ -35,6 +44,8 @@ LOG_PATTERN = "**/data/data.*.log*"
 # The longest line read as one record: a record is a few hundred bytes; a file without newlines
 # (a copy of /dev/zero) must not be read whole into memory.
 MAX_LINE_BYTES = 1 << 20
+# How much of a log file is read at once.
+READ_BYTES = 1 << 16
 SAMPLE_SEED = 0
 
 
@@ -128,19 +139,33 @@ def _require_file(fs: Any, name: str) -> None:
 
 
 def _lines(stream: Any, name: str) -> Iterator[tuple[int, bytes, bool]]:
-    """``(number, line, is the last line)`` for each non-blank line, none longer than :data:`MAX_LINE_BYTES`."""
-    number, pending = 0, b""
+    """``(number, line, is the last line)`` for each non-blank line, none longer than :data:`MAX_LINE_BYTES`.
+
+    Read in blocks (fsspec's remote files take no size in ``readline``), holding at most one
+    unfinished line and one block at a time.
+    """
+    number, buffer = 0, b""
+    held: tuple[int, bytes] | None = None
     while True:
-        line = stream.readline(MAX_LINE_BYTES + 1)
-        if len(line) > MAX_LINE_BYTES:
-            raise MonitorError(
-                f"{name}: line {number + 1} is longer than {MAX_LINE_BYTES} bytes; not a BentoML monitor record"
-            )
-        if pending.strip():
-            yield number, pending, not line
-        if not line:
+        block = stream.read(READ_BYTES)
+        lines = (buffer + block).split(b"\n")
+        # Until the end, the part after the last newline is a line still arriving.
+        buffer = lines.pop() if block else b""
+        for line in (*lines, buffer):
+            if len(line) > MAX_LINE_BYTES:
+                raise MonitorError(
+                    f"{name}: line {number + 1} is longer than {MAX_LINE_BYTES} bytes; not a BentoML monitor record"
+                )
+        for line in lines:
+            number += 1
+            if line.strip():
+                if held is not None:
+                    yield held[0], held[1], False
+                held = (number, line)
+        if not block:
+            if held is not None:
+                yield held[0], held[1], True
             return
-        number, pending = number + 1, line
 
 
 class _Reservoir:
