@@ -142,7 +142,7 @@ TORN: list[Torn] = [
     ("model truncated", "models", "model.skops", _truncate),
     ("BentoML's model.yaml deleted", "models", "model.yaml", _delete),
     ("bento.yaml deleted", "bentos", "bento.yaml", _delete),
-    ("service source truncated", "bentos", "src/src/conveyor/serving/service.py", _truncate),
+    ("service source truncated", "bentos", "src/conveyor/serving/service.py", _truncate),
 ]
 
 
