@@ -63,7 +63,12 @@ def fresh_copy(tmp_path: Path) -> Path:
 def run_as_printed(repo: Path, commands: list[str], home: Path) -> None:
     environment = {
         key: value for key, value in os.environ.items() if not key.startswith(("VIRTUAL_ENV", "PYTEST", "CONDA"))
-    } | {"PATH": system_path(), "HOME": str(home)}
+    } | {
+        "PATH": system_path(),
+        "HOME": str(home),
+        # A store of its own: the session's holds the models other tests packaged, with their labels.
+        "BENTOML_HOME": str(home / "bentoml"),
+    }
     for command in commands:
         result = subprocess.run(
             ["bash", "-c", command], cwd=repo, env=environment, capture_output=True, text=True, timeout=600, check=False
