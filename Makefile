@@ -33,11 +33,12 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 setup: $(VENV)/.synced system-tools ## Create .venv from uv.lock (installs uv itself into .tools/ first), then system-tools
 
 # Tools tests run that no PyPI package ships, as command:package (Debian/Ubuntu names; GitHub's
-# runners are Ubuntu). PostgreSQL's server binaries live in /usr/lib/postgresql/<version>/bin.
-SYSTEM_TOOLS := promtool:prometheus pg_ctl:postgresql
+# runners are Ubuntu). PostgreSQL's server binaries live in /usr/lib/postgresql/<version>/bin;
+# Chromium loads the service's docs page headless.
+SYSTEM_TOOLS := promtool:prometheus pg_ctl:postgresql chromium:chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
 
-system-tools: ## Install the missing system tools tests need (promtool, PostgreSQL) with apt-get, or say how
+system-tools: ## Install the missing system tools tests need (promtool, PostgreSQL, Chromium) with apt-get, or say how
 	@missing=; for pair in $(SYSTEM_TOOLS); do \
 		command -v "$${pair%%:*}" >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/$${pair%%:*}" >/dev/null \
 			|| missing="$$missing $${pair#*:}"; \

@@ -283,6 +283,11 @@ def _page_requests(url: str, profile: Path) -> tuple[list[str], str]:
     From Chromium's network log: the requests made in the page's context (its network isolation
     key is the page's site), not the browser's own (update checks, account probes).
     """
+    if CHROMIUM is None:
+        pytest.fail(
+            "Chromium is not installed: `make setup` installs Debian's chromium package with apt-get as root or "
+            "with sudo; elsewhere install Chromium"
+        )
     log = profile / "netlog.json"
     command = [
         CHROMIUM or "chromium",
@@ -312,7 +317,6 @@ def _page_requests(url: str, profile: Path) -> tuple[list[str], str]:
     return sorted(requested), result.stdout
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package chromium)")
 def test_the_docs_page_requests_nothing_from_another_host_in_a_browser(server: Server, tmp_path: Path) -> None:
     requested, dom = _page_requests(f"{server.url}/", tmp_path / "ours")
     # Swagger UI ran and rendered the document it fetched.
@@ -322,7 +326,6 @@ def test_the_docs_page_requests_nothing_from_another_host_in_a_browser(server: S
     assert [url for url in requested if not url.startswith(f"{server.url}/")] == []
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (Debian package chromium)")
 def test_the_browser_check_sees_the_tracker_on_bentomls_own_page(tmp_path: Path) -> None:
     """The control: BentoML's default page, served as it ships, is caught requesting Google Tag Manager."""
     import _bentoml_impl.server  # type: ignore[import-untyped]
