@@ -58,24 +58,46 @@ from conveyor.serving.prediction_log import BentoMonitorExporter, log_types
 from conveyor.serving.request import body_type, record_type
 from conveyor.serving.routes import ServingApp
 
-__all__ = ["Conveyor", "ConveyorService", "OpenAPIDocument", "api_types", "model_tag", "prediction_exporter"]
+__all__ = [
+    "Conveyor",
+    "ConveyorService",
+    "OpenAPIDocument",
+    "api_types",
+    "bento_model",
+    "model_tag",
+    "prediction_exporter",
+]
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def model_tag() -> str:
-    """``CONVEYOR_MODEL_TAG``, else the model this checkout packaged, else the newest one.
+    """``CONVEYOR_MODEL_TAG``, else the model the bento serving this carries, else the model this
+    checkout packaged, else the newest one.
 
     Not simply the newest: switching back to a branch whose model is already in the store
-    re-packages nothing, so "latest" would still be the other branch's model. A bento has no
-    ``reports/`` and carries one model, which "latest" then names.
+    re-packages nothing, so "latest" would still be the other branch's model; and a bento served
+    by tag on a machine whose store holds newer models must serve its own.
     """
     if tag := os.environ.get("CONVEYOR_MODEL_TAG"):
         return tag
+    if (carried := bento_model()) is not None:
+        return carried
     if PACKAGE_REPORT.is_file():
         return read_package_report(PACKAGE_REPORT).model_tag
     return f"{MODEL_NAME}:latest"
+
+
+def bento_model() -> str | None:
+    """Inside a bento (this file at ``<bento>/src/conveyor/serving/service.py``), the model its ``bento.yaml`` names."""
+    manifest = Path(__file__).resolve().parents[3] / "bento.yaml"
+    if not manifest.is_file():
+        return None
+    info = yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}
+    models = info.get("models") or [m for service in info.get("services") or [] for m in service.get("models") or []]
+    tags = [str(m["tag"]) for m in models if isinstance(m, dict) and str(m.get("tag", "")).startswith(f"{MODEL_NAME}:")]
+    return tags[0] if tags else None
 
 
 # The process that imported this module before this one: in a worker of `bentoml serve`, that
