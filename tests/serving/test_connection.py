@@ -132,6 +132,8 @@ def test_a_refused_body_is_not_taken_for_a_head_and_the_next_head_is_still_bound
         connection.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40_000)
         closed, rest = _closed_within(connection, 5)
     assert closed, "an oversized head after a refused body was never closed"
+    # The rest of the /readyz answer (its body's newline) may arrive first.
+    rest = rest.lstrip(b"\r\n")
     assert rest == b"" or rest.startswith(b"HTTP/1.1 431 "), rest[:200]
 
 
