@@ -257,13 +257,18 @@ def running(
     try:
         yield _ready(f"http://127.0.0.1:{port}{ready_path}", process, log)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``process``'s group (a server and any workers it started): SIGTERM, then SIGKILL if that is not enough."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
 
 
 def make(cwd: Path, *args: str | Path, tools: Path = BIN, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -6,8 +6,6 @@ import asyncio
 import dataclasses
 import hashlib
 import json
-import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -31,7 +29,7 @@ from conveyor.config import Config
 from conveyor.contract import conform, infer_contract
 from conveyor.serving.prediction_log import Exporter
 from conveyor.serving.routes import ServingApp
-from tests.conftest import configured, customers, free_port, make_bundle, tool_env
+from tests.conftest import configured, customers, free_port, make_bundle, stop_group, tool_env
 
 SERVICE = "conveyor.serving.service:Conveyor"
 STARTUP_TIMEOUT_S = 120
@@ -225,10 +223,4 @@ def serving(tag: str, directory: Path, *, open_files: int | None = None, **extra
             time.sleep(0.1)
         yield Serving(process, url, port, log)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_group(process)
