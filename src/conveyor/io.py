@@ -7,15 +7,17 @@ anything else, instead of pickle, which would run whatever code a tampered file 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io as bytes_io
 import json
 import math
 import os
+import secrets
 import stat
 import zipfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -176,20 +178,62 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed onto ``path`` only if the block succeeds.
 
     A stage killed mid-write (``kill -9``, a full disk) then leaves the previous file or none,
-    never a torn one that the next stage would read. The temporary name is hidden and carries
-    the process id; a leftover from a killed run is removed by the next write of the same file.
+    never a torn one that the next stage would read. The temporary name is hidden and unique to
+    this write (process id and a random part), so concurrent writers of one file never touch each
+    other's; a leftover whose process has died is removed by the next write of the same file.
+    A file system that refuses the write (full, read-only, over quota) is an :class:`ArtifactError`
+    naming ``path``, and the previous file stays.
     """
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        stale.unlink(missing_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(target.parent, exc) from None
+    _remove_dead_writers_temporaries(target)
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         yield temporary
         os.replace(temporary, target)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        raise disk_error(target, exc) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        with suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+# What a file system says when it cannot take a write: full, over quota, too large, read-only,
+# not permitted, or failing.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+
+
+def disk_error(path: str | Path, exc: OSError) -> ArtifactError:
+    """One line for a write the file system refused: the path, the reason, and that nothing was replaced."""
+    reason = exc.strerror or type(exc).__name__
+    return ArtifactError(f"{path}: cannot write: {reason}; the previous file, if any, is unchanged")
+
+
+def _remove_dead_writers_temporaries(target: Path) -> None:
+    # Only a temporary whose writer has exited is stale: a live one belongs to a concurrent write.
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        pid = stale.name.rpartition(".tmp-")[2].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with suppress(OSError):
+                stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_bytes(data: bytes, path: str | Path) -> None:
