@@ -35,6 +35,22 @@ class IngestReport(Artifact):
     hash: str
 
 
+class SourceFingerprint(Artifact):
+    """``data/source.json``: what identifies the current content of ``data.source`` (the source stage).
+
+    ``ingest`` depends on this file instead of on the source itself, so DVC never reads the
+    source. A file: its size and SHA-256. A URL: the validators its server or store reports
+    (``ETag``, ``Last-Modified``, size), empty when it reports none. A database: nothing, as
+    DVC cannot see new rows behind a query (``dvc repro --force ingest`` reads it again).
+    """
+
+    kind: Literal["file", "url", "sql"]
+    source: str
+    size: int | None = None
+    sha256: str | None = None
+    version: dict[str, str] = Field(default_factory=dict)
+
+
 class Finding(Artifact):
     """One failed data check: which column, which check, what was wrong, and some offending values."""
 

@@ -28,6 +28,16 @@ def _contract(cfg: Config) -> Contract:
     return io.read_contract(cfg.data.schema_path)
 
 
+def _source(args: argparse.Namespace) -> None:
+    from conveyor.stages import source
+
+    found = source.run(load_config(args.params, check_params=False), out=args.out)
+    what = {"file": f"{found.size} bytes, sha256 {(found.sha256 or '')[:12]}", "sql": "a database (not fingerprinted)"}
+    print(
+        f"source: {found.source}: {what.get(found.kind) or ', '.join(f'{k} {v}' for k, v in found.version.items()) or 'no version reported'}"
+    )
+
+
 def _ingest(args: argparse.Namespace) -> None:
     from conveyor.stages import ingest
 
@@ -322,6 +332,7 @@ def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 # The pipeline's commands in dvc.yaml order: handler, help, and the file options each requires.
 STAGE_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, tuple[str, ...]]] = {
+    "source": (_source, "Fingerprint data.source (a file's hash, a URL's version) for DVC.", ("out",)),
     "ingest": (_ingest, "Read data.source into the raw Parquet table.", ("out", "report")),
     "validate": (_validate, "Check the raw table against the data contract.", ("data", "out", "report")),
     "split": (_split, "Split the validated table into train and test.", ("data", "train", "test")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -9,12 +10,17 @@ import pandas as pd
 from conveyor import io
 from conveyor.artifacts import IngestReport
 from conveyor.config import Config, DataConfig
+from conveyor.errors import DataError
 from conveyor.urls import redact_url
 
 
-def ingest(cfg: DataConfig) -> pd.DataFrame:
-    """The raw table from ``data.source`` (and ``data.query`` for SQL), unchanged."""
-    return io.read_source(cfg.source, query=cfg.query, sql=cfg.is_sql)
+def ingest(cfg: DataConfig, *, environ: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The raw table from ``data.source`` (and ``data.query`` for SQL), unchanged, within ``data.limits``.
+
+    With ``data.source_env`` set, the URL opened is that variable's (the same place, with
+    credentials): ``environ`` (default ``os.environ``) is where it is looked up.
+    """
+    return io.read_source(cfg.source, query=cfg.query, sql=cfg.is_sql, limits=cfg.limits, url=cfg.url(environ=environ))
 
 
 def summarize(df: pd.DataFrame, *, source: str) -> IngestReport:
@@ -29,8 +35,15 @@ def summarize(df: pd.DataFrame, *, source: str) -> IngestReport:
 
 def run(cfg: Config, *, out: Path, report: Path) -> IngestReport:
     """Read the source, write it to ``out`` as Parquet and its summary to ``report``."""
+    import pyarrow as pa
+
     df = ingest(cfg.data)
-    io.write_table(df, out)
-    summary = summarize(df, source=cfg.data.source)
+    try:
+        summary = summarize(df, source=cfg.data.source)
+        io.write_table(df, out)
+    except pa.ArrowException as exc:
+        # Values Parquet cannot hold (a string over 2 GiB where data.limits allow one): the
+        # source's problem, named, not a traceback.
+        raise DataError(f"{redact_url(cfg.data.source)}: cannot be stored as Parquet: {exc}") from None
     io.write_artifact(summary, report)
     return summary
