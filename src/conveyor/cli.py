@@ -10,12 +10,14 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from conveyor.config import Config, load_config
 from conveyor.contract import Contract
 from conveyor.errors import ConveyorError
+from conveyor.urls import known_secrets, scrub
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -425,7 +427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except ConveyorError as exc:
-        print(f"conveyor {args.command}: error: {exc}", file=sys.stderr)
+        print(f"conveyor {args.command}: error: {scrub(str(exc), known_secrets())}", file=sys.stderr)
+        return 1
+    except Exception:
+        # A bug keeps its traceback, but not a credential of data.source_env's URL.
+        if not known_secrets():
+            raise
+        print(scrub(traceback.format_exc(), known_secrets()), file=sys.stderr, end="")
         return 1
     if args.command in STAGE_COMMANDS and (timings := os.environ.get(STAGE_TIMINGS_VARIABLE)):
         _record_stage_time(Path(timings), args.command, time.perf_counter() - started)

@@ -18,7 +18,7 @@ from pydantic_core import ErrorDetails
 
 from conveyor.errors import ConfigError
 from conveyor.registry import DEFAULT_SPACES, check_estimator, check_estimator_name, metric_names
-from conveyor.urls import credentials_in, is_sql_url, location, redact_url
+from conveyor.urls import credentials_in, is_sql_url, location, redact_url, remember_secrets
 
 # YAML has lists, not tuples; strict mode would refuse them, and tuples keep the config immutable.
 Names = Annotated[tuple[str, ...], Field(strict=False)]
@@ -96,6 +96,7 @@ class DataConfig(_Section):
                 f"data.source_env: {self.source_env} points to {redact_url(value)}, not to data.source "
                 f"{redact_url(self.source)}; it may only add credentials"
             )
+        remember_secrets(value)
         return value
 
     @property

@@ -123,6 +123,19 @@ def secrets_of(source: str) -> list[str]:
     return sorted({value for value in found if len(value) >= 4}, key=len, reverse=True)
 
 
+_KNOWN: set[str] = set()
+
+
+def remember_secrets(url: str) -> None:
+    """Note the secrets of a URL this process opens, so that :func:`known_secrets` can hide them anywhere."""
+    _KNOWN.update(secrets_of(url))
+
+
+def known_secrets() -> list[str]:
+    """Every secret :func:`remember_secrets` noted, longest first: what the CLI scrubs from any output."""
+    return sorted(_KNOWN, key=len, reverse=True)
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """``text`` with every occurrence of each secret (as is, or URL-quoted) replaced by ``***``."""
     from urllib.parse import quote
