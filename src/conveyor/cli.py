@@ -17,6 +17,7 @@ from pathlib import Path
 from conveyor.config import Config, load_config
 from conveyor.contract import Contract
 from conveyor.errors import ConveyorError
+from conveyor.io import DISK_ERRNOS
 from conveyor.urls import known_secrets, scrub
 
 
@@ -429,7 +430,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConveyorError as exc:
         print(f"conveyor {args.command}: error: {scrub(str(exc), known_secrets())}", file=sys.stderr)
         return 1
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            # A full, read-only or failing disk under a library's own writes (the BentoML store,
+            # dvclive): the machine's state, not a bug. One line naming the path.
+            where = exc.filename or "a file"
+            message = f"conveyor {args.command}: error: {where}: cannot write: {exc.strerror}"
+            print(scrub(message, known_secrets()), file=sys.stderr)
+            return 1
         # A bug keeps its traceback, but not a credential of data.source_env's URL.
         if not known_secrets():
             raise

@@ -519,6 +519,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def remove_others(folder: Path, *, keep: set[Path]) -> None:
+    """Delete every file under ``folder`` that is not in ``keep``, then the folders left empty.
+
+    For an output folder that persists between runs: called once the new files are in place,
+    so a failed run leaves the previous folder whole and a good one leaves no stale file.
+    """
+    for path in sorted(folder.rglob("*"), reverse=True):
+        try:
+            if path.is_file() and path not in keep:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        except OSError as exc:
+            raise disk_error(path, exc) from None
+
+
 def write_bytes(data: bytes, path: str | Path) -> None:
     """Write a file whole (see :func:`atomic_path`), creating parent folders."""
     with atomic_path(path) as temporary:

@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import secrets
 import socket
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -385,19 +386,28 @@ def write_plots(report: TuningReport, out: Path) -> None:
     rerun the stage to recreate it. That path writes the list itself: importing dvclive takes 2 s.
     """
     if not report.trials:
-        for name in (HISTORY_PLOT, IMPORTANCE_PLOT):
-            path = out / "plots" / "custom" / f"{name}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("[]\n", encoding="utf-8")
+        # The folder persists (dvc.yaml): the two files are all it holds afterwards.
+        written = {out / "plots" / "custom" / f"{name}.json" for name in (HISTORY_PLOT, IMPORTANCE_PLOT)}
+        for path in sorted(written):
+            io.write_text("[]\n", path)
+        io.remove_others(out, keep=written)
         return
-    from dvclive.live import Live
-
     better = max if report.direction == "maximize" else min
     history, best = [], -math.inf if report.direction == "maximize" else math.inf
     for trial in report.trials:
         if trial.value is not None:
             best = better(best, trial.value)
             history.append({"trial": trial.number, "value": trial.value, "best": best})
+    try:
+        _log_with_dvclive(history, report, out)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc if isinstance(exc, OSError) else OSError(0, str(exc))
+        raise io.disk_error(out, reason) from None
+
+
+def _log_with_dvclive(history: list[dict[str, float]], report: TuningReport, out: Path) -> None:
+    from dvclive.live import Live
+
     with Live(dir=str(out), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.log_plot(HISTORY_PLOT, history, x="trial", y="value", template="scatter", title="Tuning: score per trial")
         live.log_plot(
