@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -120,6 +120,7 @@ def secrets_of(source: str) -> list[str]:
         found += [value for _, value in parse_qsl(urlsplit(f"x://{address}").query)]
     # Longest first, so that a secret containing another is hidden whole; tiny values are too
     # common in text to replace (a query value "1") and too short to be a credential.
+    found += [unquote(value) for value in found]  # as sent, decoded (a basic-auth header, a driver)
     return sorted({value for value in found if len(value) >= 4}, key=len, reverse=True)
 
 

@@ -16,7 +16,7 @@ from conftest import ROOT
 
 from conveyor import io
 from conveyor.artifacts import GateVerdict
-from conveyor.config import Config
+from conveyor.config import Config, DataLimits
 from conveyor.contract import Contract
 from conveyor.errors import ArtifactError, DataError
 from conveyor.stages.train import train
@@ -161,3 +161,18 @@ def test_expected_failures_are_one_line_and_bugs_keep_their_traceback(tmp_path: 
     assert bug.returncode == 1
     assert "Traceback (most recent call last)" in bug.stderr
     assert "ValueError: inside a library" in bug.stderr
+
+
+def test_the_csv_guard_follows_quoting(tmp_path: Path) -> None:
+    # Commas and newlines inside quotes are neither columns nor rows; a doubled quote is a quote.
+    path = tmp_path / "quoted.csv"
+    path.write_text('"a,b","c\nd",e\n"x ""1"", y",2,3\n', encoding="utf-8")
+    limits = DataLimits(max_columns=3, max_field_bytes=64)
+    df = io.read_source(str(path), limits=limits)
+    assert list(df.columns) == ["a,b", "c\nd", "e"]
+    assert df.iloc[0, 0] == 'x "1", y'
+    with pytest.raises(DataError, match=r"more than 2 columns \(data\.limits\.max_columns\)"):
+        io.read_source(str(path), limits=DataLimits(max_columns=2))
+    path.write_text('a,b\n"' + "x," * 40 + '",1\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"a field longer than 64 bytes \(data\.limits\.max_field_bytes\)"):
+        io.read_source(str(path), limits=limits)
