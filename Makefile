@@ -16,7 +16,7 @@ export PATH := $(BIN):$(PATH)
 export UV_COMPILE_BYTECODE := 1
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help setup run repro test test-fast lint format bench serve bento clean sweep
+.PHONY: help setup system-tools run repro check-repro test test-fast lint format docs bench serve bento clean sweep
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,7 +30,26 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
 	@touch $@
 
-setup: $(VENV)/.synced ## Create .venv from uv.lock (installs uv itself into .tools/ first)
+setup: $(VENV)/.synced system-tools ## Create .venv from uv.lock (installs uv itself into .tools/ first), then system-tools
+
+# Tools tests run that no PyPI package ships, as command:package (Debian/Ubuntu names; GitHub's
+# runners are Ubuntu). PostgreSQL's server binaries live in /usr/lib/postgresql/<version>/bin.
+SYSTEM_TOOLS := promtool:prometheus pg_ctl:postgresql
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+
+system-tools: ## Install the missing system tools tests need (promtool, PostgreSQL) with apt-get, or say how
+	@missing=; for pair in $(SYSTEM_TOOLS); do \
+		command -v "$${pair%%:*}" >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/$${pair%%:*}" >/dev/null \
+			|| missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if command -v apt-get >/dev/null && { [ -z "$(SUDO)" ] || $(SUDO) true 2>/dev/null; }; then \
+		echo "system-tools: apt-get install$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+			&& $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "system-tools: install$$missing with your package manager (no apt-get as root or passwordless sudo here): the tests that need them fail until then" >&2; \
+	fi
 
 # A fresh clone reproduces main's committed outputs byte for byte, so DVC skips `package`; the
 # BentoML store lives outside the repository, though, and may not hold that model yet.
@@ -42,20 +61,33 @@ run: setup ## Set up, then `dvc repro` to an accepted, packaged model (in this m
 
 repro: run
 
+check-repro: setup ## After `make run`: is the committed dvc.lock current, and are results the committed ones (within tolerance)?
+	conveyor check-repro
+
 test: setup ## Run the whole test suite, slow integration tests included
 	pytest
 
 test-fast: setup ## Run the unit tests only (no `slow` marker)
 	pytest -m "not slow"
 
-lint: setup ## ruff (lint + format check) and mypy
+lint: setup ## ruff (lint + format check), mypy, and the docs site built with --strict (a broken link fails)
 	ruff check .
 	ruff format --check .
 	mypy
+	$(MKDOCS) build --strict --site-dir $(DOCS_SITE)
 
 format: setup ## Format and autofix with ruff
 	ruff format .
 	ruff check --fix .
+
+# The site (mkdocs.yml) builds offline into a gitignored folder. Material for MkDocs 9.7+ prints an
+# end-of-life banner on every build; it is news, not a problem with these docs.
+DOCS_SITE := build/site
+MKDOCS := NO_MKDOCS_2_WARNING=1 mkdocs
+
+docs: setup ## Regenerate docs/layout.md from the package tree, then build the site into build/site/ (open index.html)
+	python docs/gen_layout.py
+	$(MKDOCS) build --strict --site-dir $(DOCS_SITE)
 
 bench: setup ## Benchmarks (pipeline, serving) into benchmarks/results/RESULTS.md; needs wrk (installed if root)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
@@ -85,9 +117,62 @@ bento: setup ## Re-export requirements/serve.txt from uv.lock, then `dvc repro` 
 	dvc repro
 
 clean: ## Remove the environments and caches (not data, not the DVC cache)
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(FEAST_VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# --- CI/CD (the GitHub workflows run these; see README, "CI/CD") ------------------------------
+# --- Feature store (the option `feature_store` in params.yaml; see docs/feature-store.md) -------
+# Feast needs pandas<3: it gets its own environment from feature_repo/uv.lock, and the project only
+# ever runs it as a process. FEAST_USAGE=False: nothing is reported anywhere, everything is local.
+FEAST_REPO := feature_repo
+FEAST_VENV := $(FEAST_REPO)/.venv
+FEAST := cd $(FEAST_REPO) && FEAST_USAGE=False .venv/bin/feast
+# From before the example's first event to now: `feast materialize-incremental` on a new store
+# would start at now minus each view's TTL, and the example's rows are older than that.
+MATERIALIZE_START ?= 2000-01-01T00:00:00
+FEATURE_SERVER_PORT ?= 6566
+
+.PHONY: feast-env feast-apply materialize feature-server feature-store
+
+$(FEAST_VENV)/.synced: $(FEAST_REPO)/pyproject.toml $(FEAST_REPO)/uv.lock | $(UV)
+	env -u UV_PROJECT_ENVIRONMENT $(UV) sync --frozen --project $(FEAST_REPO)
+	@touch $@
+
+feast-env: $(FEAST_VENV)/.synced ## Create feature_repo/.venv (Feast, pandas 2) from feature_repo/uv.lock
+
+feast-apply: feast-env ## `feast apply` the example repository's definitions (registry in feature_repo/store/)
+	$(FEAST) apply
+
+materialize: feast-env ## `feast apply`, then load the online store (SQLite) with each entity's newest feature values
+	@# One process for both: importing Feast takes seconds.
+	cd $(FEAST_REPO) && FEAST_USAGE=False .venv/bin/python materialize.py --repo . --apply --start $(MATERIALIZE_START)
+
+feature-server: materialize ## `feast serve` on 127.0.0.1:$(FEATURE_SERVER_PORT), the online features the service reads
+	$(FEAST) serve --host 127.0.0.1 --port $(FEATURE_SERVER_PORT) --no-access-log
+
+# The whole option end to end, without touching this checkout's params.yaml or dvc.lock: the
+# pipeline runs in a copy of the tracked files (build/feature-store/) with feature_store.enabled,
+# up to train; then `feast serve` answers for one entity key and the trained model predicts.
+FEATURE_STORE_DEMO ?= build/feature-store
+DEMO_ENTITY ?= penguin_id=1
+DEMO_PARAMS := import sys, yaml; p = yaml.safe_load(open("params.yaml")); p["feature_store"].update(enabled=True, python=sys.argv[1]); yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+FREE_PORT := import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+
+feature-store: setup materialize ## The feature store end to end: pipeline from Feast (in a copy), feast serve, one prediction from an entity key
+	rm -rf $(FEATURE_STORE_DEMO) && mkdir -p $(FEATURE_STORE_DEMO)
+	git ls-files -z | xargs -0 cp --parents -t $(FEATURE_STORE_DEMO)
+	cd $(FEATURE_STORE_DEMO) && python -c '$(DEMO_PARAMS)' $(abspath $(FEAST_VENV))/bin/python \
+		&& git init -q -b main && git add -A \
+		&& git -c user.name=conveyor -c user.email=conveyor@localhost commit -qm "feature store demo" \
+		&& dvc repro train && cat reports/ingest.json
+	@port=$$(python -c '$(FREE_PORT)'); \
+	FEAST_USAGE=False setsid $(FEAST_VENV)/bin/feast --chdir $(FEAST_REPO) serve --host 127.0.0.1 --port $$port --no-access-log \
+		>$(FEATURE_STORE_DEMO)/serve.log 2>&1 & \
+	pid=$$!; trap 'kill -- -'$$pid' 2>/dev/null; wait '$$pid' 2>/dev/null' EXIT; \
+	for _ in $$(seq 1 240); do curl -sf http://127.0.0.1:$$port/health >/dev/null && break; sleep 0.5; done; \
+	echo "feature-store: feast serve on 127.0.0.1:$$port; predicting for $(DEMO_ENTITY) from its online features:"; \
+	conveyor online-predict --params $(FEATURE_STORE_DEMO)/params.yaml --url http://127.0.0.1:$$port \
+		--model $(FEATURE_STORE_DEMO)/models/model.skops --entity $(DEMO_ENTITY)
+
+# --- CI/CD (the GitHub workflows run these; see docs/ci-cd.md) -------------------------------
 # The image is ghcr.io/<owner>/<repo> in lowercase (registries reject uppercase; GitHub owners may
 # have it), tagged with the commit. Both can be overridden: `make image IMAGE=… TAG=…`.
 IMAGE ?= ghcr.io/$(shell printf '%s' '$(or $(GITHUB_REPOSITORY),local/conveyor)' | tr '[:upper:]' '[:lower:]')
@@ -150,7 +235,7 @@ lint-workflows: setup ## zizmor (offline) and the GitHub-workflow JSON schema on
 	zizmor --offline .github/workflows
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
-# --- Monitoring (the model-monitor workflow runs these; see README, "Monitoring") ---------------
+# --- Monitoring (the model-monitor workflow runs these; see docs/monitoring.md) -----------------
 MONITOR_OUT ?= monitor-report
 PIPELINE_WORKFLOW ?= deploy.yml
 

@@ -14,11 +14,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import feature_store
 import pipeline
+import scale
 import serving
 import tuning
 
-SECTIONS = {"pipeline": pipeline.main, "serving": serving.main, "tuning": tuning.main}
+SECTIONS = {
+    "pipeline": pipeline.main,
+    "serving": serving.main,
+    "tuning": tuning.main,
+    "scale": scale.main,
+    "feature_store": feature_store.main,
+}
 
 
 def main() -> int:

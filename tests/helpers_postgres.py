@@ -37,7 +37,10 @@ def running_postgres(password: str) -> Iterator[str]:
     """Start a fresh server; yield its ``postgresql+psycopg://`` URL; stop it and delete its files."""
     binaries = server_bin()
     if binaries is None:
-        pytest.skip("PostgreSQL is not installed (no pg_ctl in /usr/lib/postgresql/*/bin or on PATH)")
+        pytest.fail(
+            "PostgreSQL is not installed (no pg_ctl in /usr/lib/postgresql/*/bin or on PATH): `make setup` installs it "
+            "with apt-get as root or with sudo; elsewhere install PostgreSQL's server"
+        )
     as_user: list[str] = []
     base = Path(tempfile.mkdtemp(prefix="conveyor-pg-"))
     if os.geteuid() == 0:
@@ -45,13 +48,18 @@ def running_postgres(password: str) -> Iterator[str]:
             account = pwd.getpwnam(SERVER_USER)
         except KeyError:
             shutil.rmtree(base)
-            pytest.skip(f"PostgreSQL will not run as root and there is no {SERVER_USER!r} user to run it as")
+            pytest.fail(
+                f"PostgreSQL will not run as root and there is no {SERVER_USER!r} user to run it as: "
+                "Debian's postgresql package creates it (`make setup`)"
+            )
         os.chown(base, account.pw_uid, account.pw_gid)
         # runuser lives in /usr/sbin, which a non-login PATH may lack.
         runuser = shutil.which("runuser", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
         if runuser is None:
             shutil.rmtree(base)
-            pytest.skip(f"PostgreSQL will not run as root and there is no runuser to run it as {SERVER_USER!r}")
+            pytest.fail(
+                f"PostgreSQL will not run as root and there is no runuser to run it as {SERVER_USER!r} (util-linux)"
+            )
         as_user = [runuser, "-u", SERVER_USER, "--"]
 
     def server_command(*args: str) -> None:

@@ -39,10 +39,12 @@ def _ready(url: str, process: subprocess.Popen[bytes], log: Path) -> float:
 
 
 @contextmanager
-def running(command: list[str], *, cwd: Path, env: dict[str, str], port: int, log: Path) -> Iterator[float]:
+def running(
+    command: list[str], *, cwd: Path, env: dict[str, str], port: int, log: Path, ready_path: str = "/readyz"
+) -> Iterator[float]:
     """Start ``command`` (a server on 127.0.0.1:``port``) in its own process group, output to ``log``.
 
-    Yields the seconds it took until ``/readyz`` answered 200; on exit stops the process group
+    Yields the seconds it took until ``ready_path`` answered 200; on exit stops the process group
     (the server and any workers it started), with SIGKILL if SIGTERM is not enough.
     """
     with log.open("wb") as output:
@@ -50,7 +52,7 @@ def running(command: list[str], *, cwd: Path, env: dict[str, str], port: int, lo
             command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        yield _ready(f"http://127.0.0.1:{port}/readyz", process, log)
+        yield _ready(f"http://127.0.0.1:{port}{ready_path}", process, log)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

@@ -26,13 +26,45 @@ class Artifact(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+class DroppedRow(Artifact):
+    """One entity row the feature store's point-in-time join dropped, and the views that had no value for it."""
+
+    entity: dict[str, Any]
+    event_timestamp: str
+    feature_views: list[str]
+    ttl_days: dict[str, float]
+
+
+class FeatureStoreJoin(Artifact):
+    """What the point-in-time join kept: entity rows in, training rows out, drops per feature view.
+
+    ``dropped_examples`` holds the first few dropped rows (Feast's file offline store drops a row
+    whose entity has no feature row within a view's TTL; an entity it has never seen comes back
+    with missing values instead, which the data contract's missing-value checks see).
+    """
+
+    feature_service: str
+    feature_views: list[str]
+    entity_keys: list[str]
+    entity_rows: int
+    rows: int
+    dropped: int
+    dropped_by_view: dict[str, int]
+    dropped_examples: list[DroppedRow]
+
+
 class IngestReport(Artifact):
-    """``reports/ingest.json``: what ingest read (the source with secrets removed)."""
+    """``reports/ingest.json``: what ingest read (the source with secrets removed).
+
+    ``feature_store`` only when ingest read a feature store (absent otherwise, so the file of a
+    project without one is what it always was).
+    """
 
     source: str
     rows: int
     columns: dict[str, str]
     hash: str
+    feature_store: FeatureStoreJoin | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class SourceFingerprint(Artifact):
@@ -168,6 +200,15 @@ class TuningReport(Artifact):
     trials: list[Trial] = Field(default_factory=list)
 
 
+class ImportanceSample(Artifact):
+    """The rows permutation importance scored: ``rows`` of the test split's ``test_rows``, drawn with ``seed``."""
+
+    rows: int
+    test_rows: int
+    repeats: int
+    seed: int
+
+
 class EvaluationRecord(Artifact):
     """``reports/evaluation.json``: the metrics and exactly which model and test file they belong to.
 
@@ -178,6 +219,8 @@ class EvaluationRecord(Artifact):
     model_sha256: str
     test_sha256: str
     metrics: dict[str, float]
+    # Which rows the importance in reports/importance.json came from (None: not computed).
+    importance: ImportanceSample | None = None
 
 
 class Check(Artifact):

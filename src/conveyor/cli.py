@@ -46,6 +46,12 @@ def _ingest(args: argparse.Namespace) -> None:
 
     summary = ingest.run(_config(args), out=args.out, report=args.report)
     print(f"ingest: {summary.rows} rows, {len(summary.columns)} columns, hash {summary.hash[:12]}")
+    if summary.feature_store is not None:
+        join = summary.feature_store
+        print(
+            f"ingest: feature service {join.feature_service}: {join.entity_rows} entity rows, "
+            f"{join.dropped} dropped by the point-in-time join"
+        )
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -291,6 +297,44 @@ def _timings(args: argparse.Namespace) -> None:
     print(f"\nTotal {timings.total:.1f} s; slowest: `{timings.slowest}`." if timings.root else "\nNo stage ran.")
 
 
+def _check_repro(args: argparse.Namespace) -> None:
+    from conveyor import repro
+
+    outcome = repro.check(Path.cwd(), rev=args.rev)
+    lines = repro.summary(outcome)
+    print("\n".join(lines), file=sys.stderr if outcome.problems else sys.stdout)
+    if outcome.problems:
+        raise SystemExit(1)
+
+
+def _online_predict(args: argparse.Namespace) -> None:
+    import json
+
+    import pandas as pd
+
+    from conveyor import io
+    from conveyor.online_features import OnlineFeatures, parse_entity
+    from conveyor.predict import predict
+
+    cfg = load_config(args.params, check_params=False)
+    keys = dict(parse_entity(text) for text in args.entity)
+    client = OnlineFeatures(args.url, feature_service=cfg.feature_store.feature_service)
+    try:
+        features = client.get_one(**keys)
+    finally:
+        client.close()
+    prediction = predict(io.load_model(args.model), pd.DataFrame([features])).tolist()[0]
+    print(json.dumps({"entity": keys, "features": features, "prediction": prediction}))
+
+
+def _add_online_predict(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--url", required=True, help="the Feast feature server, e.g. http://127.0.0.1:6566")
+    sub.add_argument("--model", type=Path, required=True, help="the trained model (models/model.skops)")
+    sub.add_argument(
+        "--entity", action="append", required=True, metavar="KEY=VALUE", help="an entity key, e.g. penguin_id=5"
+    )
+
+
 def _add_report(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--out", type=Path, required=True, help="the Markdown file; images go to <stem>-images/ beside it")
     sub.add_argument("--gate", type=Path, required=True, help="the gate's verdict (reports/gate.json)")
@@ -393,6 +437,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     timings.add_argument("--file", type=Path, required=True, help="the stage-timings.json the stages wrote")
     timings.set_defaults(handler=_timings)
+    check_repro = commands.add_parser(
+        "check-repro",
+        help="After `dvc repro`: is the committed dvc.lock current, and are the results the committed ones?",
+        description=(
+            "Compare the workspace after `dvc repro` with a revision: every stage's command, params and input "
+            "files exactly; tracked reports within a stated numeric tolerance; machine-dependent bytes named."
+        ),
+    )
+    check_repro.add_argument(
+        "--rev", default="HEAD", help="the revision holding the committed dvc.lock (default: HEAD)"
+    )
+    check_repro.set_defaults(handler=_check_repro)
     _add_init(
         command(
             "init",
@@ -404,6 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
         command("monitor", _monitor, "Judge served records against the training data: drift, quality, performance.")
     )
     _add_alert(commands)
+    _add_online_predict(
+        command(
+            "online-predict",
+            _online_predict,
+            "Predict for an entity key alone: its features from Feast's feature server (feature_store.feature_service).",
+        )
+    )
 
     schema = commands.add_parser("schema", help="Data contract tools.", description="Data contract tools.")
     schema_commands = schema.add_subparsers(dest="schema_command", required=True, metavar="COMMAND")

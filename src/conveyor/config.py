@@ -179,9 +179,18 @@ class GateConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    """Evaluation extras: permutation importance repeats and the smallest slice reported."""
+    """Evaluation extras: permutation importance, the plots' size and the smallest slice reported.
+
+    Metrics use the whole test split. Permutation importance scores the model
+    ``importance_repeats`` times per input column, so on a large split it runs on a seeded sample
+    of ``importance_rows`` rows (``split.seed``; ``reports/evaluation.json`` records the size).
+    Each curve and scatter plot keeps at most ``plot_points`` points: the plots are tracked in
+    git and must not grow with the data.
+    """
 
     importance_repeats: Annotated[int, Field(ge=1)] = 5
+    importance_rows: Annotated[int, Field(ge=1)] = 10_000
+    plot_points: Annotated[int, Field(ge=2)] = 500
     min_slice_rows: Annotated[int, Field(ge=1)] = 5
 
 
@@ -254,6 +263,29 @@ class MonitorConfig(_Section):
     log_sample_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     log_queue_records: Annotated[int, Field(ge=1)] = 20_000
     log_max_cpu_share: Annotated[float, Field(gt=0.0, le=1.0)] = 0.02
+
+
+class FeatureStoreConfig(_Section):
+    """Ingest from a Feast feature store instead of ``data.source``; see docs/feature-store.md.
+
+    With ``enabled``, ingest joins the features of ``feature_service`` in the Feast repository
+    ``repo`` onto the entity table ``entity_rows`` (a Parquet file of entity keys, an
+    ``event_timestamp`` per row, the label and any other columns to pass through) with Feast's
+    point-in-time join, each row taking the values valid at its timestamp within each view's TTL.
+    Feast runs in its own environment (``python``, the interpreter of ``feature_repo/.venv``: Feast
+    needs pandas<3), as a separate process. Rows the join drops (no feature row within a TTL) are
+    counted; a share above ``max_dropped_share`` stops ingest naming the entity and the view.
+    ``apply`` registers the repository's definitions first (the example's; off for a team
+    registry applied by its own workflow). Off (the default), nothing of this is read.
+    """
+
+    enabled: bool = False
+    repo: str = Field(default="feature_repo", min_length=1)
+    entity_rows: str = Field(default="feature_repo/data/penguin_labels.parquet", min_length=1)
+    feature_service: str = Field(default="penguin_species", min_length=1)
+    max_dropped_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    apply: bool = True
+    python: str = Field(default="feature_repo/.venv/bin/python", min_length=1)
 
 
 Choice = str | int | float | bool | None
@@ -353,6 +385,7 @@ class Config(_Section):
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
     tune: TuneConfig = TuneConfig()
+    feature_store: FeatureStoreConfig = FeatureStoreConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Config:

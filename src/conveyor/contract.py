@@ -132,7 +132,7 @@ def pandera_schema(contract: Contract) -> pa.DataFrameSchema:
         if spec.type == "category" and spec.categories is not None:
             checks.append(pa.Check.isin(list(spec.categories)))
         if spec.type in {"category", "string"}:
-            checks.append(pa.Check(lambda v: isinstance(v, str), element_wise=True, name="is_text"))
+            checks.append(pa.Check(_is_text, name="is_text"))
         columns[name] = pa.Column(
             "float64" if spec.is_numeric else None,
             checks=checks,
@@ -141,6 +141,19 @@ def pandera_schema(contract: Contract) -> pa.DataFrameSchema:
             required=True,
         )
     return pa.DataFrameSchema(columns, unique=[list(key) for key in contract.unique] or None, strict=False)
+
+
+def _is_text(column: pd.Series) -> pd.Series | bool:
+    """True where a value is text (missing values are checked apart, by ``nullable``).
+
+    Decided for the whole column when its dtype or a single C-level pass over it says so; only
+    a column holding something else is checked value by value, to name the values that are not text.
+    """
+    import pandas as pd
+
+    if isinstance(column.dtype, pd.StringDtype) or pd.api.types.infer_dtype(column, skipna=True) in {"string", "empty"}:
+        return True
+    return column.map(lambda value: isinstance(value, str))
 
 
 def conform(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
@@ -154,7 +167,10 @@ def conform(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     out: dict[str, pd.Series] = {}
     for name, spec in contract.columns.items():
         column = df[name]
-        if spec.is_numeric:
+        if spec.is_numeric and pd.api.types.is_numeric_dtype(column):
+            # Already numbers (bool included): a copy as float64, without a detour through objects.
+            out[name] = column.astype("float64")
+        elif spec.is_numeric:
             out[name] = pd.to_numeric(column.astype("object").where(column.notna(), None), errors="raise").astype(
                 "float64"
             )

@@ -123,8 +123,11 @@ def model_frame(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
         raise DataError(f"the data lacks the model's feature columns {missing}")
     frame = {name: _numbers(df[name], name) for name in spec.numeric}
     for name in spec.categorical:
-        column = df[name].astype("object")
-        frame[name] = column.where(column.notna(), MISSING_CATEGORY).map(str).astype("object")
+        column = df[name]
+        # Text columns (the str dtype, or objects that are all strings) need no str() per value.
+        is_text = isinstance(column.dtype, pd.StringDtype) or pd.api.types.infer_dtype(column, skipna=True) == "string"
+        column = column.astype("object").where(column.notna(), MISSING_CATEGORY)
+        frame[name] = column if is_text else column.map(str).astype("object")
     return pd.DataFrame(frame, index=df.index, columns=list(spec.columns))
 
 

@@ -552,6 +552,19 @@ def write_text(text: str, path: str | Path) -> None:
     write_bytes(text.encode("utf-8"), path)
 
 
+# The file a declared plot folder holds when its stage has no plot for it (the other task's plots,
+# tuning switched off). `dvc plots show/diff` reports a declared folder that is missing as an
+# error, and git (hence a baseline revision) keeps no empty folder; `.dvcignore` hides this file
+# from DVC, so the folder exists and shows nothing: no empty figure, no error. No plot file can
+# take this name: plot names never start with a dot.
+PLOT_PLACEHOLDER = ".no-plot"
+
+
+def write_plot_placeholder(folder: Path, reason: str) -> None:
+    """Mark ``folder`` as a declared plot folder with nothing to show, saying why in the file."""
+    write_text(f"{reason}\n", folder / PLOT_PLACEHOLDER)
+
+
 def read_bytes(path: str | Path) -> bytes:
     """A file's bytes; a missing file or a folder in its place is an :class:`ArtifactError` naming it."""
     try:

@@ -2,19 +2,27 @@
 
 It reads what the pipeline wrote (the gate's verdict, the validation summary) and asks DVC for
 everything that compares two revisions: the metrics and params diffs against the baseline, and
-every plot with both revisions in one figure, rendered to PNG with vl-convert. CML posts the
+every plot with both revisions in one figure, rendered to PNG with vl-convert. Each figure is
+also drawn in Markdown that GitHub renders itself (a Mermaid chart, or a table for the confusion
+matrix), so the pull request comment shows every plot without an image upload. CML posts the
 result; this module never talks to GitHub, so the report is the same locally and in CI.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from conveyor import io
 from conveyor.artifacts import Champion, GateVerdict, TunedParams, TuningReport, ValidationReport
@@ -27,6 +35,16 @@ CANDIDATE = "candidate"
 GATE_STAGE = "gate"
 # Where the tune stage leaves the params train fitted (committed: DVC does not cache it).
 TUNED_PARAMS = "models/tuned_params.json"
+# Decimals every metric is shown with; a difference that rounds to zero there is "unchanged".
+DECIMALS = 4
+# Plot folders that hold one file per class (evaluate's one-against-the-rest curves).
+PER_CLASS = frozenset({"roc", "precision_recall", "calibration"})
+# A curve on the unit square is drawn through this many evenly spaced points (Mermaid's line
+# charts take y values at evenly spaced x); a scatter plot becomes at most MAX_BINS bin means,
+# or one mean per x value when it has at most MAX_CATEGORIES of them (tuning trials).
+GRID = 21
+MAX_BINS = 12
+MAX_CATEGORIES = 30
 
 
 class ReportError(ConveyorError):
@@ -45,10 +63,13 @@ class Baseline:
 
 @dataclass(frozen=True)
 class Figure:
-    """One rendered plot: its title and the PNG's path relative to the report."""
+    """One rendered plot: its title, the PNG's path relative to the report, and the same figure as
+    Markdown GitHub draws itself (:func:`native_figure`)."""
 
     title: str
     link: str
+    native: list[str] = field(default_factory=list)
+    same_as_baseline: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,10 +156,99 @@ def _number(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
-def diff_section(title: str, table: str, *, unchanged: str) -> list[str]:
-    """A section holding one of DVC's ``--md`` tables, or ``unchanged`` when DVC printed none."""
-    body = table.strip()
-    return [f"## {title}", "", body if body else unchanged]
+MetricsDiff = Mapping[str, Mapping[str, Mapping[str, Any]]]
+
+
+def metrics_section(title: str, diff: MetricsDiff, *, baseline: str | None, gated: Sequence[str]) -> list[str]:
+    """Every metric, the gate's first, for the baseline and the candidate, with the difference.
+
+    ``diff`` is ``dvc metrics diff --all --json`` (``{file: {metric: {"old", "new"}}}``; see
+    :func:`shown_metrics` for a report with no baseline). A difference that rounds to zero at
+    :data:`DECIMALS` is "unchanged", never ``-0.0000``.
+    """
+    rows = [
+        (_key(path, name, "reports/metrics.json"), values)
+        for path, metrics in diff.items()
+        for name, values in metrics.items()
+    ]
+    if not rows:
+        return [f"## {title}", "", "No metrics yet."]
+    order = {name: index for index, name in enumerate(dict.fromkeys(gated))}
+    rows.sort(key=lambda row: (order.get(row[0], len(order)), row[0]))
+    if baseline is None:
+        lines = ["| Metric | candidate |", "|---|---|"]
+        lines += [f"| {_metric_name(name, order)} | {_value(values.get('new'))} |" for name, values in rows]
+    else:
+        lines = [f"| Metric | `{baseline}` | candidate | Change |", "|---|---|---|---|"]
+        lines += [
+            f"| {_metric_name(name, order)} | {_value(values.get('old'))} | {_value(values.get('new'))} | "
+            f"{_change(values.get('old'), values.get('new'))} |"
+            for name, values in rows
+        ]
+    return [f"## {title}", "", *lines]
+
+
+def shown_metrics(show: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``dvc metrics show --json`` in the shape of :func:`metrics_section`'s ``diff`` (no ``old``)."""
+    files = show.get("", {}).get("data", {})
+    return {path: {k: {"new": v} for k, v in _flat(entry.get("data", {}))} for path, entry in files.items()}
+
+
+def params_section(title: str, diff: MetricsDiff, *, baseline: str) -> list[str]:
+    """The params that differ from the baseline's (``dvc params diff --json``), or "No param changed."."""
+    rows = sorted(
+        (_key(path, name, "params.yaml"), values) for path, params in diff.items() for name, values in params.items()
+    )
+    if not rows:
+        return [f"## {title}", "", "No param changed."]
+    lines = [f"| Param | `{baseline}` | candidate |", "|---|---|---|"]
+    lines += [f"| {_cell(name)} | {_setting(v.get('old'))} | {_setting(v.get('new'))} |" for name, v in rows]
+    return [f"## {title}", "", *lines]
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    # DVC's diffs name a nested metric by its dotted path; `show` nests it.
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _key(path: str, name: str, usual: str) -> str:
+    return name if path == usual else f"{path}:{name}"
+
+
+def _metric_name(name: str, gated: Mapping[str, int]) -> str:
+    return f"{_cell(name)} (gate)" if name in gated else _cell(name)
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _cell(str(value))
+    return f"{value:.{DECIMALS}f}"
+
+
+def _change(old: Any, new: Any) -> str:
+    numbers = [isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new)]
+    if old is None and new is not None:
+        return "new"
+    if new is None and old is not None:
+        return "removed"
+    if not all(numbers):
+        return "unchanged" if old == new else "changed"
+    shown = f"{new - old:+.{DECIMALS}f}"
+    return "unchanged" if float(shown) == 0 else shown
+
+
+def _setting(value: Any) -> str:
+    return "—" if value is None else _cell(json.dumps(value))
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def validation_section(validation: ValidationReport | None) -> list[str]:
@@ -211,28 +321,85 @@ def figure_specs(plots: Mapping[str, Any]) -> Iterator[tuple[str, int, dict[str,
     """(plot name, index, Vega-Lite spec) for each figure in ``dvc plots diff --json`` output.
 
     The uncommitted revision is relabelled from DVC's "workspace" to "candidate", so the
-    figure's legend reads as a comparison of the candidate with the baseline. A plot file with
-    no points (evaluate's placeholder for the other task's plots) has no figure.
+    figure's legend reads as a comparison of the candidate with the baseline. A plot folder that
+    holds only a placeholder (see ``conveyor.io.PLOT_PLACEHOLDER``) has no figure.
     """
     for name, renders in plots.get("data", {}).items():
         for index, render in enumerate(r for r in renders if r.get("type") == "vega"):
             yield name, index, _relabel(render["content"])
 
 
-def render_plots(plots: Mapping[str, Any], directory: Path, *, link_base: str) -> list[Figure]:
-    """Render each of :func:`figure_specs` to a PNG in ``directory``."""
+Points = list[dict[str, Any]]
+
+
+def points_by_revision(spec: Mapping[str, Any]) -> dict[str, Points]:
+    """Each revision's points in a figure (as DVC read them from its plot file), in DVC's order.
+
+    The one place that reads plot data: the native figures are drawn from what this returns,
+    whatever shape evaluate gives its plot files.
+    """
+    found: dict[str, Points] = {}
+    for point in spec.get("data", {}).get("values", []):
+        found.setdefault(str(point.get("rev", CANDIDATE)), []).append({k: v for k, v in point.items() if k != "rev"})
+    return found
+
+
+def declared_plots(root: Path) -> dict[str, dict[str, Any]]:
+    """The ``plots`` section of ``root/dvc.yaml``: each plot path (file or folder) and its properties."""
+    text = (root / "dvc.yaml").read_text(encoding="utf-8")
+    entries = (yaml.safe_load(text) or {}).get("plots", [])
+    return {path: dict(props or {}) for entry in entries if isinstance(entry, dict) for path, props in entry.items()}
+
+
+def _definition(name: str, declared: Mapping[str, Mapping[str, Any]], spec: Mapping[str, Any]) -> dict[str, Any]:
+    for path, props in declared.items():
+        if name == path or name.startswith(f"{path.rstrip('/')}/"):
+            return dict(props)
+    # Not declared in dvc.yaml (a plot DVC found another way): the axes its spec draws.
+    encoding = spec.get("encoding", {})
+    return {"x": encoding.get("x", {}).get("field", "x"), "y": encoding.get("y", {}).get("field", "y")}
+
+
+def figure_title(name: str, spec: Mapping[str, Any]) -> str:
+    """The figure's title from dvc.yaml; a per-class plot's title names its class ("ROC, Adelie against the rest")."""
+    title = spec.get("title", {})
+    label = str(title.get("text", name) if isinstance(title, dict) else title)
+    path = Path(name)
+    if path.parent.name not in PER_CLASS:
+        return label
+    return label.replace("one class", path.stem, 1) if "one class" in label else f"{label}: {path.stem}"
+
+
+def render_plots(
+    plots: Mapping[str, Any],
+    directory: Path,
+    *,
+    link_base: str,
+    declared: Mapping[str, Mapping[str, Any]] | None = None,
+    baseline: str | None = None,
+) -> list[Figure]:
+    """Render each of :func:`figure_specs` to a PNG in ``directory`` and as :func:`native_figure`.
+
+    ``baseline`` is the baseline's revision as DVC names it. When the candidate's points are the
+    baseline's, each figure draws them once and says so, rather than one line hidden under the other.
+    """
     import vl_convert as vlc
 
     directory.mkdir(parents=True, exist_ok=True)
     figures = []
-    for name, index, spec in figure_specs(plots):
+    for name, index, found in figure_specs(plots):
         stem = _slug(Path(name).with_suffix("").as_posix()) + (f"-{index}" if index else "")
-        png = vlc.vegalite_to_png(spec, scale=1.0)
-        (directory / f"{stem}.png").write_bytes(png)
-        title = spec.get("title", {})
-        label = title.get("text", name) if isinstance(title, dict) else str(title)
-        suffix = f" ({Path(name).stem})" if Path(name).parent.name in {"roc", "precision_recall", "calibration"} else ""
-        figures.append(Figure(f"{label}{suffix}", f"{link_base}/{stem}.png"))
+        title = figure_title(name, found)
+        series = points_by_revision(found)
+        identical = baseline is not None and baseline in series and series.get(CANDIDATE) == series[baseline]
+        spec = _candidate_only(found) if identical else found
+        spec["title"] = {**spec["title"], "text": title} if isinstance(spec.get("title"), dict) else title
+        (directory / f"{stem}.png").write_bytes(vlc.vegalite_to_png(spec, scale=1.0))
+        if identical:
+            series = {CANDIDATE: series[CANDIDATE]}
+        props = _definition(name, declared or {}, spec)
+        native = native_figure(title, series, props, baseline=baseline, identical=identical)
+        figures.append(Figure(title, f"{link_base}/{stem}.png", native, identical))
     return figures
 
 
@@ -246,16 +413,255 @@ def _relabel(value: Any) -> Any:
     return value
 
 
+def _candidate_only(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """``spec`` with the candidate's points alone, and its colour scales naming only the candidate."""
+    values = [p for p in spec["data"]["values"] if p.get("rev") == CANDIDATE]
+
+    def prune(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            pruned = {k: prune(v) for k, v in value.items()}
+            domain = pruned.get("domain")
+            if isinstance(domain, list) and CANDIDATE in domain:
+                keep = domain.index(CANDIDATE)
+                pruned["domain"] = [CANDIDATE]
+                if isinstance(pruned.get("range"), list) and len(pruned["range"]) == len(domain):
+                    pruned["range"] = [pruned["range"][keep]]
+            return pruned
+        if isinstance(value, list):
+            return [prune(v) for v in value]
+        return value
+
+    return {**prune({k: v for k, v in spec.items() if k != "data"}), "data": {**spec["data"], "values": values}}
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text.removeprefix("reports/plots/")).strip("-")
 
 
+def native_figure(
+    title: str, series: Mapping[str, Points], props: Mapping[str, Any], *, baseline: str | None, identical: bool = False
+) -> list[str]:
+    """The figure as Markdown that GitHub draws itself: a heading, the chart, and how to read it.
+
+    A confusion matrix is a table (counts per cell); every other plot is a Mermaid ``xychart-beta``
+    chart, rendered by GitHub in the page (nothing leaves GitHub; it works in a private repository).
+    Mermaid's charts have no legend, so the candidate is always the line and the baseline the bars.
+    ``props`` is the plot's entry in dvc.yaml (template, x, y, axis labels).
+    """
+    candidate = series.get(CANDIDATE)
+    other = series.get(baseline) if baseline else None
+    template, x, y = props.get("template"), str(props.get("x", "x")), str(props.get("y", "y"))
+    if template == "confusion_counts":
+        body = confusion_table(candidate or [], other, x, y)
+        reading = f"Test rows per cell: candidate (`{baseline}` in brackets)." if other else "Test rows per cell."
+    else:
+        if template == "unit_curve":
+            body, how = curve_chart(title, candidate, other, x=x, y=y, props=props)
+        elif template == "bar_horizontal":
+            body, how = bar_chart(title, candidate, other, value=x, category=y)
+        else:
+            body, how = binned_chart(title, candidate, other, x, y)
+        drawn = "; ".join([*(["line: candidate"] if candidate else []), *([f"bars: `{baseline}`"] if other else [])])
+        reading = f"{drawn[:1].upper()}{drawn[1:]}. {how}"
+    if identical:
+        reading += f" The candidate's plot is the same as `{baseline}`'s: drawn once."
+    elif baseline and candidate is None:
+        reading += " The candidate has no such plot."
+    elif baseline and other is None:
+        reading += f" `{baseline}` has no such plot."
+    return [f"### {title}", "", *body, "", reading.strip()]
+
+
+def confusion_table(candidate: Points, baseline: Points | None, x: str, y: str) -> list[str]:
+    """A Markdown confusion matrix: a row per actual class (``x``), a column per prediction (``y``).
+
+    Each cell holds the candidate's count, and the baseline's in brackets when there is one.
+    """
+    mine, theirs = _cells(candidate, x, y), _cells(baseline or [], x, y)
+    labels = sorted({label for pair in [*mine, *theirs] for label in pair})
+
+    def cell(pair: tuple[str, str]) -> str:
+        parts = [str(mine.get(pair, 0))] if candidate else []
+        parts += [f"({theirs.get(pair, 0)})"] if baseline is not None else []
+        return " ".join(parts)
+
+    lines = [f"| {_cell(x)} \\ {_cell(y)} | {' | '.join(_cell(label) for label in labels)} |"]
+    lines.append("|---" * (len(labels) + 1) + "|")
+    lines += [f"| **{_cell(a)}** | {' | '.join(cell((a, p)) for p in labels)} |" for a in labels]
+    return lines
+
+
+def _cells(points: Points, x: str, y: str) -> dict[tuple[str, str], int]:
+    # One point per test row (dvclive's format); a point carrying a `count` stands for that many.
+    cells: dict[tuple[str, str], int] = {}
+    for point in points:
+        pair = (str(point[x]), str(point[y]))
+        cells[pair] = cells.get(pair, 0) + int(point.get("count", 1))
+    return cells
+
+
+def curve_chart(
+    title: str, candidate: Points | None, baseline: Points | None, *, x: str, y: str, props: Mapping[str, Any]
+) -> tuple[list[str], str]:
+    """A curve on the unit square, drawn through :data:`GRID` evenly spaced x values (:func:`resample`)."""
+    grid = [i / (GRID - 1) for i in range(GRID)]
+    lines = [
+        (kind, resample(points, x, y, grid)) for kind, points in (("bar", baseline), ("line", candidate)) if points
+    ]
+    x_label, y_label = str(props.get("x_label", x)), str(props.get("y_label", y))
+    chart = _xychart(title, f'"{_label(x_label)}" 0 --> 1', f'"{_label(y_label)}" 0 --> 1', lines)
+    how = (
+        f"Each curve is drawn through {GRID} evenly spaced values of {x_label.lower()}: at each, the highest "
+        "point of the measured curve there (beyond its ends, the nearest end's value)."
+    )
+    return chart, how
+
+
+def resample(points: Points, x: str, y: str, grid: Sequence[float]) -> list[float]:
+    """The curve through ``points`` (in their order) at each of ``grid``: its highest y at that x.
+
+    Between two points the curve is the straight segment joining them (as the PNG draws it); a
+    vertical step counts with its top. Beyond the measured x range, the nearest end's value.
+    """
+    xy = _pairs(points, x, y)
+    if not xy:
+        return [0.0 for _ in grid]
+    values = []
+    for g in grid:
+        found = [
+            max(y0, y1) if x0 == x1 else y0 + (y1 - y0) * (g - x0) / (x1 - x0)
+            for (x0, y0), (x1, y1) in pairwise(xy)
+            if min(x0, x1) <= g <= max(x0, x1)
+        ]
+        found += [py for px, py in xy if px == g]
+        if not found:
+            nearest = min(abs(px - g) for px, _ in xy)
+            found = [py for px, py in xy if abs(px - g) == nearest]
+        values.append(max(found))
+    return values
+
+
+def bar_chart(
+    title: str, candidate: Points | None, baseline: Points | None, *, value: str, category: str
+) -> tuple[list[str], str]:
+    """A horizontal bar chart: ``value`` per ``category`` (permutation importance per feature)."""
+    sides = [
+        {str(p[category]): float(p[value]) for p in points if isinstance(p.get(value), int | float)} if points else None
+        for points in (candidate, baseline)
+    ]
+    ranked = sorted(
+        {c for side in sides if side for c in side}, key=lambda c: [-(side or {}).get(c, 0.0) for side in sides]
+    )
+    lines = [
+        (kind, [side.get(c, 0.0) for c in ranked])
+        for kind, side in (("bar", sides[1]), ("line", sides[0]))
+        if side is not None
+    ]
+    labels = ", ".join(f'"{_label(c)}"' for c in ranked)
+    chart = _xychart(
+        title, f'"{_label(category)}" [{labels}]', f'"{_label(value)}" {_range(lines)}', lines, horizontal=True
+    )
+    missing = any(side is not None and len(side) < len(ranked) for side in sides)
+    how = f"{category.capitalize()}s in order of the candidate's {value}." + (
+        " A missing one is drawn as 0." if missing else ""
+    )
+    return chart, how
+
+
+def binned_chart(
+    title: str, candidate: Points | None, baseline: Points | None, x: str, y: str
+) -> tuple[list[str], str]:
+    """A scatter plot as the mean ``y`` per value of ``x``, or per equal-count bin of ``x`` (a binned scatter plot)."""
+    pairs = [(kind, _pairs(points or [], x, y)) for kind, points in (("bar", baseline), ("line", candidate))]
+    sides = [(kind, xy) for kind, xy in pairs if xy]
+    if not sides:
+        return ["*No points to draw.*"], ""
+    pooled = sorted(px for _, xy in sides for px, _ in xy)
+    distinct = sorted(set(pooled))
+    if len(distinct) <= MAX_CATEGORIES:
+        bins = [(v, v) for v in distinct]
+        how = f"Each point is the mean {y} at one {x}."
+    else:
+        cuts = [pooled[round(i * (len(pooled) - 1) / MAX_BINS)] for i in range(MAX_BINS + 1)]
+        bins = list(pairwise(dict.fromkeys(cuts)))
+        how = (
+            f"A binned scatter plot of {len(pooled)} points: each is the mean {y} over one of {len(bins)} "
+            f"bins of {x} holding about as many points each, labelled with its median {x}."
+        )
+    last = len(bins) - 1
+    means: list[list[float]] = [[] for _ in sides]
+    labels = []
+    for index, (low, high) in enumerate(bins):
+        inside = [
+            [py for px, py in xy if low <= px < high or (px == high and (index == last or low == high))]
+            for _, xy in sides
+        ]
+        if not all(inside):
+            continue
+        members = [px for px in pooled if low <= px < high or (px == high and (index == last or low == high))]
+        labels.append(f'"{_label(f"{statistics.median(members):.4g}")}"')
+        for side, values in zip(means, inside, strict=True):
+            side.append(statistics.fmean(values))
+    lines = [(kind, side) for (kind, _), side in zip(sides, means, strict=True)]
+    chart = _xychart(title, f'"{_label(x)}" [{", ".join(labels)}]', f'"{_label(y)}" {_range(lines)}', lines)
+    return chart, how
+
+
+def _pairs(points: Points, x: str, y: str) -> list[tuple[float, float]]:
+    # A point without a finite number on either axis cannot be drawn (DVC's JSON has no Infinity:
+    # ``io.parse_json`` reads it as None).
+    pairs = []
+    for point in points:
+        try:
+            pair = (float(point[x]), float(point[y]))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if all(math.isfinite(v) for v in pair):
+            pairs.append(pair)
+    return pairs
+
+
+def _xychart(
+    title: str, x_axis: str, y_axis: str, lines: Sequence[tuple[str, Sequence[float]]], *, horizontal: bool = False
+) -> list[str]:
+    chart = ["```mermaid", "xychart-beta horizontal" if horizontal else "xychart-beta", f'    title "{_label(title)}"']
+    chart += [f"    x-axis {x_axis}", f"    y-axis {y_axis}"]
+    chart += [f"    {kind} [{', '.join(_plain(v) for v in values)}]" for kind, values in lines]
+    return [*chart, "```"]
+
+
+def _range(lines: Sequence[tuple[str, Sequence[float]]]) -> str:
+    values = [v for _, side in lines for v in side] or [0.0]
+    low, high = min(0.0, *values), max(0.0, *values)
+    pad = (high - low) * 0.05 or 1.0
+    return f"{_plain(low - pad if low < 0 else low)} --> {_plain(high + pad)}"
+
+
+def _plain(value: float) -> str:
+    # Mermaid's numbers have no exponent; never "-0.0000".
+    shown = f"{value:.{DECIMALS}f}"
+    return shown.lstrip("-") if float(shown) == 0 else shown
+
+
 def plots_section(figures: Sequence[Figure], baseline: Baseline) -> list[str]:
-    """Image links, each figure showing the candidate and (when DVC has it) the baseline."""
-    sides = f"`{CANDIDATE}` and `{baseline.requested}` together" if baseline.rev else f"`{CANDIDATE}` only"
+    """Each figure as a heading, its native chart or table, and its PNG (kept in the report's folder)."""
     if not figures:
         return ["## Plots", "", "No plots were found."]
-    return ["## Plots", "", f"Each figure shows {sides}.", "", *(f"![{f.title}]({f.link})" for f in figures)]
+    if not baseline.rev:
+        lead = "Each figure shows the candidate only."
+    elif all(figure.same_as_baseline for figure in figures):
+        lead = f"The candidate's plots are the same as `{baseline.requested}`'s: each figure shows them once."
+    else:
+        lead = f"Each figure shows the candidate and `{baseline.requested}` together."
+    lines = ["## Plots", "", lead]
+    for figure in figures:
+        lines += ["", *figure.native, "", f"![{figure.title}]({figure.link})"]
+    return lines
+
+
+def _label(text: str) -> str:
+    # A Mermaid string cannot hold a double quote.
+    return text.replace('"', "'")
 
 
 def build(
@@ -265,30 +671,49 @@ def build(
     validation: ValidationReport | None,
     stale: Sequence[str],
     baseline: Baseline,
-    metrics_table: str,
-    params_table: str,
+    metrics: MetricsDiff,
+    params: MetricsDiff,
     notes: Sequence[str],
     figures: Sequence[Figure],
     tuning: Sequence[str] = (),
+    candidate_is_baseline: bool = False,
 ) -> str:
-    """The report's Markdown, verdict first; pure. ``tuning`` is :func:`tuning_section`'s lines."""
+    """The report's Markdown, verdict first; pure.
+
+    ``metrics`` and ``params`` are DVC's diffs against the baseline (:func:`metrics_section`,
+    :func:`params_section`); ``tuning`` is :func:`tuning_section`'s lines.
+    ``candidate_is_baseline``: the checkout is the baseline's commit, unchanged.
+    """
     against = f"`{baseline.requested}` (`{baseline.commit[:12]}`)" if baseline.commit else f"`{baseline.requested}`"
     lines = ["# Model report", ""]
     if baseline.problem:
         lines += [f"> ⚠️ No comparison with the baseline: {baseline.problem}", ""]
+    if candidate_is_baseline:
+        notes = [
+            f"The candidate is {against} itself: every comparison below is with itself, and each figure shows it once.",
+            *notes,
+        ]
     lines += [f"> ⚠️ {note}" for note in notes]
     if notes:
         lines.append("")
     lines += [*verdict_section(gate, champion, stale), ""]
     if tuning:
         lines += [*tuning, ""]
+    gated = [check.metric for check in gate.checks] if gate else []
     if baseline.rev:
-        lines += diff_section(f"Metrics against {against}", metrics_table, unchanged="No metric changed.")
-        lines += ["", *diff_section(f"Params against {against}", params_table, unchanged="No param changed.")]
+        lines += metrics_section(f"Metrics against {against}", metrics, baseline=baseline.requested, gated=gated)
+        lines += ["", *params_section(f"Params against {against}", params, baseline=baseline.requested)]
     else:
-        lines += diff_section("Metrics", metrics_table, unchanged="No metrics yet.")
+        lines += metrics_section("Metrics", metrics, baseline=None, gated=gated)
     lines += ["", *validation_section(validation), "", *plots_section(figures, baseline)]
     return "\n".join(lines) + "\n"
+
+
+def is_checkout_of(baseline: Baseline, *, root: Path) -> bool:
+    """Whether the checkout is the baseline's commit with no tracked file changed: the candidate is the baseline."""
+    if baseline.commit is None or git(root, "rev-parse", "HEAD") != baseline.commit:
+        return False
+    return git(root, "status", "--porcelain", "--untracked-files=no") == ""
 
 
 def run(
@@ -301,18 +726,22 @@ def run(
     resolved = resolve_baseline(baseline, root=root)
     stale = stale_stages(io.parse_json(dvc(root, "status", GATE_STAGE, "--with-deps", "--json")[0] or "{}"))
     notes = []
+    metrics: MetricsDiff
+    params: MetricsDiff = {}
     if resolved.rev:
-        metrics_table, errors = dvc(root, "metrics", "diff", resolved.rev, "--md")
+        shown, errors = dvc(root, "metrics", "diff", resolved.rev, "--all", "--json")
+        metrics = io.parse_json(shown or "{}")
         if "failed to load some metrics" in errors and resolved.rev in errors.split("revisions:")[-1]:
             notes.append(f"`{baseline}` has no metrics yet: every metric below is new.")
-        params_table = dvc(root, "params", "diff", resolved.rev, "--md")[0]
+        params = io.parse_json(dvc(root, "params", "diff", resolved.rev, "--json")[0] or "{}")
         plots = io.parse_json(dvc(root, "plots", "diff", resolved.rev, "--json")[0])
     else:
-        metrics_table = dvc(root, "metrics", "show", "--md")[0]
-        params_table = ""
+        metrics = shown_metrics(io.parse_json(dvc(root, "metrics", "show", "--json")[0] or "{}"))
         plots = io.parse_json(dvc(root, "plots", "show", "--json")[0])
     image_dir = out.parent / f"{out.stem}-images"
-    figures = render_plots(plots, image_dir, link_base=image_dir.name)
+    figures = render_plots(
+        plots, image_dir, link_base=image_dir.name, declared=declared_plots(root), baseline=resolved.rev
+    )
     verdict = io.read_artifact(gate, GateVerdict) if gate.exists() else None
     tuning_lines: list[str] = []
     if tuning is not None:
@@ -330,11 +759,12 @@ def run(
         validation=io.read_artifact(validation, ValidationReport) if validation.exists() else None,
         stale=stale,
         baseline=resolved,
-        metrics_table=metrics_table,
-        params_table=params_table,
+        metrics=metrics,
+        params=params,
         notes=notes,
         figures=figures,
         tuning=tuning_lines,
+        candidate_is_baseline=is_checkout_of(resolved, root=root),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown, encoding="utf-8")

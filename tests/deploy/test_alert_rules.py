@@ -27,7 +27,10 @@ WEEK_IN_STEPS = 7 * 24 * 3
 def promtool() -> str:
     found = shutil.which("promtool")
     if found is None:
-        pytest.fail("promtool is not installed: apt-get install prometheus (Debian), as .ci/run does")
+        pytest.fail(
+            "promtool is not installed: `make setup` installs Debian's prometheus package with apt-get as root or "
+            "with sudo; elsewhere install Prometheus's promtool"
+        )
     return found
 
 

@@ -114,7 +114,21 @@ def test_network_policy_admits_only_the_http_port_of_the_pods(overlay: str) -> N
         == [{"port": container["ports"][0]["containerPort"], "protocol": "TCP"}]
         == [{"port": 3000, "protocol": "TCP"}]
     )
-    assert "from" not in rule, "any client in the cluster, but only on :3000"
+    callers = [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in rule["from"]]
+    assert callers == ["ingress-nginx", "monitoring"], "only the ingress controller and Prometheus may call"
+    assert all(peer.keys() == {"namespaceSelector"} for peer in rule["from"]), "named namespaces, no wildcard"
+
+
+def test_each_overlay_names_who_may_call_it(overlays: Path) -> None:
+    staging = overlays / "overlays" / "staging" / "kustomization.yaml"
+    staging.write_text(
+        staging.read_text(encoding="utf-8").replace("name: ingress-nginx}", "name: traefik}"), encoding="utf-8"
+    )
+    (rule,) = by_kind(render(staging.parent))["NetworkPolicy"]["spec"]["ingress"]
+    assert [peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in rule["from"]] == [
+        "traefik",
+        "monitoring",
+    ]
 
 
 def test_prod_keeps_a_replica_through_disruptions_and_staging_can_be_drained() -> None:

@@ -191,5 +191,9 @@ def test_postgresql_wrong_password_is_reported_without_it(postgres_url: str) -> 
 
 def test_without_postgresql_the_test_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(helpers_postgres, "server_bin", lambda: None)
-    with pytest.raises(pytest.skip.Exception, match="PostgreSQL is not installed"), running_postgres(PASSWORD):
-        pytest.fail("the server cannot have started")
+    # A failure that says how to get it, never a silent skip.
+    not_installed = pytest.raises(
+        pytest.fail.Exception, match=r"PostgreSQL is not installed .*`make setup` installs it"
+    )
+    with not_installed, running_postgres(PASSWORD):
+        raise AssertionError("the server cannot have started")

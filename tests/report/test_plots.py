@@ -22,7 +22,7 @@ from conftest import ROOT, clone_of, commit_all, run
 from helpers_model import REGRESSION, edit_params
 
 from conveyor import io, report
-from conveyor.stages.evaluate import CLASSIFICATION_PLOTS, PLACEHOLDER, REGRESSION_PLOTS
+from conveyor.stages.evaluate import CLASSIFICATION_PLOTS, REGRESSION_PLOTS
 
 PLOTS = "reports/plots"
 # The plots evaluate writes (the tune stage's own plots live under reports/tuning/).
@@ -60,8 +60,15 @@ CURVES = {
     "sklearn/precision_recall/steps.json": PRECISION_RECALL,
     "sklearn/calibration/bins.json": CALIBRATION,
 }
-# Three a's (one taken for b) and two b's: the cells hold 2, 1, 0 and 2.
+# Three a's (one taken for b) and two b's: the cells hold 2, 1, 0 and 2. evaluate writes a count
+# per cell; the (b, a) cell is left out here to show the template fills an absent cell with 0.
 CONFUSION: Points = [
+    {"actual": "a", "predicted": "a", "count": 2},
+    {"actual": "a", "predicted": "b", "count": 1},
+    {"actual": "b", "predicted": "b", "count": 2},
+]
+# The same matrix as dvclive wrote it before the counts (a baseline revision may still hold it).
+CONFUSION_ROWS: Points = [
     *[{"actual": "a", "predicted": "a"}] * 2,
     {"actual": "a", "predicted": "b"},
     *[{"actual": "b", "predicted": "b"}] * 2,
@@ -73,22 +80,25 @@ CLASSIFICATION_RUN: dict[str, Points] = {
     **CURVES,
     "sklearn/confusion_matrix/test.json": CONFUSION,
     "custom/importance.json": [{"feature": "bill_length_mm", "importance": 0.3}],
-    **{f"{folder}/{PLACEHOLDER}": [] for folder in REGRESSION_PLOTS},
 }
 
 
 def plot_repo(root: Path, declared: Mapping[str, dict[str, Any]] = DECLARED) -> Path:
-    """A DVC repository (no git) with the project's templates, ``declared`` plots and :data:`CLASSIFICATION_RUN`."""
+    """A DVC repository (no git) with the project's templates and `.dvcignore`, ``declared`` plots,
+    :data:`CLASSIFICATION_RUN` and evaluate's placeholder in each regression folder."""
     from dvc.repo import Repo
 
     Repo.init(str(root), no_scm=True).close()
     shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")
+    shutil.copy2(ROOT / ".dvcignore", root / ".dvcignore")
     plots = [{path: props} for path, props in declared.items()]
     (root / "dvc.yaml").write_text(yaml.safe_dump({"plots": plots}), encoding="utf-8")
     for name, points in CLASSIFICATION_RUN.items():
         path = root / PLOTS / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(points), encoding="utf-8")
+    for folder in REGRESSION_PLOTS:
+        io.write_plot_placeholder(root / PLOTS / folder, "No plot: the model is a classification model.")
     return root
 
 
@@ -169,9 +179,22 @@ def test_the_confusion_matrix_prints_every_count(rendered: dict[str, dict[str, A
     assert texts == ["0", "1", "2", "2"]
 
 
-def test_the_placeholders_give_no_figure(rendered: dict[str, dict[str, Any]]) -> None:
-    with_points = {f"{PLOTS}/{name}" for name, points in CLASSIFICATION_RUN.items() if points}
-    assert set(rendered) == with_points
+def test_a_confusion_matrix_of_one_row_per_record_still_shows_its_counts(tmp_path: Path) -> None:
+    root = plot_repo(tmp_path)
+    (root / PLOTS / "sklearn" / "confusion_matrix" / "test.json").write_text(json.dumps(CONFUSION_ROWS))
+    plots, errors = shown(root)
+    assert errors == []
+    spec = figures(plots)[f"{PLOTS}/sklearn/confusion_matrix/test.json"]
+    texts = sorted(item["text"] for _, _, items in marks(spec, "text") for item in items)
+    assert texts == ["0", "1", "2", "2"]
+
+
+def test_the_placeholders_give_no_plot_at_all(tmp_path: Path) -> None:
+    """DVC sees nothing in a placeholder's folder: no figure, no empty plot in its HTML, no error."""
+    plots, errors = shown(plot_repo(tmp_path))
+    assert errors == []
+    assert set(plots["data"]) == {f"{PLOTS}/{name}" for name in CLASSIFICATION_RUN}
+    assert set(figures(plots)) == set(plots["data"])
 
 
 def test_the_check_sees_dvcs_smoothing(tmp_path: Path) -> None:
@@ -209,16 +232,19 @@ def regression_branch(reproduced_repo: Path, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.mark.slow
-def test_dvc_plots_show_and_diff_report_no_error_for_either_task(regression_branch: Path) -> None:
+def test_dvc_plots_show_and_diff_report_no_error_for_either_task(regression_branch: Path, tmp_path: Path) -> None:
     regression = {f"{PLOTS}/{folder}/test.json" for folder in REGRESSION_PLOTS}
     show = io.parse_json(run(regression_branch, "dvc", "plots", "show", "--json").stdout)
     assert show.get("errors") is None
     assert set(figures(show)) == regression | {f"{PLOTS}/custom/importance.json"}
+    # The classification folders and the tuning plots (tuning is off) hold placeholders: DVC lists none.
+    assert set(show["data"]) == set(figures(show)), "an empty plot"
 
     # main holds a classification run, the branch a regression run: each has the other's placeholders.
     diff = io.parse_json(run(regression_branch, "dvc", "plots", "diff", "main", "--json").stdout)
     assert diff.get("errors") is None
     drawn = figures(diff)
+    assert set(diff["data"]) == set(drawn), "an empty plot"
     assert regression <= set(drawn)
     assert f"{PLOTS}/custom/roc/Adelie.json" in drawn
     assert drawn[f"{PLOTS}/custom/roc/Adelie.json"]["encoding"]["color"]["scale"]["domain"] == ["main"]
@@ -226,3 +252,16 @@ def test_dvc_plots_show_and_diff_report_no_error_for_either_task(regression_bran
     for command in (["show"], ["diff", "main"]):
         result = run(regression_branch, "dvc", "plots", *command, "--out", "html")
         assert "failed" not in result.stderr.lower(), result.stderr
+
+    # The report draws the regression scatter plots as GitHub renders them: binned, in Mermaid.
+    shown_natively = {
+        f.title: "\n".join(f.native)
+        for f in report.render_plots(
+            diff, tmp_path, link_base=".", declared=report.declared_plots(regression_branch), baseline="main"
+        )
+    }
+    for title in ("Predicted vs actual", "Residuals"):
+        assert "```mermaid\nxychart-beta\n" in shown_natively[title]
+        assert "A binned scatter plot of" in shown_natively[title]
+        assert "`main` has no such plot." in shown_natively[title]
+    assert "The candidate has no such plot." in shown_natively["ROC, Adelie against the rest"]

@@ -20,7 +20,17 @@ from conveyor.features import resolve_features
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = ROOT / "params.yaml"
-NOT_PROJECT = {".venv", ".tools", ".git", ".dvc", "node_modules", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
+NOT_PROJECT = {
+    ".venv",
+    ".tools",
+    ".git",
+    ".dvc",
+    "build",
+    "node_modules",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+}
 
 Edit = Callable[[dict[str, Any]], object]
 
@@ -158,6 +168,24 @@ BROKEN: list[Any] = [
         lambda r: r["features"].update(scaling="zscore"), "features.scaling", "'standard'", id="unknown-scaling"
     ),
     pytest.param(
+        lambda r: r["feature_store"].update(max_dropped_share=1.5),
+        "feature_store.max_dropped_share",
+        "less than or equal to 1",
+        id="feature-store-dropped-share-above-1",
+    ),
+    pytest.param(
+        lambda r: r["feature_store"].update(feature_servce="x"),
+        "feature_store.feature_servce",
+        "'feature_service'",
+        id="feature-store-unknown-key",
+    ),
+    pytest.param(
+        lambda r: r["feature_store"].update(enabled="yes"),
+        "feature_store.enabled",
+        "valid boolean",
+        id="feature-store-enabled-not-a-bool",
+    ),
+    pytest.param(
         lambda r: r["data"].update(query="SELECT * FROM penguins"),
         "data.query",
         "only used with a SQLAlchemy URL",
@@ -175,6 +203,18 @@ BROKEN: list[Any] = [
         "evaluate.importance_repeats",
         "greater than or equal to 1",
         id="zero-importance-repeats",
+    ),
+    pytest.param(
+        lambda r: r["evaluate"].update(importance_rows=0),
+        "evaluate.importance_rows",
+        "greater than or equal to 1",
+        id="zero-importance-rows",
+    ),
+    pytest.param(
+        lambda r: r["evaluate"].update(plot_points=1),
+        "evaluate.plot_points",
+        "greater than or equal to 2",
+        id="one-plot-point",
     ),
 ]
 

@@ -145,6 +145,19 @@ def test_text_columns_refuse_numbers(contract: Contract, penguins: pd.DataFrame)
     assert ("sex", "type") in {(f.column, f.check) for f in result.errors}
 
 
+def test_a_value_that_is_not_text_is_named(contract: Contract, penguins: pd.DataFrame) -> None:
+    penguins["island"] = penguins["island"].astype(object)
+    penguins.loc[3, "island"] = 7.5
+    result = validate(penguins, contract, target="species", task="classification")
+    assert [f.examples for f in result.errors if (f.column, f.check) == ("island", "type")] == [[7.5]]
+
+
+@pytest.mark.parametrize("dtype", ["str", "object", "category"])
+def test_text_columns_pass_in_any_text_dtype(contract: Contract, penguins: pd.DataFrame, dtype: Any) -> None:
+    penguins["sex"] = penguins["sex"].astype(dtype)
+    assert validate(penguins, contract, target="species", task="classification").errors == []
+
+
 def test_conform_orders_columns_and_fixes_dtypes(penguins: pd.DataFrame, contract: Contract) -> None:
     shuffled = penguins[list(reversed(penguins.columns))].assign(extra=1)
     shuffled.index = shuffled.index + 100
@@ -165,6 +178,17 @@ def test_conform_turns_booleans_and_numeric_text_into_numbers() -> None:
     assert out["n"].tolist() == [1.0, 2.0, 3.0]
 
 
+def test_conform_turns_numeric_dtypes_into_float64() -> None:
+    contract = parse_contract({"columns": {"flag": {"type": "bool"}, "n": {"type": "int"}, "x": {"type": "float"}}})
+    frame = pd.DataFrame({"flag": [True, False], "n": np.array([1, 2], dtype="int32"), "x": [0.5, np.nan]})
+    out = conform(frame, contract)
+    assert out.dtypes.tolist() == [np.float64] * 3
+    assert out["flag"].tolist() == [1.0, 0.0]
+    assert out["n"].tolist() == [1.0, 2.0]
+    assert out["x"].iloc[0] == 0.5
+    assert np.isnan(out["x"].iloc[1])
+
+
 def test_numeric_and_categorical_columns_follow_the_contract(contract: Contract) -> None:
     assert contract.numeric_columns() == (
         "bill_length_mm",
@@ -174,3 +198,20 @@ def test_numeric_and_categorical_columns_follow_the_contract(contract: Contract)
         "year",
     )
     assert contract.categorical_columns() == ("species", "island", "sex")
+
+
+@pytest.mark.parametrize(
+    ("codes", "leaks"),
+    [
+        pytest.param({"a": 1.0, "b": 2.0, "c": 3.0}, True, id="one-to-one"),
+        pytest.param({"a": 1.0, "b": 1.0, "c": 3.0}, False, id="two-labels-share-a-value"),
+    ],
+)
+def test_a_numeric_relabelling_of_the_target_is_leakage(codes: dict[str, float], leaks: bool) -> None:
+    contract = parse_contract(
+        {"columns": {"y": {"type": "category", "categories": ["a", "b", "c"]}, "x": {"type": "float"}}}
+    )
+    y = ["a", "b", "c"] * 40
+    frame = pd.DataFrame({"y": y, "x": [codes[label] for label in y]})
+    result = validate(frame, contract, target="y", task="classification")
+    assert (("x", "label_leakage") in {(f.column, f.check) for f in result.errors}) is leaks

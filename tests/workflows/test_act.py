@@ -180,6 +180,17 @@ def commenter_repo(tmp_path: Path) -> Path:
     return repo
 
 
+def figures_shown(markdown: str) -> list[str]:
+    """The title of each figure drawn in ``markdown`` the way GitHub renders it in the page: a
+    ``### title`` heading followed by a Mermaid chart or a table (never an image link)."""
+    shown = []
+    for match in re.finditer(r"^### (.+)\n\n(.*)$", markdown, flags=re.MULTILINE):
+        title, first = match.groups()
+        if first == "```mermaid" or first.startswith("| "):
+            shown.append(title)
+    return shown
+
+
 def uploaded_report(work: Path, markdown: str) -> None:
     """What `model report` uploads: report.md and its images."""
     report = work / "artifacts" / "model-report"
@@ -201,7 +212,12 @@ def test_a_forks_report_is_posted_on_its_pull_request_found_by_owner_branch_and_
     commenter_repo: Path, tmp_path: Path
 ) -> None:
     work = tmp_path / "act"
-    uploaded_report(work, "## Gate: ❌ rejected\n\n![metrics](report-images/metrics.png)\n")
+    chart = "```mermaid\nxychart-beta\n    line [0.5000, 1.0000]\n```"
+    uploaded_report(
+        work,
+        f"## Gate: ❌ rejected\n\n## Plots\n\n### ROC, Adelie against the rest\n\n{chart}\n\nLine: candidate.\n\n"
+        "![ROC, Adelie against the rest](report-images/metrics.png)\n",
+    )
     (work / "github-api.json").write_text(
         json.dumps(
             {
@@ -239,7 +255,8 @@ def test_a_forks_report_is_posted_on_its_pull_request_found_by_owner_branch_and_
     assert comment.startswith(f"> ⚠️ Made by the pull request's own code, in a run from the fork `{FORK}`")
     assert f"https://github.com/{REPOSITORY}/actions/runs/{RUN_ID}" in comment
     assert "## Gate: ❌ rejected" in comment
-    assert "*metrics (plot in the artifact)*" in comment
+    assert figures_shown(comment) == ["ROC, Adelie against the rest"]
+    assert f"{chart}\n\nLine: candidate.\n" in comment
     assert "](report-images/" not in comment, "no image left for CML to upload or GitHub to break"
 
 
@@ -265,7 +282,12 @@ def test_a_same_repository_report_is_posted_on_the_pull_request_the_event_names(
 @pytest.mark.slow
 def test_a_report_is_capped_below_githubs_comment_limit(commenter_repo: Path, tmp_path: Path) -> None:
     work = tmp_path / "act"
-    uploaded_report(work, "## Gate: ✅ accepted\n" + "x" * 100_000)
+    figure = (
+        "### ROC\n\n```mermaid\nxychart-beta\n"
+        + "    line [0.5000, 1.0000]\n" * 40
+        + "```\n\n![ROC](report-images/roc.png)\n\n"
+    )
+    uploaded_report(work, "## Gate: ✅ accepted\n\n## Plots\n\n" + figure * 200)
     event = workflow_run_event(REPOSITORY, pull_requests=[pull(8, REPOSITORY, HEAD_SHA)])
 
     assert act(commenter_repo, COMMENTER, "workflow_run", event, work).returncode == 0
@@ -274,6 +296,8 @@ def test_a_report_is_capped_below_githubs_comment_limit(commenter_repo: Path, tm
     comment = Path(posted["copied"][0]).read_text()
     assert len(comment) < 65_536 - 1_000, "room for CML's watermark"
     assert comment.rstrip().endswith("cut at 60000 characters: the whole report is in the artifact.")
+    assert comment.count("```") % 2 == 0, "cut at a heading: no chart is left open"
+    assert comment.count("```mermaid") == len(figures_shown(comment)) >= 50
 
 
 @pytest.mark.slow
@@ -338,9 +362,9 @@ def test_model_report_uploads_the_report_then_fails_on_rejection_and_the_comment
     assert report.index("## Gate: ❌ rejected") < report.index("## Metrics against `main`")
     assert "model.params.C" in report
     assert "0.001" in report
-    plots = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
-    assert plots
-    for link in plots:
+    plots = re.findall(r"!\[([^]]*)\]\(([^)]+)\)", report)
+    assert len(plots) == 11, "confusion matrix, 3 ROC, 3 precision-recall, 3 calibration, importance"
+    for _, link in plots:
         assert (uploaded / link).read_bytes().startswith(PNG_SIGNATURE), link
 
     head = run(repo, "git", "rev-parse", "HEAD").stdout.strip()
@@ -355,3 +379,8 @@ def test_model_report_uploads_the_report_then_fails_on_rejection_and_the_comment
     comment = Path(posted["copied"][0]).read_text()
     assert "## Gate: ❌ rejected" in comment
     assert "0.001" in comment
+    # Every figure of the report, drawn by GitHub itself: nothing uploaded, no link to the artifact's PNGs.
+    assert figures_shown(comment) == [title for title, _ in plots]
+    assert comment.count("```mermaid") == 10
+    assert "| **Adelie** |" in comment, "the confusion matrix as a table"
+    assert "](report-images/" not in comment

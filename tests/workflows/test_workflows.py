@@ -107,6 +107,21 @@ def test_every_run_step_is_a_make_target_conveyor_or_cml(path: Path) -> None:
             assert args[0] in targets, command
 
 
+def test_checks_run_what_ci_runs_in_its_order() -> None:
+    ci = [
+        line.split()[1]
+        for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+        if line.startswith("make ")
+    ]
+    checks = [
+        step["run"].split()[1]
+        for step in steps(load(ROOT / ".github" / "workflows" / "checks.yml"))
+        if step.get("run", "").startswith("make ")
+    ]
+    assert ci == ["run", "check-repro", "lint", "test"]
+    assert [target for target in checks if target in ci] == ci, "checks.yml must run .ci/run's targets in its order"
+
+
 def test_pull_request_runs_are_superseded_and_releases_are_not() -> None:
     for name in ("checks.yml", "model-report.yml"):
         concurrency = load(ROOT / ".github" / "workflows" / name)["concurrency"]

@@ -1,4 +1,4 @@
-"""ingest: read ``data.source`` into the raw Parquet table and record what was read."""
+"""ingest: read ``data.source`` (or the feature store) into the raw Parquet table and record what was read."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 
 from conveyor import io
-from conveyor.artifacts import IngestReport
-from conveyor.config import Config, DataConfig
+from conveyor.artifacts import FeatureStoreJoin, IngestReport
+from conveyor.config import Config, DataConfig, FeatureStoreConfig
 from conveyor.errors import DataError
 from conveyor.urls import redact_url
 
@@ -23,13 +23,27 @@ def ingest(cfg: DataConfig, *, environ: Mapping[str, str] | None = None) -> pd.D
     return io.read_source(cfg.source, query=cfg.query, sql=cfg.is_sql, limits=cfg.limits, url=cfg.url(environ=environ))
 
 
-def summarize(df: pd.DataFrame, *, source: str) -> IngestReport:
+def ingest_feature_store(cfg: FeatureStoreConfig) -> tuple[pd.DataFrame, FeatureStoreJoin]:
+    """The training table joined point-in-time from the feature store, and what the join dropped.
+
+    Stops (:class:`DataError`) when the join dropped more than ``max_dropped_share`` of the entity
+    rows. The label comes from the entity table; validate checks it like any other column.
+    """
+    from conveyor import feature_store
+
+    df, join = feature_store.build_training_set(cfg)
+    feature_store.check_dropped(join, max_share=cfg.max_dropped_share)
+    return df, join
+
+
+def summarize(df: pd.DataFrame, *, source: str, join: FeatureStoreJoin | None = None) -> IngestReport:
     """Row count, columns with their dtypes, and the content hash of ``df``; ``source`` without secrets."""
     return IngestReport(
         source=redact_url(source),
         rows=len(df),
         columns={str(name): str(dtype) for name, dtype in df.dtypes.items()},
         hash=io.table_hash(df),
+        feature_store=join,
     )
 
 
@@ -37,9 +51,14 @@ def run(cfg: Config, *, out: Path, report: Path) -> IngestReport:
     """Read the source, write it to ``out`` as Parquet and its summary to ``report``."""
     import pyarrow as pa
 
-    df = ingest(cfg.data)
+    store = cfg.feature_store
     try:
-        summary = summarize(df, source=cfg.data.source)
+        if store.enabled:
+            df, join = ingest_feature_store(store)
+            summary = summarize(df, source=f"feast:{store.repo} ({store.feature_service})", join=join)
+        else:
+            df = ingest(cfg.data)
+            summary = summarize(df, source=cfg.data.source)
         io.write_table(df, out)
     except pa.ArrowException as exc:
         # Values Parquet cannot hold (a string over 2 GiB where data.limits allow one): the

@@ -381,15 +381,17 @@ IMPORTANCE_PLOT = "importance/params"
 def write_plots(report: TuningReport, out: Path) -> None:
     """dvclive plots under ``out``: the score of each trial (with the best so far) and the parameter importances.
 
-    Without trials (tuning disabled) both files hold an empty list, which ``dvc plots`` shows as
-    nothing: present rather than absent, so that git keeps the folder and a fresh clone does not
-    rerun the stage to recreate it. That path writes the list itself: importing dvclive takes 2 s.
+    Without trials (tuning disabled) both folders hold the placeholder, which ``dvc plots``
+    shows as nothing: present rather than absent, so that git keeps the folder and a fresh clone
+    does not rerun the stage to recreate it. That path writes no plot: importing dvclive takes 2 s.
     """
     if not report.trials:
-        # The folder persists (dvc.yaml): the two files are all it holds afterwards.
-        written = {out / "plots" / "custom" / f"{name}.json" for name in (HISTORY_PLOT, IMPORTANCE_PLOT)}
-        for path in sorted(written):
-            io.write_text("[]\n", path)
+        written = set()
+        for name in (HISTORY_PLOT, IMPORTANCE_PLOT):
+            folder = out / "plots" / "custom" / Path(name).parent
+            io.write_plot_placeholder(folder, "No plot: tuning is off (tune.enabled: false).")
+            written.add(folder / io.PLOT_PLACEHOLDER)
+        # The folder persists (dvc.yaml): the placeholders are all it holds afterwards.
         io.remove_others(out, keep=written)
         return
     better = max if report.direction == "maximize" else min

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+from numpy.typing import NDArray
 
 from conveyor import io
 from conveyor.artifacts import Finding, ValidationReport
@@ -277,7 +278,7 @@ def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> li
         if x.isna().any() or x.nunique() < 2:
             continue
         if task == "classification":
-            leaks = _one_to_one(x.astype(str), y[labelled].astype(str))
+            leaks = _one_to_one(x, y[labelled])
         else:
             numeric = pd.to_numeric(x, errors="coerce")
             target_values = pd.to_numeric(y[labelled], errors="coerce")
@@ -295,8 +296,19 @@ def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> li
 
 
 def _one_to_one(x: pd.Series, y: pd.Series) -> bool:
-    pairs = pd.DataFrame({"x": x.to_numpy(), "y": y.to_numpy()}).drop_duplicates()
-    return bool(len(pairs) == x.nunique() == y.nunique())
+    """Whether ``x`` and ``y`` (no missing values) relabel each other, values compared as text."""
+    x_codes, y_codes = _text_codes(x), _text_codes(y)
+    x_count, y_count = int(x_codes.max()) + 1, int(y_codes.max()) + 1
+    if x_count != y_count:
+        return False
+    return bool(len(np.unique(x_codes * y_count + y_codes)) == x_count)
+
+
+def _text_codes(values: pd.Series) -> NDArray[np.int64]:
+    # The codes of ``values.astype(str)``, with ``str`` applied once per distinct value, not per row.
+    codes, uniques = pd.factorize(values)
+    text_codes, _ = pd.factorize(np.asarray([str(u) for u in uniques], dtype=object))
+    return np.asarray(text_codes, dtype=np.int64)[codes]
 
 
 def run(cfg: Config, contract: Contract, *, data: Path, out: Path, report: Path) -> ValidationResult:
