@@ -57,6 +57,42 @@ def as_regression(raw: dict[str, Any], *, compare: tuple[str, ...] | list[str] =
 
 # (edit, the dotted key the message must name, words saying what was expected)
 BROKEN: list[Any] = [
+    pytest.param(
+        lambda r: r["data"]["limits"].update(max_rows=0),
+        "data.limits.max_rows",
+        "greater than or equal to 1",
+        id="limit-zero",
+    ),
+    pytest.param(
+        lambda r: r["data"]["limits"].update(max_byte=10), "data.limits.max_byte", "'max_bytes'", id="unknown-limit"
+    ),
+    pytest.param(
+        lambda r: r["data"]["limits"].update(max_columns="many"),
+        "data.limits.max_columns",
+        "valid integer",
+        id="limit-type",
+    ),
+    pytest.param(
+        lambda r: r["data"].update(source_env="MY URL"), "data.source_env", "should match pattern", id="source-env-name"
+    ),
+    pytest.param(
+        lambda r: r["data"].update(source="https://ana:s3cr3t@files.example/x.csv"),
+        "data.source",
+        "holds user info before an '@' (https://files.example/x.csv)",
+        id="password-in-source",
+    ),
+    pytest.param(
+        lambda r: r["data"].update(source="https://files.example/x.csv?format=csv&api_key=s3cr3t"),
+        "data.source",
+        "holds query parameter(s) ['api_key']",
+        id="token-in-source",
+    ),
+    pytest.param(
+        lambda r: r["data"].update(source="postgresql://ana:s3cr3t@db/sales", query="SELECT 1"),
+        "data.source",
+        "holds a password (postgresql://ana:***@db/sales)",
+        id="password-in-sql-source",
+    ),
     pytest.param(lambda r: r.update(modle={}), "modle", "unknown key; expected one of", id="unknown-top-level-key"),
     pytest.param(lambda r: r["split"].update(tets_size=0.2), "split.tets_size", "'test_size'", id="unknown-nested-key"),
     pytest.param(
@@ -209,6 +245,7 @@ def test_broken_params_name_the_key(edit: Edit, key: str, expected: str) -> None
     message = str(caught.value)
     assert f"params.yaml: {key}: " in message
     assert expected in message
+    assert "s3cr3t" not in message, "a refused credential is not echoed"
 
 
 def test_several_errors_are_all_reported() -> None:
@@ -287,6 +324,7 @@ def test_every_contract_in_the_repo_loads(path: Path) -> None:
 
 
 STAGE_ARGS = {
+    "source": ["--out", "source.json"],
     "ingest": ["--out", "raw.parquet", "--report", "ingest.json"],
     "validate": ["--data", "raw.parquet", "--out", "v.parquet", "--report", "validation.json"],
     "split": ["--data", "v.parquet", "--train", "train.parquet", "--test", "test.parquet"],

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ import pytest
 
 from conveyor import io
 from conveyor.artifacts import GateVerdict
-from conveyor.config import Config
+from conveyor.config import Config, DataLimits
 from conveyor.contract import Contract
 from conveyor.errors import ArtifactError, DataError
 from conveyor.stages.train import train
@@ -65,6 +66,34 @@ def test_a_write_killed_midway_leaves_no_torn_file(tmp_path: Path) -> None:
     io.write_bytes(b"next", target)
     assert target.read_bytes() == b"next"
     assert list(tmp_path.iterdir()) == [target], "the next write removes the leftover"
+
+
+def test_concurrent_writers_of_one_file_never_break_each_other(tmp_path: Path) -> None:
+    # Each write used to delete every other temporary of the target, a live one included.
+    target = tmp_path / "report.json"
+    writer = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from conveyor import io
+        deadline = time.monotonic() + 60
+        while not Path({str(tmp_path / "go")!r}).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)  # start together: the writes must overlap
+        for i in range(100):
+            io.write_bytes(f"writer {{sys.argv[1]}} write {{i}} ".encode() * 20000, {str(target)!r})
+        """
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", writer, str(n)], stderr=subprocess.PIPE, text=True) for n in range(3)
+    ]
+    time.sleep(2)  # each imports conveyor first
+    (tmp_path / "go").touch()
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+    (tmp_path / "go").unlink()
+    assert [process.returncode for process in processes] == [0, 0, 0], errors
+    content = target.read_bytes()
+    assert content in {f"writer {n} write 99 ".encode() * 20000 for n in range(3)}, "one writer's last write, whole"
+    assert list(tmp_path.iterdir()) == [target], "no temporary left behind"
 
 
 def test_a_fifo_as_data_source_is_refused_not_waited_on(tmp_path: Path) -> None:
@@ -132,3 +161,18 @@ def test_expected_failures_are_one_line_and_bugs_keep_their_traceback(tmp_path: 
     assert bug.returncode == 1
     assert "Traceback (most recent call last)" in bug.stderr
     assert "ValueError: inside a library" in bug.stderr
+
+
+def test_the_csv_guard_follows_quoting(tmp_path: Path) -> None:
+    # Commas and newlines inside quotes are neither columns nor rows; a doubled quote is a quote.
+    path = tmp_path / "quoted.csv"
+    path.write_text('"a,b","c\nd",e\n"x ""1"", y",2,3\n', encoding="utf-8")
+    limits = DataLimits(max_columns=3, max_field_bytes=64)
+    df = io.read_source(str(path), limits=limits)
+    assert list(df.columns) == ["a,b", "c\nd", "e"]
+    assert df.iloc[0, 0] == 'x "1", y'
+    with pytest.raises(DataError, match=r"more than 2 columns \(data\.limits\.max_columns\)"):
+        io.read_source(str(path), limits=DataLimits(max_columns=2))
+    path.write_text('a,b\n"' + "x," * 40 + '",1\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"a field longer than 64 bytes \(data\.limits\.max_field_bytes\)"):
+        io.read_source(str(path), limits=limits)

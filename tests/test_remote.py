@@ -6,6 +6,7 @@ This is what CI does with a configured remote (`make ci-repro` with DVC_REMOTE_U
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, clone_of, free_port, make, run, tool_env
+from tests.conftest import BIN, clone_of, free_port, make, run, stages_run, tool_env
 
 BUCKET = "conveyor-dvc"
 START_TIMEOUT_S = 30
@@ -71,7 +72,7 @@ def test_fresh_clone_pulls_instead_of_retraining(reproduced_repo: Path, tmp_path
     result = make(fresh, "ci-repro", remote)
     output = result.stdout + result.stderr
 
-    ran = re.findall(r"Running stage '([a-z]+)'", output)
+    ran = stages_run(output)
     # ci-repro re-checks the gate against the current champion (here a new commit, so the verdict
     # file changes and package follows); every other stage, training above all, comes from the remote.
     assert ran in (["gate"], ["gate", "package"]), output
@@ -79,4 +80,5 @@ def test_fresh_clone_pulls_instead_of_retraining(reproduced_repo: Path, tmp_path
     status = subprocess.run(
         [BIN / "dvc", "status", "--json"], cwd=fresh, env=tool_env(), capture_output=True, text=True, check=True
     )
-    assert status.stdout.strip() in ("{}", "")
+    # The source stage runs on every repro (it fingerprints data.source): always "changed".
+    assert json.loads(status.stdout or "{}") in ({}, {"source": ["always changed"]}), status.stdout

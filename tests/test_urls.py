@@ -6,7 +6,7 @@ import pytest
 
 from conveyor import io
 from conveyor.errors import DataError
-from conveyor.urls import redact_url
+from conveyor.urls import credentials_in, redact_url, scrub, secrets_of
 
 SECRET = "s3cr3t"
 
@@ -50,3 +50,30 @@ def test_a_failing_sql_source_is_named_without_its_password() -> None:
         io.read_source("postgresql+psycopg://ana:s3cr3t@127.0.0.1:1/sales", query="SELECT 1", sql=True)
     assert "s3cr3t" not in str(raised.value)
     assert str(raised.value).startswith("postgresql+psycopg://ana:***@127.0.0.1:1/sales: query failed")
+
+
+def test_scrub_hides_every_secret_of_a_url_in_any_text() -> None:
+    url = "https://ana:pa%2Fss-w0rd@files.example/x.csv?token=tok-123456&format=csv"
+    secrets = secrets_of(url)
+    text = f"GET {url} failed; token tok-123456; auth ana:pa%2Fss-w0rd; decoded pa/ss-w0rd"
+    scrubbed = scrub(text, secrets)
+    for secret in ("tok-123456", "pa%2Fss-w0rd", "pa/ss-w0rd"):
+        assert secret not in scrubbed
+    assert "files.example/x.csv" in scrubbed
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("https://files.example/x.csv?format=csv", ""),
+        ("postgresql+psycopg://reader@db/sales?sslmode=require", ""),
+        ("s3://KEY:SECRET@bucket/x.csv", "user info"),
+        ("https://files.example/x.csv?X-Amz-Signature=abc", "['X-Amz-Signature']"),
+        ("sqlite:///data/sales.db", ""),
+        ("data/penguins.csv", ""),
+    ],
+)
+def test_credentials_in_names_what_a_tracked_url_may_not_hold(source: str, found: str) -> None:
+    assert found in credentials_in(source)
+    assert bool(credentials_in(source)) == bool(found)
+    assert "SECRET" not in credentials_in(source)

@@ -42,6 +42,7 @@ __all__ = [
     "MonitorStatus",
     "PackageReport",
     "Provenance",
+    "SourceFingerprint",
     "StageTimings",
     "Trial",
     "TrialStateName",
@@ -97,6 +98,22 @@ class IngestReport(Artifact):
     columns: dict[str, str]
     hash: str
     feature_store: FeatureStoreJoin | None = Field(default=None, exclude_if=lambda value: value is None)
+
+
+class SourceFingerprint(Artifact):
+    """``data/source.json``: what identifies the current content of ``data.source`` (the source stage).
+
+    ``ingest`` depends on this file instead of on the source itself, so DVC never reads the
+    source. A file: its size and SHA-256. A URL: the validators its server or store reports
+    (``ETag``, ``Last-Modified``, size), empty when it reports none. A database: nothing, as
+    DVC cannot see new rows behind a query (``dvc repro --force ingest`` reads it again).
+    """
+
+    kind: Literal["file", "url", "sql"]
+    source: str
+    size: int | None = None
+    sha256: str | None = None
+    version: dict[str, str] = Field(default_factory=dict)
 
 
 class Finding(Artifact):

@@ -10,12 +10,15 @@ import argparse
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from conveyor.config import Config, load_config
 from conveyor.contract import Contract
 from conveyor.errors import ConveyorError
+from conveyor.io import DISK_ERRNOS
+from conveyor.urls import known_secrets, scrub
 
 __all__ = ["build_parser", "main"]
 
@@ -28,6 +31,16 @@ def _contract(cfg: Config) -> Contract:
     from conveyor import io
 
     return io.read_contract(cfg.data.schema_path)
+
+
+def _source(args: argparse.Namespace) -> None:
+    from conveyor.stages import source
+
+    found = source.run(load_config(args.params, check_params=False), out=args.out)
+    what = {"file": f"{found.size} bytes, sha256 {(found.sha256 or '')[:12]}", "sql": "a database (not fingerprinted)"}
+    print(
+        f"source: {found.source}: {what.get(found.kind) or ', '.join(f'{k} {v}' for k, v in found.version.items()) or 'no version reported'}"
+    )
 
 
 def _ingest(args: argparse.Namespace) -> None:
@@ -390,6 +403,7 @@ def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 # The pipeline's commands in dvc.yaml order: handler, help, and the file options each requires.
 STAGE_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, tuple[str, ...]]] = {
+    "source": (_source, "Fingerprint data.source (a file's hash, a URL's version) for DVC.", ("out",)),
     "ingest": (_ingest, "Read data.source into the raw Parquet table.", ("out", "report")),
     "validate": (_validate, "Check the raw table against the data contract.", ("data", "out", "report")),
     "split": (_split, "Split the validated table into train and test.", ("data", "train", "test")),
@@ -511,7 +525,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.handler(args)
     except ConveyorError as exc:
-        print(f"conveyor {args.command}: error: {exc}", file=sys.stderr)
+        print(f"conveyor {args.command}: error: {scrub(str(exc), known_secrets())}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            # A full, read-only or failing disk under a library's own writes (the BentoML store,
+            # dvclive): the machine's state, not a bug. One line naming the path.
+            where = exc.filename or "a file"
+            message = f"conveyor {args.command}: error: {where}: cannot write: {exc.strerror}"
+            print(scrub(message, known_secrets()), file=sys.stderr)
+            return 1
+        # A bug keeps its traceback, but not a credential of data.source_env's URL.
+        if not known_secrets():
+            raise
+        print(scrub(traceback.format_exc(), known_secrets()), file=sys.stderr, end="")
         return 1
     if args.command in STAGE_COMMANDS and (timings := os.environ.get(STAGE_TIMINGS_VARIABLE)):
         _record_stage_time(Path(timings), args.command, time.perf_counter() - started)

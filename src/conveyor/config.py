@@ -6,6 +6,8 @@ Every error names the dotted key (``model.params.C``), what was found and what w
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,12 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from conveyor.errors import ConfigError, describe_errors, yaml_problem
 from conveyor.model.registry import Task, check_estimator, check_estimator_name, default_space, metric_names
-from conveyor.urls import SQL_SCHEMES
+from conveyor.urls import credentials_in, is_sql_url, location, redact_url, remember_secrets
 
 __all__ = [
     "Bound",
     "Config",
     "DataConfig",
+    "DataLimits",
     "Distribution",
     "EvaluateConfig",
     "FeatureStoreConfig",
@@ -43,13 +46,37 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+class DataLimits(_Section):
+    """The most ingest reads from ``data.source`` before it stops, naming the limit crossed.
+
+    ``max_bytes`` counts the bytes of the table as read, after decompression (a ``.csv.gz``, a
+    Parquet file's pages); ``max_field_bytes`` bounds one CSV field or Parquet value. Together
+    they bound ingest's memory: a hostile or mistaken source (a gzip bomb, a million-column
+    header, one 2 GiB field) stops with one line instead of exhausting the machine.
+    """
+
+    max_bytes: Annotated[int, Field(ge=1024)] = 1_073_741_824
+    max_rows: Annotated[int, Field(ge=1)] = 10_000_000
+    max_columns: Annotated[int, Field(ge=1)] = 10_000
+    max_field_bytes: Annotated[int, Field(ge=64)] = 1_048_576
+
+
 class DataConfig(_Section):
-    """Where the data comes from and which column is the label."""
+    """Where the data comes from and which column is the label.
+
+    ``source`` is tracked (``params.yaml``, ``dvc.lock``, reports), so it never holds a secret:
+    a password in the URL or a query value named like a credential is refused. The URL with
+    its credentials lives in the environment variable that ``source_env`` names; it must point
+    where ``source`` does (same scheme, host, port and path) and may add a user and password,
+    and query values.
+    """
 
     source: str = Field(min_length=1)
+    source_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     query: str | None = None
     target: str = Field(min_length=1)
     schema_path: str = Field(alias="schema", min_length=1)
+    limits: DataLimits = DataLimits()
 
     @model_validator(mode="after")
     def _query_only_for_sql(self) -> DataConfig:
@@ -60,13 +87,40 @@ class DataConfig(_Section):
                 "data.query: only used with a SQLAlchemy URL in data.source (sqlite:///…, postgresql+psycopg://…); "
                 "set it to null for a file or http(s)/s3 URL"
             )
+        found = credentials_in(self.source)
+        if found:
+            raise ValueError(
+                f"data.source: holds {found}, and params.yaml and dvc.lock are tracked; put the URL with its "
+                "credentials in an environment variable and name that variable in data.source_env"
+            )
         return self
+
+    def url(self, *, environ: Mapping[str, str] | None = None) -> str:
+        """The URL to open: ``source``, or the one in the variable ``source_env`` names (``environ``, default ``os.environ``).
+
+        That variable must point where ``source`` does (it only adds credentials), so the tracked
+        ``source`` always says what was read. Looked up when called, never on load.
+        """
+        if self.source_env is None:
+            return self.source
+        value = (os.environ if environ is None else environ).get(self.source_env, "")
+        if not value:
+            raise ConfigError(
+                f"data.source_env: the environment variable {self.source_env} is not set; it should hold "
+                f"{self.source} with its credentials"
+            )
+        if location(value) != location(self.source):
+            raise ConfigError(
+                f"data.source_env: {self.source_env} points to {redact_url(value)}, not to data.source "
+                f"{redact_url(self.source)}; it may only add credentials"
+            )
+        remember_secrets(value)
+        return value
 
     @property
     def is_sql(self) -> bool:
         """True when ``source`` is a SQLAlchemy URL such as ``sqlite:///x.db`` or ``postgresql://…``."""
-        scheme = self.source.split("://", 1)[0] if "://" in self.source else ""
-        return scheme.split("+", 1)[0] in SQL_SCHEMES
+        return is_sql_url(self.source)
 
 
 class SplitConfig(_Section):

@@ -8,34 +8,44 @@ which would run whatever code a tampered file carries.
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io as bytes_io
 import json
 import math
 import os
+import re
+import secrets
 import stat
 import zipfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+from urllib.parse import unquote
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from conveyor.config import DataLimits
 from conveyor.contract import Contract, contract_to_dict, parse_contract
 from conveyor.errors import ArtifactError, ContractError, DataError, describe_errors, yaml_problem
 from conveyor.model.registry import trusted_types
-from conveyor.urls import redact_url
+from conveyor.urls import redact_url, scrub, secrets_of
 
 if TYPE_CHECKING:
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
 __all__ = [
+    "DISK_ERRNOS",
+    "PLOT_PLACEHOLDER",
     "atomic_path",
+    "disk_error",
+    "file_digest",
     "file_sha256",
     "load_model",
+    "local_path",
     "model_bytes",
     "model_from_bytes",
     "move_into_place",
@@ -46,12 +56,15 @@ __all__ = [
     "read_json",
     "read_source",
     "read_table",
+    "remove_others",
     "save_model",
     "table_hash",
+    "url_version",
     "write_artifact",
     "write_bytes",
     "write_contract",
     "write_json",
+    "write_plot_placeholder",
     "write_table",
     "write_text",
 ]
@@ -65,62 +78,329 @@ REBUILD = "run `dvc repro` to rebuild it"
 
 
 def read_source(
-    source: str, *, query: str | None = None, sql: bool = False, named_by: str = "data.source in params.yaml"
+    source: str,
+    *,
+    query: str | None = None,
+    sql: bool = False,
+    limits: DataLimits | None = None,
+    url: str | None = None,
+    named_by: str = "data.source in params.yaml",
 ) -> pd.DataFrame:
-    """Read the raw table from a local CSV/Parquet path, an fsspec URL, or a SQL database.
+    """Read the raw table from a local CSV/Parquet path, an http(s) or fsspec URL, or a SQL database.
 
-    Unreadable input (empty, malformed, not UTF-8, unknown format) raises :class:`DataError`
-    naming the source and the problem; a missing, folder or special file also names ``named_by``,
-    where the path came from (a key or a command-line flag).
+    ``url`` is what is opened when it differs from ``source``: the same place with credentials
+    (``data.source_env``); messages only ever name ``source``, without credentials. Reading stops
+    at ``limits`` (:class:`~conveyor.config.DataLimits`), so memory stays bounded whatever the
+    source holds. Unreadable input (empty, malformed, not UTF-8, unknown format, nested columns,
+    over a limit) raises :class:`DataError` naming the source and the problem; a missing, folder or
+    special file also names ``named_by``, where the path came from (a key or a command-line flag).
     """
     import pandas as pd
+    import pyarrow as pa
 
+    limits = limits or DataLimits()
+    shown = redact_url(source)
+    opened = url or source
+    hidden = secrets_of(opened)
     if sql:
-        return _read_sql(source, query or "")
-    _require_regular_file(source, named_by)
+        return _read_sql(shown, opened, query or "", limits, hidden)
+    local = local_path(source)
+    if local is not None:
+        require_regular_file(local, shown=shown, named_by=named_by)
+        opened = local
     suffix = Path(source.split("?", 1)[0]).suffix.lower()
     try:
         if suffix in {".parquet", ".pq"}:
-            return pd.read_parquet(source)
+            return _read_parquet(opened, limits)
         if suffix in {".csv", ".txt", ".gz"} or not suffix:
-            return pd.read_csv(source, encoding="utf-8", encoding_errors="strict", on_bad_lines="error")
+            return _read_csv(opened, limits, gzipped=suffix == ".gz")
+    except LimitExceeded as exc:
+        raise DataError(f"{shown}: {exc}") from None
     except FileNotFoundError:
-        raise DataError(f"{source}: file not found") from None
+        raise DataError(f"{shown}: file not found") from None
     except pd.errors.EmptyDataError:
-        raise DataError(f"{source}: the file is empty (no header, no rows)") from None
+        raise DataError(f"{shown}: the file is empty (no header, no rows)") from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{source}: malformed CSV: {exc}".strip()) from None
+        raise DataError(scrub(f"{shown}: malformed CSV: {exc}".strip(), hidden)) from None
     except UnicodeDecodeError:
-        raise DataError(f"{source}: not UTF-8 text{_first_bad_byte(source)}; re-save it as UTF-8") from None
+        bad = _first_bad_byte(local, limits) if local is not None and suffix != ".gz" else ""
+        raise DataError(f"{shown}: not UTF-8 text{bad}; re-save it as UTF-8") from None
     except csv.Error as exc:
-        raise DataError(f"{source}: malformed CSV: {exc}") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{source}: cannot be read: {exc}") from None
-    raise DataError(f"{source}: unknown format {suffix!r}; expected .csv or .parquet, or a SQLAlchemy URL")
-
-
-def _require_regular_file(source: str, named_by: str) -> None:
-    # A FIFO, device or socket would block the reader (and DVC's hashing) forever with no message.
-    if "://" in source:
-        return
-    try:
-        mode = os.stat(source).st_mode
-    except FileNotFoundError:
-        raise DataError(f"{source}: file not found ({named_by})") from None
-    if stat.S_ISDIR(mode):
-        raise DataError(f"{source}: is a folder; {named_by} must name a CSV or Parquet file, or a URL")
-    if not stat.S_ISREG(mode):
+        raise DataError(scrub(f"{shown}: malformed CSV: {exc}", hidden)) from None
+    except MemoryError:
         raise DataError(
-            f"{source}: not a regular file (a pipe, device or socket); {named_by} must name a file or a URL"
+            f"{shown}: ran out of memory while reading; lower data.limits.max_bytes (now {limits.max_bytes})"
+        ) from None
+    except (OSError, ValueError, EOFError, pa.ArrowException) as exc:
+        # Anything else a reader or a server says (HTTP 404, a corrupt gzip or Parquet file,
+        # botocore's access denied): one line, credentials scrubbed from it.
+        raise DataError(scrub(f"{shown}: cannot be read: {_one_line(exc)}", hidden)) from None
+    raise DataError(f"{shown}: unknown format {suffix!r}; expected .csv or .parquet, or a SQLAlchemy URL")
+
+
+def file_digest(path: str) -> tuple[int, str]:
+    """The size and SHA-256 of a regular file (anything else is refused first), read in chunks."""
+    info = require_regular_file(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return info.st_size, digest.hexdigest()
+
+
+# What a server or store says identifies a version of an object, as fsspec or HTTP names it.
+VERSION_KEYS = ("etag", "last-modified", "lastmodified", "last_modified", "size", "content-length", "version_id")
+
+
+def url_version(url: str, *, shown: str, timeout_s: float = 60.0) -> dict[str, str]:
+    """The validators of a URL's current content (``ETag``, ``Last-Modified``, size), without reading it.
+
+    http(s) asks with ``HEAD``; any other URL asks fsspec for the object's ``info``. Failures are
+    a :class:`DataError` naming ``shown``, with any credential of ``url`` scrubbed.
+    """
+    hidden = secrets_of(url)
+    scheme, _, rest = url.partition("://")
+    user_info, at, address = rest.rpartition("@")
+    try:
+        if scheme in {"http", "https"}:
+            import base64
+            import urllib.request
+
+            request = urllib.request.Request(f"{scheme}://{address}", method="HEAD")
+            if at:
+                user, _, password = user_info.partition(":")
+                token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+                request.add_unredirected_header("Authorization", f"Basic {token}")
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                info: Mapping[str, Any] = {key.lower(): value for key, value in response.headers.items()}
+        else:
+            import fsspec
+
+            user, _, password = user_info.partition(":")
+            options = {"key": unquote(user), "secret": unquote(password)} if at and scheme in {"s3", "s3a"} else {}
+            fs, path = fsspec.core.url_to_fs(f"{scheme}://{address}", **options)
+            info = {str(key).lower(): value for key, value in fs.info(path).items()}
+    except (OSError, ValueError) as exc:
+        raise DataError(scrub(f"{shown}: cannot be read: {_one_line(exc)}", hidden)) from None
+    return {key: str(info[key]) for key in VERSION_KEYS if info.get(key) not in (None, "")}
+
+
+class LimitExceeded(Exception):
+    """Reading crossed one of ``data.limits``; the message names the key and its value."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def local_path(source: str) -> str | None:
+    """``source`` as a local path (a ``file://`` URL included), or None for a remote URL."""
+    if source.startswith("file://"):
+        return source.removeprefix("file://") or "/"
+    return None if "://" in source else source
+
+
+def require_regular_file(
+    path: str, *, shown: str | None = None, named_by: str = "data.source in params.yaml"
+) -> os.stat_result:
+    """The ``stat`` of ``path``, a regular file (symlinks followed); anything else is a :class:`DataError`.
+
+    A FIFO, device or socket would block a reader (and a hash of it) forever with no message.
+    ``named_by`` is where the path came from (a key or a command-line flag).
+    """
+    shown = shown or path
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{shown}: file not found ({named_by})") from None
+    except OSError as exc:
+        raise DataError(f"{shown}: cannot be read: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError(f"{shown}: is a folder; {named_by} must name a CSV or Parquet file, or a URL")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{shown}: not a regular file (a pipe, device or socket); {named_by} must name a file or a URL")
+    return info
+
+
+@contextmanager
+def open_source(url: str, *, timeout_s: float = 60.0) -> Iterator[BinaryIO]:
+    """A binary stream of a local file, an http(s) URL or any fsspec URL (``s3://…``).
+
+    An http(s) URL's user info becomes a basic-auth header that is not sent on to another host
+    when the server redirects; an ``s3://KEY:SECRET@bucket/…`` URL's key and secret become
+    s3fs options. Neither stays in the URL, so neither can reach a message.
+    """
+    local = local_path(url)
+    if local is not None:
+        with open(local, "rb") as file:
+            yield file
+        return
+    scheme, _, rest = url.partition("://")
+    user_info, at, address = rest.rpartition("@")
+    user, _, password = user_info.partition(":")
+    if scheme in {"http", "https"}:
+        import base64
+        import urllib.request
+
+        request = urllib.request.Request(f"{scheme}://{address}")
+        if at:
+            token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+            request.add_unredirected_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            yield response
+        return
+    import fsspec
+
+    options = {"key": unquote(user), "secret": unquote(password)} if at and scheme in {"s3", "s3a"} else {}
+    with fsspec.open(f"{scheme}://{address}", "rb", **options) as file:
+        yield file
+
+
+class _Guard(bytes_io.RawIOBase):
+    """A byte stream that stops at ``max_bytes``; for CSV, it also reads its structure as it goes.
+
+    It tracks quoting (``"``, doubled to escape) to count the header's fields and the length of
+    every field, so a million-column header or a 2 GiB field stops after reading just past the
+    limit, before pandas has allocated anything for it.
+    """
+
+    def __init__(self, inner: BinaryIO, limits: DataLimits, *, csv_structure: bool) -> None:
+        self._inner = inner
+        self._limits = limits
+        self._csv = csv_structure
+        self._read = 0
+        self._quoted = False
+        self._field = 0
+        self._header_fields = 1
+        self._in_header = True
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._inner.read(min(len(buffer), 1 << 20))
+        self._read += len(chunk)
+        if self._read > self._limits.max_bytes:
+            raise LimitExceeded(f"more than {self._limits.max_bytes} bytes (data.limits.max_bytes)")
+        if self._csv:
+            self._scan(chunk)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def _scan(self, chunk: bytes) -> None:
+        limits = self._limits
+        for index, part in enumerate(chunk.split(b'"')):
+            if index:
+                self._quoted = not self._quoted
+                self._field += 1
+            if self._quoted:
+                self._field += len(part)
+            else:
+                self._scan_unquoted(part)
+            if self._field > limits.max_field_bytes:
+                raise LimitExceeded(f"a field longer than {limits.max_field_bytes} bytes (data.limits.max_field_bytes)")
+
+    def _scan_unquoted(self, part: bytes) -> None:
+        limits = self._limits
+        if self._in_header:
+            header, newline, _ = part.partition(b"\n")
+            self._header_fields += header.count(b",")
+            if self._header_fields > limits.max_columns:
+                raise LimitExceeded(f"more than {limits.max_columns} columns (data.limits.max_columns)")
+            self._in_header = not newline
+        last = max(part.rfind(b","), part.rfind(b"\n"))
+        if last < 0:
+            self._field += len(part)
+            return
+        first = min(i for i in (part.find(b","), part.find(b"\n")) if i >= 0)
+        longest = self._field + first
+        if last - first > limits.max_field_bytes:  # only then can a field in between be too long
+            longest = max(longest, *map(len, re.split(rb"[,\n]", part[first + 1 : last])))
+        if longest > limits.max_field_bytes:
+            raise LimitExceeded(f"a field longer than {limits.max_field_bytes} bytes (data.limits.max_field_bytes)")
+        self._field = len(part) - last - 1
+
+
+def _read_csv(url: str, limits: DataLimits, *, gzipped: bool) -> pd.DataFrame:
+    import gzip
+
+    import pandas as pd
+
+    with open_source(url) as raw:
+        stream: BinaryIO = raw
+        if gzipped:
+            stream = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
+        guarded = bytes_io.BufferedReader(_Guard(stream, limits, csv_structure=True), buffer_size=1 << 20)
+        df = pd.read_csv(
+            guarded, encoding="utf-8", encoding_errors="strict", on_bad_lines="error", nrows=limits.max_rows + 1
         )
+    _check_shape(df, rows=len(df), limits=limits)
+    return df
 
 
-def _first_bad_byte(source: str) -> str:
+def _read_parquet(url: str, limits: DataLimits) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    local = local_path(url)
+    if local is not None:
+        if os.stat(local).st_size > limits.max_bytes:
+            raise LimitExceeded(f"more than {limits.max_bytes} bytes (data.limits.max_bytes)")
+        data: str | bytes_io.BytesIO = local
+    else:
+        with open_source(url) as raw:
+            data = bytes_io.BytesIO(_Guard(raw, limits, csv_structure=False).readall())
+    # The footer is read before anything else: a schema of a million columns is refused by the
+    # Thrift reader's own container limit rather than parsed.
+    parquet = pq.ParquetFile(data, thrift_container_size_limit=limits.max_columns * 4 + 1000)
+    schema = parquet.schema_arrow
+    if len(schema) > limits.max_columns:
+        raise LimitExceeded(f"{len(schema)} columns, more than {limits.max_columns} (data.limits.max_columns)")
+    nested = [f"{field.name!r} ({field.type})" for field in schema if pa.types.is_nested(field.type)]
+    if nested:
+        raise LimitExceeded(
+            f"nested column(s) {', '.join(nested)}; ingest takes flat columns only (flatten them first)"
+        )
+    metadata = parquet.metadata
+    unpacked = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    if unpacked > limits.max_bytes:
+        raise LimitExceeded(f"{unpacked} bytes unpacked, more than {limits.max_bytes} (data.limits.max_bytes)")
+    _check_shape(None, rows=metadata.num_rows, limits=limits)
+    if isinstance(data, bytes_io.BytesIO):
+        data.seek(0)
+    df = pd.read_parquet(data)
+    for name in df.columns:
+        column = df[name]
+        if column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
+            longest = column.map(_size, na_action="ignore").max()
+            if isinstance(longest, int | float) and longest > limits.max_field_bytes:
+                raise LimitExceeded(
+                    f"column {name!r} holds a value longer than {limits.max_field_bytes} bytes (data.limits.max_field_bytes)"
+                )
+    return df
+
+
+def _size(value: object) -> int:
+    if isinstance(value, str):
+        return len(value.encode("utf-8", errors="replace"))
+    if isinstance(value, bytes):
+        return len(value)
+    return 0
+
+
+def _check_shape(df: pd.DataFrame | None, *, rows: int, limits: DataLimits) -> None:
+    if rows > limits.max_rows:
+        raise LimitExceeded(f"more than {limits.max_rows} rows (data.limits.max_rows)")
+    if df is not None and len(df.columns) > limits.max_columns:
+        raise LimitExceeded(f"more than {limits.max_columns} columns (data.limits.max_columns)")
+
+
+def _first_bad_byte(path: str, limits: DataLimits) -> str:
     # The decoder's offset is relative to the parser's chunk; the line number is what people need.
-    path = Path(source)
-    if not path.is_file() or path.suffix == ".gz":
-        return ""
-    data = path.read_bytes()
+    with open(path, "rb") as file:
+        data = file.read(limits.max_bytes)
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -129,7 +409,7 @@ def _first_bad_byte(source: str) -> str:
     return ""
 
 
-def _read_sql(url: str, query: str) -> pd.DataFrame:
+def _read_sql(shown: str, url: str, query: str, limits: DataLimits, hidden: list[str]) -> pd.DataFrame:
     import pandas as pd
     import sqlalchemy
 
@@ -137,18 +417,32 @@ def _read_sql(url: str, query: str) -> pd.DataFrame:
         engine = sqlalchemy.create_engine(url)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
         # A malformed URL or a database driver that is not installed.
-        raise DataError(f"{redact_url(url)}: cannot use this SQLAlchemy URL: {exc}") from None
+        raise DataError(scrub(f"{shown}: cannot use this SQLAlchemy URL: {_one_line(exc)}", hidden)) from None
     try:
         with engine.connect() as connection:
-            return pd.read_sql_query(sqlalchemy.text(query), connection)
+            # In chunks, so that a query returning more than data.limits allow stops early.
+            chunks: list[pd.DataFrame] = []
+            rows = 0
+            for chunk in pd.read_sql_query(sqlalchemy.text(query), connection, chunksize=SQL_CHUNK_ROWS):
+                rows += len(chunk)
+                _check_shape(chunk, rows=rows, limits=limits)
+                chunks.append(chunk)
+            if not chunks:
+                return pd.read_sql_query(sqlalchemy.text(query), connection)
+            return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+    except LimitExceeded as exc:
+        raise DataError(f"{shown}: {exc}") from None
     except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
         # pandas wraps errors of the query itself; SQLAlchemy's (and the driver's) say what went wrong.
         cause = exc.__cause__ if isinstance(exc.__cause__, sqlalchemy.exc.SQLAlchemyError) else exc
         reason = cause.orig if isinstance(cause, sqlalchemy.exc.DBAPIError) else cause
         first_line = (str(reason).strip().splitlines() or [""])[0]
-        raise DataError(f"{redact_url(url)}: query failed: {type(reason).__name__}: {first_line}") from None
+        raise DataError(scrub(f"{shown}: query failed: {type(reason).__name__}: {first_line}", hidden)) from None
     finally:
         engine.dispose()
+
+
+SQL_CHUNK_ROWS = 100_000
 
 
 # --- writing: every output appears whole or not at all ----------------------------------------
@@ -159,20 +453,78 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed onto ``path`` only if the block succeeds.
 
     A stage killed mid-write (``kill -9``, a full disk) then leaves the previous file or none,
-    never a torn one that the next stage would read. The temporary name is hidden and carries
-    the process id; a leftover from a killed run is removed by the next write of the same file.
+    never a torn one that the next stage would read. The temporary name is hidden and unique to
+    this write (process id and a random part), so concurrent writers of one file never touch each
+    other's; a leftover whose process has died is removed by the next write of the same file.
+    A file system that refuses the write (full, read-only, over quota) is an :class:`ArtifactError`
+    naming ``path``, and the previous file stays.
     """
 
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        stale.unlink(missing_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(target.parent, exc) from None
+    _remove_dead_writers_temporaries(target)
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         yield temporary
         os.replace(temporary, target)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        raise disk_error(target, exc) from None
     finally:
-        temporary.unlink(missing_ok=True)
+        with suppress(OSError):
+            temporary.unlink(missing_ok=True)
+
+
+# What a file system says when it cannot take a write: full, over quota, too large, read-only,
+# not permitted, or failing.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+
+
+def disk_error(path: str | Path, exc: OSError) -> ArtifactError:
+    """One line for a write the file system refused: the path, the reason, and that nothing was replaced."""
+    reason = exc.strerror or type(exc).__name__
+    return ArtifactError(f"{path}: cannot write: {reason}; the previous file, if any, is unchanged")
+
+
+def _remove_dead_writers_temporaries(target: Path) -> None:
+    # Only a temporary whose writer has exited is stale: a live one belongs to a concurrent write.
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        pid = stale.name.rpartition(".tmp-")[2].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with suppress(OSError):
+                stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_others(folder: Path, *, keep: set[Path]) -> None:
+    """Delete every file under ``folder`` that is not in ``keep``, then the folders left empty.
+
+    For an output folder that persists between runs: called once the new files are in place,
+    so a failed run leaves the previous folder whole and a good one leaves no stale file.
+    """
+    for path in sorted(folder.rglob("*"), reverse=True):
+        try:
+            if path.is_file() and path not in keep:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        except OSError as exc:
+            raise disk_error(path, exc) from None
 
 
 def write_bytes(data: bytes, path: str | Path) -> None:

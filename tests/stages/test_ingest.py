@@ -34,16 +34,27 @@ QUERY = "SELECT * FROM penguins"
 PASSWORD = "s3cret-p4ss"
 
 
-def params_for(source: str, query: str | None = None) -> Config:
-    """The repository's params with ``data.source`` (and ``data.query``) replaced."""
+SOURCE_ENV = "CONVEYOR_TEST_SOURCE_URL"
+
+
+def params_for(source: str, query: str | None = None, *, source_env: str | None = None) -> Config:
+    """The repository's params with ``data.source`` (and ``data.query``, ``data.source_env``) replaced."""
     raw: dict[str, Any] = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    raw["data"] |= {"source": source, "query": query}
+    raw["data"] |= {"source": source, "query": query, "source_env": source_env}
     return parse_config(raw)
 
 
-def ingest_and_check(source: str, out: Path, contract: Contract, query: str | None = None) -> IngestReport:
+def without_password(url: str) -> str:
+    """A SQLAlchemy URL as data.source holds it: the user named, the password left to data.source_env."""
+    return url.replace(f":{PASSWORD}@", "@")
+
+
+def ingest_and_check(
+    source: str, out: Path, contract: Contract, query: str | None = None, *, source_env: str | None = None
+) -> IngestReport:
     """Ingest ``source`` into ``out``; check validate accepts it and it matches the committed CSV."""
-    summary = ingest.run(params_for(source, query), out=out / "raw.parquet", report=out / "ingest.json")
+    cfg = params_for(source, query, source_env=source_env)
+    summary = ingest.run(cfg, out=out / "raw.parquet", report=out / "ingest.json")
     raw = io.read_table(out / "raw.parquet")
     assert validate(raw, contract, target="species", task="classification").passed
     expected = conform(io.read_source(str(PENGUINS)), contract)
@@ -101,10 +112,10 @@ def test_sqlite_query_error_names_the_problem(tmp_path: Path) -> None:
 
 
 def test_missing_database_driver_is_a_data_error() -> None:
-    cfg = params_for(f"mysql://reader:{PASSWORD}@127.0.0.1/shop", QUERY)
+    cfg = params_for("mysql://reader@127.0.0.1/shop", QUERY, source_env=SOURCE_ENV)
     with pytest.raises(DataError) as caught:
-        ingest.ingest(cfg.data)
-    assert str(caught.value).startswith("mysql://reader:***@127.0.0.1/shop: cannot use this SQLAlchemy URL: ")
+        ingest.ingest(cfg.data, environ={SOURCE_ENV: f"mysql://reader:{PASSWORD}@127.0.0.1/shop"})
+    assert str(caught.value).startswith("mysql://reader@127.0.0.1/shop: cannot use this SQLAlchemy URL: ")
     assert PASSWORD not in str(caught.value)
 
 
@@ -158,18 +169,20 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_postgresql(postgres_url: str, tmp_path: Path, contract: Contract) -> None:
-    summary = ingest_and_check(postgres_url, tmp_path, contract, QUERY)
+def test_postgresql(postgres_url: str, tmp_path: Path, contract: Contract, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SOURCE_ENV, postgres_url)
+    summary = ingest_and_check(without_password(postgres_url), tmp_path, contract, QUERY, source_env=SOURCE_ENV)
     report = (tmp_path / "ingest.json").read_text(encoding="utf-8")
     assert PASSWORD not in report
-    assert summary.source == postgres_url.replace(PASSWORD, "***")
+    assert summary.source == without_password(postgres_url)
 
 
 @pytest.mark.slow
 def test_postgresql_wrong_password_is_reported_without_it(postgres_url: str) -> None:
     wrong = postgres_url.replace(PASSWORD, "wrong-password")
+    cfg = params_for(without_password(postgres_url), QUERY, source_env=SOURCE_ENV)
     with pytest.raises(DataError) as caught:
-        ingest.ingest(params_for(wrong, QUERY).data)
+        ingest.ingest(cfg.data, environ={SOURCE_ENV: wrong})
     message = str(caught.value)
     assert "query failed: OperationalError" in message
     assert "password authentication failed" in message

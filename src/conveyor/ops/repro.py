@@ -279,8 +279,12 @@ def _workspace(root: Path) -> tuple[set[str], list[str]]:
             for out in stage.outs
             if MACHINE_DEPENDENT_LABEL in out.annot.labels
         }
+        # An always_changed stage (source) is listed by every `dvc status`; what it writes is
+        # tracked, so a changed source shows as a modified file instead.
+        always_runs = {stage.name for stage in repo.index.stages if stage.always_changed}
         # dvc status names stages as "dvc.yaml:<stage>" or "<stage>"; only names are shown here.
-        unreproduced = [name.rpartition(":")[2] for name in repo.status()]
+        named = [name.rpartition(":")[2] for name in repo.status()]
+        unreproduced = [name for name in named if name not in always_runs]
     return labelled, unreproduced
 
 

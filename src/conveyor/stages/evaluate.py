@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -177,35 +178,52 @@ def write(evaluation: Evaluation, out: Path) -> None:
     dvclive writes into a staging folder inside ``out``; each file is then renamed into place,
     so a run killed midway leaves no torn metrics or plot file (see :func:`conveyor.io.atomic_path`).
     """
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=out))
     try:
-        with Live(dir=str(staging), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-            for name, value in evaluation.metrics.items():
-                live.log_metric(name, value, plot=False)
-            limit = evaluation.plot_points
-            if evaluation.classes is not None and evaluation.proba is not None:
-                _classification_plots(
-                    live, evaluation.y_true, evaluation.y_pred, evaluation.proba, evaluation.classes, limit=limit
-                )
-            else:
-                _regression_plots(live, evaluation.y_true, evaluation.y_pred, limit=limit, seed=evaluation.seed)
-            live.log_plot(
-                "importance",
-                [{"feature": k, "importance": v["mean"]} for k, v in evaluation.importance.items()],
-                x="importance",
-                y="feature",
-            )
-        for written in sorted(path for path in staging.rglob("*") if path.is_file()):
-            io.move_into_place(written, out / written.relative_to(staging))
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".evaluate-", dir=out))
+    except OSError as exc:
+        raise io.disk_error(out, exc) from None
+    written: set[Path] = set()
+    try:
+        _log_with_dvclive(evaluation, staging)
+        for staged in sorted(path for path in staging.rglob("*") if path.is_file()):
+            written.add(out / staged.relative_to(staging))
+            io.move_into_place(staged, out / staged.relative_to(staging))
+    except (OSError, sqlite3.Error) as exc:
+        # dvclive's writes (and the SQLite it opens) on a full or read-only disk: one line naming the folder.
+        reason = exc if isinstance(exc, OSError) else OSError(0, str(exc))
+        raise io.disk_error(out, reason) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     other_task = REGRESSION_PLOTS if evaluation.classes is not None else CLASSIFICATION_PLOTS
     task = "classification" if evaluation.classes is not None else "regression"
     for folder in other_task:
         io.write_plot_placeholder(out / "plots" / folder, f"No plot: the model is a {task} model.")
+        written.add(out / "plots" / folder / io.PLOT_PLACEHOLDER)
+    # The plots folder persists (dvc.yaml): what an earlier run drew and this one did not (another
+    # class, the other task's curves) goes only now that every new file is in place.
+    io.remove_others(out / "plots", keep=written)
     io.write_json(evaluation.importance, out / "importance.json")
     io.write_json({"slices": evaluation.slices}, out / "slices.json")
+
+
+def _log_with_dvclive(evaluation: Evaluation, staging: Path) -> None:
+    with Live(dir=str(staging), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        for name, value in evaluation.metrics.items():
+            live.log_metric(name, value, plot=False)
+        limit = evaluation.plot_points
+        if evaluation.classes is not None and evaluation.proba is not None:
+            _classification_plots(
+                live, evaluation.y_true, evaluation.y_pred, evaluation.proba, evaluation.classes, limit=limit
+            )
+        else:
+            _regression_plots(live, evaluation.y_true, evaluation.y_pred, limit=limit, seed=evaluation.seed)
+        live.log_plot(
+            "importance",
+            [{"feature": k, "importance": v["mean"]} for k, v in evaluation.importance.items()],
+            x="importance",
+            y="feature",
+        )
 
 
 def _classification_plots(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -9,14 +10,19 @@ import pandas as pd
 from conveyor import io
 from conveyor.artifacts import FeatureStoreJoin, IngestReport
 from conveyor.config import Config, DataConfig, FeatureStoreConfig
+from conveyor.errors import DataError
 from conveyor.urls import redact_url
 
 __all__ = ["ingest", "run", "summarize"]
 
 
-def ingest(cfg: DataConfig) -> pd.DataFrame:
-    """The raw table from ``data.source`` (and ``data.query`` for SQL), unchanged."""
-    return io.read_source(cfg.source, query=cfg.query, sql=cfg.is_sql)
+def ingest(cfg: DataConfig, *, environ: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """The raw table from ``data.source`` (and ``data.query`` for SQL), unchanged, within ``data.limits``.
+
+    With ``data.source_env`` set, the URL opened is that variable's (the same place, with
+    credentials): ``environ`` (default ``os.environ``) is where it is looked up.
+    """
+    return io.read_source(cfg.source, query=cfg.query, sql=cfg.is_sql, limits=cfg.limits, url=cfg.url(environ=environ))
 
 
 def ingest_feature_store(cfg: FeatureStoreConfig) -> tuple[pd.DataFrame, FeatureStoreJoin]:
@@ -45,13 +51,20 @@ def summarize(df: pd.DataFrame, *, source: str, join: FeatureStoreJoin | None = 
 
 def run(cfg: Config, *, out: Path, report: Path) -> IngestReport:
     """Read the source, write it to ``out`` as Parquet and its summary to ``report``."""
+    import pyarrow as pa
+
     store = cfg.feature_store
-    if store.enabled:
-        df, join = ingest_feature_store(store)
-        summary = summarize(df, source=f"feast:{store.repo} ({store.feature_service})", join=join)
-    else:
-        df = ingest(cfg.data)
-        summary = summarize(df, source=cfg.data.source)
-    io.write_table(df, out)
+    try:
+        if store.enabled:
+            df, join = ingest_feature_store(store)
+            summary = summarize(df, source=f"feast:{store.repo} ({store.feature_service})", join=join)
+        else:
+            df = ingest(cfg.data)
+            summary = summarize(df, source=cfg.data.source)
+        io.write_table(df, out)
+    except pa.ArrowException as exc:
+        # Values Parquet cannot hold (a string over 2 GiB where data.limits allow one): the
+        # source's problem, named, not a traceback.
+        raise DataError(f"{redact_url(cfg.data.source)}: cannot be stored as Parquet: {exc}") from None
     io.write_artifact(summary, report)
     return summary

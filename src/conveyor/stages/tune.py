@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import secrets
 import socket
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -410,18 +411,30 @@ def write_plots(report: TuningReport, out: Path) -> None:
     does not rerun the stage to recreate it. That path writes no plot: importing dvclive takes 2 s.
     """
     if not report.trials:
+        written = set()
         for name in (HISTORY_PLOT, IMPORTANCE_PLOT):
             folder = out / "plots" / "custom" / Path(name).parent
             io.write_plot_placeholder(folder, "No plot: tuning is off (tune.enabled: false).")
+            written.add(folder / io.PLOT_PLACEHOLDER)
+        # The folder persists (dvc.yaml): the placeholders are all it holds afterwards.
+        io.remove_others(out, keep=written)
         return
-    from dvclive.live import Live
-
     better = max if report.direction == "maximize" else min
     history, best = [], -math.inf if report.direction == "maximize" else math.inf
     for trial in report.trials:
         if trial.value is not None:
             best = better(best, trial.value)
             history.append({"trial": trial.number, "value": trial.value, "best": best})
+    try:
+        _log_with_dvclive(history, report, out)
+    except (OSError, sqlite3.Error) as exc:
+        reason = exc if isinstance(exc, OSError) else OSError(0, str(exc))
+        raise io.disk_error(out, reason) from None
+
+
+def _log_with_dvclive(history: list[dict[str, float]], report: TuningReport, out: Path) -> None:
+    from dvclive.live import Live
+
     with Live(dir=str(out), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.log_plot(HISTORY_PLOT, history, x="trial", y="value", template="scatter", title="Tuning: score per trial")
         live.log_plot(
