@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -30,7 +31,7 @@ from conveyor import io
 from conveyor.artifacts import EvaluationRecord, PackageReport, Provenance
 from conveyor.bundle import Bundle
 from conveyor.config import Config, load_config, parse_config
-from conveyor.contract import Contract
+from conveyor.contract import ColumnSpec, Contract
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -374,3 +375,48 @@ def customers(rows: int = 600, seed: int = 0) -> pd.DataFrame:
     df.loc[df.index[::23], "autopay"] = None
     df.loc[df.index[::19], "feedback"] = None
     return df
+
+
+# Generated tables with the columns real ones have: dates, free text, a wide category, gaps.
+WORDS = ("good", "great", "bad", "awful", "fine", "value", "deal", "service", "fast", "slow")
+
+
+def mixed_table(rows: int = 600, *, seed: int = 0) -> pd.DataFrame:
+    """Numbers ``a`` (with gaps) and ``b`` (> 0), an ISO date ``when``, a text ``note``, an 80-value
+    ``code``, and a regression target ``price`` (positive, skewed) and a class ``label``."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(10, 2, rows)
+    b = rng.uniform(1, 5, rows)
+    when = pd.Timestamp("2021-01-01") + pd.to_timedelta(rng.integers(0, 3 * 365 * 24, rows), unit="h")
+    code = rng.choice([f"c{i:02d}" for i in range(80)], rows)
+    note = [" ".join(rng.choice(WORDS, 3)) for _ in range(rows)]
+    season = np.cos(2 * np.pi * (when.month.to_numpy() - 1) / 12)
+    code_effect = pd.Series(code).str[1:].astype(int).to_numpy() / 80
+    price = np.exp(1 + 0.4 * season + 0.2 * b + code_effect + rng.normal(0, 0.1, rows))
+    frame = pd.DataFrame(
+        {
+            "a": a,
+            "b": b,
+            "when": when.strftime("%Y-%m-%dT%H:%M:%S"),
+            "note": note,
+            "code": code,
+            "price": price,
+        }
+    )
+    frame["label"] = np.where(frame["price"] > frame["price"].median(), "high", "low")
+    frame.loc[::7, "a"] = np.nan
+    return frame
+
+
+def mixed_contract(*, target: str = "label") -> Contract:
+    """The contract of :func:`mixed_table`: ``when``, ``note`` and ``code`` are not features as they are."""
+    columns = {
+        "a": ColumnSpec(type="float", nullable=True),
+        "b": ColumnSpec(type="float"),
+        "when": ColumnSpec(type="string", feature=False),
+        "note": ColumnSpec(type="string", feature=False),
+        "code": ColumnSpec(type="string", feature=False),
+        "price": ColumnSpec(type="float", feature=target == "price"),
+        "label": ColumnSpec(type="category", categories=("high", "low"), feature=target == "label"),
+    }
+    return Contract(columns=columns)

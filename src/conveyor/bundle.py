@@ -20,7 +20,7 @@ from conveyor.artifacts import BundleInfo, PackageReport
 from conveyor.config import PredictionLogConfig, ServeConfig
 from conveyor.contract import Contract
 from conveyor.errors import ArtifactError, ConveyorError
-from conveyor.model.features import FeatureSpec
+from conveyor.model.features import FeatureSpec, spec_from_card
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,16 +157,13 @@ class Bundle:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The model's input columns: numeric first, then categorical, as the pipeline takes them."""
+        """The model's input columns: numeric, categorical, then the derived features' own, as the pipeline takes them."""
         return self.spec.columns
 
     @property
     def spec(self) -> FeatureSpec:
         """The model's input columns by kind."""
-        features = self.info.features
-        return FeatureSpec(
-            numeric=tuple(features.get("numeric", ())), categorical=tuple(features.get("categorical", ()))
-        )
+        return spec_from_card(self.info.features)
 
     @property
     def other_columns(self) -> tuple[str, ...]:

@@ -152,7 +152,13 @@ def _init(args: argparse.Namespace) -> None:
     from conveyor.ops import init
 
     result = init.run(
-        data=args.data, target=args.target, task=args.task, params=args.params, max_categories=args.max_categories
+        data=args.data,
+        target=args.target,
+        task=args.task,
+        params=args.params,
+        max_categories=args.max_categories,
+        bakeoff_s=args.bakeoff_seconds,
+        transform=args.target_transform,
     )
     for line in result.columns:
         print(f"  {line}")
@@ -380,6 +386,19 @@ def _add_init(sub: argparse.ArgumentParser) -> None:
     )
     sub.add_argument(
         "--max-categories", type=int, default=50, help="text columns with more distinct values are free text"
+    )
+    sub.add_argument(
+        "--bakeoff-seconds",
+        type=float,
+        default=45.0,
+        help="time box of the bake-off (linear model, HistGradientBoosting, lightgbm; CV on the train split) "
+        "that picks model and gate thresholds; 0: the linear default and chance-based thresholds",
+    )
+    sub.add_argument(
+        "--target-transform",
+        choices=("auto", "none", "log"),
+        default="auto",
+        help="regression: fit on the log scale (auto: for a strictly positive, skewed target)",
     )
 
 

@@ -15,7 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from conveyor.errors import ConfigError, describe_errors, yaml_problem
-from conveyor.model.registry import Task, check_estimator, check_estimator_name, default_space, metric_names
+from conveyor.model.registry import (
+    Task,
+    check_estimator,
+    check_estimator_name,
+    declares_parameters,
+    default_space,
+    metric_names,
+)
 from conveyor.urls import credentials_in, is_sql_url, location, redact_url, remember_secrets
 
 __all__ = [
@@ -23,6 +30,8 @@ __all__ = [
     "Config",
     "DataConfig",
     "DataLimits",
+    "DateParts",
+    "Derived",
     "Distribution",
     "EvaluateConfig",
     "FeatureStoreConfig",
@@ -34,6 +43,7 @@ __all__ = [
     "ServeConfig",
     "SplitConfig",
     "TuneConfig",
+    "derived_columns",
     "load_config",
     "parse_config",
 ]
@@ -44,6 +54,22 @@ Names = Annotated[tuple[str, ...], Field(strict=False)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    # Keys added after model cards and study names first hashed this section: left out of
+    # recipe() while at their defaults, so a recipe that does not use them keeps its hash.
+    _added: frozenset[str] = frozenset()
+
+    def recipe(self) -> dict[str, Any]:
+        """The section as JSON for hashing and the model card, without newer keys at their defaults."""
+        dumped = self.model_dump(mode="json")
+        defaults = {
+            name: field.get_default(call_default_factory=True) for name, field in type(self).model_fields.items()
+        }
+        return {
+            key: value
+            for key, value in dumped.items()
+            if not (key in self._added and getattr(self, key) == defaults[key])
+        }
 
 
 class DataLimits(_Section):
@@ -135,6 +161,104 @@ NumericImputation = Literal["mean", "median", "most_frequent", "zero"]
 CategoricalImputation = Literal["most_frequent", "as_category"]
 Scaling = Literal["standard", "minmax", "robust", "none"]
 Encoding = Literal["onehot", "ordinal"]
+DatePart = Literal["year", "month", "day", "dayofweek", "dayofyear", "hour"]
+# Two columns' names, for the features that combine a pair.
+Pair = Annotated[tuple[str, str], Field(strict=False)]
+
+
+class DateParts(_Section):
+    """``{kind: date_parts, column: d}``: calendar parts of a date column (ISO strings or datetimes).
+
+    ``cyclical`` adds a sine and a cosine of each periodic part (month, day of week, day of year,
+    hour), so December sits next to January for a linear model.
+    """
+
+    kind: Literal["date_parts"]
+    column: str = Field(min_length=1)
+    parts: Annotated[tuple[DatePart, ...], Field(strict=False, min_length=1)] = (
+        "year",
+        "month",
+        "dayofweek",
+        "dayofyear",
+        "hour",
+    )
+    cyclical: bool = True
+
+
+class Ratio(_Section):
+    """``{kind: ratio, columns: [a, b]}``: ``a / b`` (missing where ``b`` is 0)."""
+
+    kind: Literal["ratio"]
+    columns: Pair
+
+
+class Difference(_Section):
+    """``{kind: difference, columns: [a, b]}``: ``a - b``."""
+
+    kind: Literal["difference"]
+    columns: Pair
+
+
+class Log(_Section):
+    """``{kind: log, column: x}``: ``sign(x) * log(1 + |x|)``, defined for every number."""
+
+    kind: Literal["log"]
+    column: str = Field(min_length=1)
+
+
+class Power(_Section):
+    """``{kind: power, column: x}``: scikit-learn's Yeo-Johnson ``PowerTransformer`` (standardized)."""
+
+    kind: Literal["power"]
+    column: str = Field(min_length=1)
+
+
+class Bins(_Section):
+    """``{kind: bins, column: x, n_bins: 5}``: scikit-learn's ``KBinsDiscretizer``, one-hot."""
+
+    kind: Literal["bins"]
+    column: str = Field(min_length=1)
+    n_bins: Annotated[int, Field(ge=2, le=100)] = 5
+    strategy: Literal["quantile", "uniform", "kmeans"] = "quantile"
+
+
+class Text(_Section):
+    """``{kind: text, column: t, max_features: 100}``: TF-IDF of the words, at most ``max_features`` columns."""
+
+    kind: Literal["text"]
+    column: str = Field(min_length=1)
+    max_features: Annotated[int, Field(ge=1, le=10_000)] = 100
+    ngram_max: Annotated[int, Field(ge=1, le=3)] = 1
+
+
+class TargetEncoding(_Section):
+    """``{kind: target_encoding, column: c}``: scikit-learn's ``TargetEncoder`` (cross-fitted in fit).
+
+    For categories with too many values to one-hot: each becomes its shrunk mean target (one
+    column per class for multiclass), learnt on ``cv`` folds so no row sees its own label.
+    """
+
+    kind: Literal["target_encoding"]
+    column: str = Field(min_length=1)
+    cv: Annotated[int, Field(ge=2, le=10)] = 5
+
+
+class MissingIndicator(_Section):
+    """``{kind: missing_indicator, column: x}``: 1 where ``x`` is missing, else 0."""
+
+    kind: Literal["missing_indicator"]
+    column: str = Field(min_length=1)
+
+
+Derived = Annotated[
+    DateParts | Ratio | Difference | Log | Power | Bins | Text | TargetEncoding | MissingIndicator,
+    Field(discriminator="kind"),
+]
+
+
+def derived_columns(item: Derived) -> tuple[str, ...]:
+    """The input columns one derived feature reads."""
+    return item.columns if isinstance(item, Ratio | Difference) else (item.column,)
 
 
 class FeaturesConfig(_Section):
@@ -151,6 +275,9 @@ class FeaturesConfig(_Section):
     categorical_imputation: CategoricalImputation = "as_category"
     scaling: Scaling = "standard"
     encoding: Encoding = "onehot"
+    # Features computed from the columns inside the model's Pipeline, e.g. [{kind: log, column: x}].
+    derived: Annotated[tuple[Derived, ...], Field(strict=False)] = ()
+    _added = frozenset({"derived"})
 
     @model_validator(mode="after")
     def _disjoint(self) -> FeaturesConfig:
@@ -165,6 +292,10 @@ class ModelConfig(_Section):
 
     estimator: str = Field(min_length=1)
     params: dict[str, Any] = Field(default_factory=dict)
+    # regression only: "log" fits on log(target) and predicts exp() of it (TransformedTargetRegressor),
+    # for a strictly positive, skewed target such as a price: no negative predictions.
+    target_transform: Literal["none", "log"] = "none"
+    _added = frozenset({"target_transform"})
 
 
 class Bound(_Section):
@@ -456,6 +587,15 @@ class Config(_Section):
             check_estimator(self.task, self.model.estimator, self.tune.space, where="tune.space")
         else:
             check_estimator_name(self.task, self.model.estimator)
+            # Where the registry lists the parameters this costs no import: a model.params left
+            # from another estimator is then refused by the first stage, not by train.
+            if declares_parameters(self.task, self.model.estimator):
+                check_estimator(self.task, self.model.estimator, self.model.params)
+        if self.model.target_transform != "none" and self.task != "regression":
+            raise ValueError(
+                f"model.target_transform: {self.model.target_transform!r} applies to regression; "
+                f"task is {self.task} (set it to none)"
+            )
         known = metric_names(self.task)
         metric = () if self.tune.metric is None else (self.tune.metric,)
         for where, names in (
@@ -473,6 +613,12 @@ class Config(_Section):
                 raise ValueError(
                     f"features.{kind}: lists the target column {self.data.target!r} (data.target); "
                     "a model cannot take its own label as input"
+                )
+        for index, item in enumerate(self.features.derived):
+            if self.data.target in derived_columns(item):
+                raise ValueError(
+                    f"features.derived.{index}: {item.kind} reads the target column {self.data.target!r} "
+                    "(data.target); a model cannot take its own label as input"
                 )
         return self
 

@@ -102,7 +102,10 @@ def test_a_renamed_column_is_pointed_out(penguins: pd.DataFrame, contract: Contr
 def test_examples_are_capped(contract: Contract) -> None:
     df = io.read_source(str(PENGUINS))
     df.loc[:, "bill_length_mm"] = range(100, 100 + len(df))
-    (finding,) = validate.validate(df, contract, target="species", task="classification").errors
+    # The file is sorted by species, so a column of row numbers is also (rightly) a leak: only the max finding here.
+    (finding,) = [
+        f for f in validate.validate(df, contract, target="species", task="classification").errors if f.check == "max"
+    ]
     assert len(finding.examples) == validate.EXAMPLES
 
 

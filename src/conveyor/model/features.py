@@ -9,28 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from conveyor.config import FeaturesConfig
+import numpy as np
+
+from conveyor.config import Derived, FeaturesConfig, derived_columns
 from conveyor.contract import Contract
 from conveyor.errors import ConfigError, DataError
 
 # pandas and scikit-learn are imported where they are used: the service's own process reads a
 # FeatureSpec from here and never builds or runs a pipeline (scikit-learn is a second of its start).
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
 __all__ = [
+    "INPUT_KINDS",
     "MISSING_CATEGORY",
     "FeatureSpec",
+    "InputKind",
     "build_preprocessor",
     "is_bool_column",
     "model_frame",
     "resolve_features",
     "rows_frame",
+    "spec_from_card",
     "spec_of",
     "target_values",
 ]
@@ -39,18 +43,52 @@ __all__ = [
 # and as a value of its own the encoder can learn that "missing" carries information.
 MISSING_CATEGORY = "__missing__"
 
+# What a derived feature's input column holds, as the pipeline receives it (see model_frame).
+InputKind = Literal["number", "category", "text", "datetime"]
+INPUT_KINDS: dict[str, InputKind] = {
+    "date_parts": "datetime",
+    "ratio": "number",
+    "difference": "number",
+    "log": "number",
+    "power": "number",
+    "bins": "number",
+    "text": "text",
+    "target_encoding": "category",
+    "missing_indicator": "number",
+}
+# Kinds with no ONNX converter: the transformers written here, and MissingIndicator (skl2onnx has
+# none). Such a model is served by scikit-learn, and the package report says which feature is why.
+NO_ONNX_KINDS = frozenset({"date_parts", "ratio", "difference", "log", "missing_indicator"})
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """The model's input columns, by kind, in the order the pipeline sees them."""
+    """The model's input columns, by kind, in the order the pipeline sees them.
+
+    ``numeric`` and ``categorical`` feed the prepared-as-is branches; ``extra`` are the columns
+    only ``features.derived`` reads, each with what it holds (:data:`InputKind`).
+    """
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
+    extra: tuple[tuple[str, InputKind], ...] = ()
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """All input columns: numeric first, then categorical."""
-        return self.numeric + self.categorical
+        """All input columns: numeric, then categorical, then the derived features' own."""
+        return self.numeric + self.categorical + tuple(name for name, _ in self.extra)
+
+    def kind_of(self, column: str) -> InputKind:
+        """What ``column`` holds as the pipeline takes it."""
+        if column in self.numeric:
+            return "number"
+        if column in self.categorical:
+            return "category"
+        return dict(self.extra)[column]
+
+    def columns_of(self, kind: InputKind) -> tuple[str, ...]:
+        """The input columns holding ``kind``, in :attr:`columns` order."""
+        return tuple(column for column in self.columns if self.kind_of(column) == kind)
 
 
 def resolve_features(cfg: FeaturesConfig, contract: Contract, *, target: str) -> FeatureSpec:
@@ -68,38 +106,139 @@ def resolve_features(cfg: FeaturesConfig, contract: Contract, *, target: str) ->
     listed_categorical = contract.categorical_columns() if cfg.categorical is None else cfg.categorical
     numeric = tuple(c for c in listed_numeric if c not in excluded)
     categorical = tuple(c for c in listed_categorical if c not in excluded)
-    if not numeric and not categorical:
+    extra = _derived_inputs(cfg.derived, contract, numeric=numeric, categorical=categorical)
+    if not numeric and not categorical and not extra and not cfg.derived:
         raise ConfigError("features: no feature columns remain after removing the target and features.drop")
-    return FeatureSpec(numeric=numeric, categorical=categorical)
+    return FeatureSpec(numeric=numeric, categorical=categorical, extra=extra)
 
 
-def build_preprocessor(spec: FeatureSpec, cfg: FeaturesConfig) -> ColumnTransformer:
-    """An unfitted ``ColumnTransformer`` with a ``numeric`` and a ``categorical`` branch."""
+def _derived_inputs(
+    derived: Sequence[Derived], contract: Contract, *, numeric: Sequence[str], categorical: Sequence[str]
+) -> tuple[tuple[str, InputKind], ...]:
+    """The columns ``features.derived`` reads beyond ``numeric`` and ``categorical``, each checked against the contract."""
+    extra: dict[str, InputKind] = {}
+    for index, item in enumerate(derived):
+        key = f"features.derived.{index}"
+        kind = INPUT_KINDS[item.kind]
+        for column in derived_columns(item):
+            spec = contract.columns.get(column)
+            if spec is None:
+                raise ConfigError(f"{key}: {item.kind} reads {column!r}, which is not a column of the data contract")
+            if (kind == "number") != spec.is_numeric:
+                wanted = "a numeric" if kind == "number" else "a text, category or date"
+                raise ConfigError(
+                    f"{key}: {item.kind} needs {wanted} column; {column!r} is type {spec.type} in the data contract"
+                )
+            known = "number" if column in numeric else "category" if column in categorical else extra.get(column)
+            if known is not None and known != kind:
+                raise ConfigError(
+                    f"{key}: {item.kind} reads {column!r} as {kind}, but the model already takes it as {known}"
+                )
+            if known is None:
+                extra[column] = kind
+    return tuple(extra.items())
+
+
+def build_preprocessor(spec: FeatureSpec, cfg: FeaturesConfig, *, seed: int = 0) -> ColumnTransformer:
+    """An unfitted ``ColumnTransformer``: a ``numeric`` and a ``categorical`` branch, and one step per ``features.derived``.
+
+    ``seed`` seeds the derived steps that draw random numbers (target encoding's folds).
+    """
     from sklearn.compose import ColumnTransformer
 
-    transformers: list[tuple[str, Pipeline, list[str]]] = []
+    transformers: list[tuple[str, Any, list[str] | str]] = []
     if spec.numeric:
         transformers.append(("numeric", _numeric_branch(cfg), list(spec.numeric)))
     if spec.categorical:
         transformers.append(("categorical", _categorical_branch(cfg), list(spec.categorical)))
-    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
+    for index, item in enumerate(cfg.derived):
+        columns = list(derived_columns(item))
+        # Vectorizers take one column of strings (1-D), which a scalar column name selects.
+        transformers.append(
+            (
+                derived_name(item, index),
+                _derived_branch(item, cfg, seed=seed),
+                columns[0] if item.kind == "text" else columns,
+            )
+        )
+    # Dense output: HistGradientBoosting refuses sparse input, and TF-IDF (the one sparse step) is
+    # bounded by max_features. Set only with text, so a model without it keeps its bytes.
+    dense = {"sparse_threshold": 0.0} if any(item.kind == "text" for item in cfg.derived) else {}
+    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True, **dense)
+
+
+def derived_name(item: Derived, index: int) -> str:
+    """The ``ColumnTransformer`` step of ``features.derived[index]``: ``<kind>_<index>`` (``log_0``)."""
+    return f"{item.kind}_{index}"
+
+
+def _imputer(cfg: FeaturesConfig) -> Any:
+    from sklearn.impute import SimpleImputer
+
+    if cfg.numeric_imputation == "zero":
+        return SimpleImputer(strategy="constant", fill_value=0.0, keep_empty_features=True)
+    return SimpleImputer(strategy=cfg.numeric_imputation, keep_empty_features=True)
+
+
+def _scaled(cfg: FeaturesConfig) -> list[tuple[str, object]]:
+    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
+
+    scalers = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
+    return [] if cfg.scaling == "none" else [("scale", scalers[cfg.scaling]())]
 
 
 def _numeric_branch(cfg: FeaturesConfig) -> Pipeline:
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
     imputer = (
         SimpleImputer(strategy="constant", fill_value=0.0)
         if cfg.numeric_imputation == "zero"
         else SimpleImputer(strategy=cfg.numeric_imputation)
     )
-    scalers = {"standard": StandardScaler, "minmax": MinMaxScaler, "robust": RobustScaler}
-    steps: list[tuple[str, object]] = [("impute", imputer)]
-    if cfg.scaling != "none":
-        steps.append(("scale", scalers[cfg.scaling]()))
+    steps: list[tuple[str, object]] = [("impute", imputer), *_scaled(cfg)]
     return Pipeline(steps)
+
+
+def _derived_branch(item: Derived, cfg: FeaturesConfig, *, seed: int) -> Any:
+    """The unfitted transformer of one derived feature: scikit-learn's own where it has one."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.impute import MissingIndicator
+    from sklearn.model_selection import KFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import KBinsDiscretizer, PowerTransformer, TargetEncoder
+
+    from conveyor.config import Bins, DateParts, Difference, Log, Power, Ratio, TargetEncoding, Text
+    from conveyor.model import transformers
+
+    if isinstance(item, DateParts):
+        first: object = transformers.DateParts(parts=item.parts, cyclical=item.cyclical)
+    elif isinstance(item, Ratio | Difference):
+        first = transformers.TwoColumns(operation=item.kind)
+    elif isinstance(item, Log):
+        first = transformers.SignedLog()
+    elif isinstance(item, Power):
+        # Standardizes its output itself; NaN passes through to the imputer.
+        return Pipeline([("power", PowerTransformer(method="yeo-johnson")), ("impute", _imputer(cfg))])
+    elif isinstance(item, Bins):
+        bins = KBinsDiscretizer(
+            n_bins=item.n_bins,
+            encode="onehot-dense",
+            strategy=item.strategy,
+            quantile_method="averaged_inverted_cdf",
+            subsample=200_000,
+            random_state=seed,
+        )
+        return Pipeline([("impute", _imputer(cfg)), ("bins", bins)])
+    elif isinstance(item, Text):
+        return TfidfVectorizer(max_features=item.max_features, ngram_range=(1, item.ngram_max), dtype=np.float64)
+    elif isinstance(item, TargetEncoding):
+        # Cross-fitted: fit_transform encodes each fold with the others' means, so training rows
+        # never see their own label; transform (serving) uses the means of all of them.
+        return TargetEncoder(cv=KFold(n_splits=item.cv, shuffle=True, random_state=seed))
+    else:
+        return MissingIndicator(features="all")
+    return Pipeline([(item.kind, first), ("impute", _imputer(cfg)), *_scaled(cfg)])
 
 
 def _categorical_branch(cfg: FeaturesConfig) -> Pipeline:
@@ -127,20 +266,34 @@ def model_frame(df: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     Returns
     -------
     DataFrame of shape (n_samples, n_features): numeric columns float64, categorical columns
-    object dtype holding strings, missing values as ``MISSING_CATEGORY``.
+    object dtype holding strings, missing values as ``MISSING_CATEGORY``; a derived feature's
+    text column holds strings (missing: empty), its date column datetimes or the values as given
+    (the date step parses them).
     """
     import pandas as pd
 
     missing = [c for c in spec.columns if c not in df.columns]
     if missing:
         raise DataError(f"the data lacks the model's feature columns {missing}")
-    frame = {name: _numbers(df[name], name) for name in spec.numeric}
-    for name in spec.categorical:
-        column = df[name]
-        # Text columns (the str dtype, or objects that are all strings) need no str() per value.
-        is_text = isinstance(column.dtype, pd.StringDtype) or pd.api.types.infer_dtype(column, skipna=True) == "string"
-        column = column.astype("object").where(column.notna(), MISSING_CATEGORY)
-        frame[name] = column if is_text else column.map(str).astype("object")
+    frame: dict[str, pd.Series] = {}
+    for name in spec.columns:
+        kind = spec.kind_of(name)
+        if kind == "number":
+            frame[name] = _numbers(df[name], name)
+        elif kind == "category":
+            column = df[name]
+            # Text columns (the str dtype, or objects that are all strings) need no str() per value.
+            is_text = (
+                isinstance(column.dtype, pd.StringDtype) or pd.api.types.infer_dtype(column, skipna=True) == "string"
+            )
+            column = column.astype("object").where(column.notna(), MISSING_CATEGORY)
+            frame[name] = column if is_text else column.map(str).astype("object")
+        elif kind == "text":
+            column = df[name].astype("object")
+            frame[name] = column.where(column.notna(), "").map(str).astype("object")
+        else:
+            column = df[name]
+            frame[name] = column if pd.api.types.is_datetime64_any_dtype(column) else column.astype("object")
     return pd.DataFrame(frame, index=df.index, columns=list(spec.columns))
 
 
@@ -156,8 +309,32 @@ def _numbers(column: pd.Series, name: str) -> pd.Series:
 def spec_of(pipeline: Pipeline) -> FeatureSpec:
     """The ``FeatureSpec`` a fitted or unfitted Conveyor pipeline was built for."""
     preprocessor = pipeline.named_steps["features"]
-    columns = {name: tuple(cols) for name, _, cols in preprocessor.transformers}
-    return FeatureSpec(numeric=columns.get("numeric", ()), categorical=columns.get("categorical", ()))
+    return spec_from_card(
+        {name: [cols] if isinstance(cols, str) else list(cols) for name, _, cols in preprocessor.transformers}
+    )
+
+
+def spec_from_card(features: Mapping[str, Sequence[str]]) -> FeatureSpec:
+    """The ``FeatureSpec`` of ``model.json``'s ``features``: each ``ColumnTransformer`` step and its columns.
+
+    A derived step is named ``<kind>_<index>`` (:func:`derived_name`); its kind says what its
+    columns hold.
+    """
+    numeric, categorical = tuple(features.get("numeric", ())), tuple(features.get("categorical", ()))
+    extra: dict[str, InputKind] = {}
+    for name, columns in features.items():
+        if name in ("numeric", "categorical"):
+            continue
+        kind = INPUT_KINDS[name.rpartition("_")[0]]
+        for column in columns:
+            if column not in numeric and column not in categorical:
+                extra.setdefault(column, kind)
+    return FeatureSpec(numeric=numeric, categorical=categorical, extra=tuple(extra.items()))
+
+
+def derived_kinds(spec_features: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """The kinds of the derived steps among ``model.json``'s ``features`` (their order kept)."""
+    return tuple(name.rpartition("_")[0] for name in spec_features if name not in ("numeric", "categorical"))
 
 
 def target_values(df: pd.DataFrame, target: str, *, task: str) -> np.ndarray:

@@ -27,11 +27,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.pipeline import Pipeline
 
 from conveyor.artifacts import InferenceChoice
 from conveyor.model import predict as sk
-from conveyor.model.features import MISSING_CATEGORY, FeatureSpec, model_frame, rows_frame, spec_of
+from conveyor.model.features import MISSING_CATEGORY, NO_ONNX_KINDS, FeatureSpec, model_frame, rows_frame, spec_of
 from conveyor.model.registry import entry_of
 
 __all__ = [
@@ -115,6 +116,7 @@ class OnnxPredictor:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.spec = spec
+        self.numbers = frozenset(spec.columns_of("number"))
         self.inputs = onnx_input_names(spec.columns)
         self.session = ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
         self.outputs = [output.name for output in self.session.get_outputs()]
@@ -125,8 +127,10 @@ class OnnxPredictor:
     def feed(self, df: pd.DataFrame) -> Feed:
         """The input tensors for ``df``, after :func:`conveyor.model.features.model_frame`, keyed by ONNX input name."""
         frame = model_frame(df, self.spec)
-        feed = {self.inputs[name]: frame[name].to_numpy(np.float32).reshape(-1, 1) for name in self.spec.numeric}
-        return feed | {self.inputs[name]: frame[name].to_numpy(object).reshape(-1, 1) for name in self.spec.categorical}
+        return {
+            self.inputs[name]: frame[name].to_numpy(np.float32 if name in self.numbers else object).reshape(-1, 1)
+            for name in self.spec.columns
+        }
 
     def feed_rows(self, rows: Rows) -> Feed:
         """The input tensors for validated records, without pandas.
@@ -140,14 +144,16 @@ class OnnxPredictor:
             self.inputs[name]: np.array(
                 [np.nan if row[name] is None else row[name] for row in rows], dtype=np.float32
             ).reshape(-1, 1)
-            for name in self.spec.numeric
+            for name in self.numbers
         }
-        return feed | {
-            self.inputs[name]: np.array(
-                [MISSING_CATEGORY if row[name] is None else str(row[name]) for row in rows], dtype=object
-            ).reshape(-1, 1)
-            for name in self.spec.categorical
-        }
+        for name in self.spec.columns:
+            if name not in self.numbers:
+                # Text holds "" for null (model_frame's canonical value), categories MISSING_CATEGORY.
+                empty = "" if self.spec.kind_of(name) == "text" else MISSING_CATEGORY
+                feed[self.inputs[name]] = np.array(
+                    [empty if row[name] is None else str(row[name]) for row in rows], dtype=object
+                ).reshape(-1, 1)
+        return feed
 
     def _labels(self, feed: Feed) -> NDArray[np.generic]:
         return np.asarray(self.session.run([self.outputs[0]], feed)[0]).ravel()
@@ -195,10 +201,14 @@ def _selecting_inputs(model: Pipeline, names: Mapping[str, str]) -> Pipeline:
     renamed = copy.deepcopy(model)
     features = renamed.named_steps["features"]
     features.transformers_ = [
-        (name, transformer, [names[c] for c in columns] if name in ("numeric", "categorical") else columns)
+        (name, transformer, columns if name == "remainder" else _renamed(columns, names))
         for name, transformer, columns in features.transformers_
     ]
     return renamed
+
+
+def _renamed(columns: str | Sequence[str], names: Mapping[str, str]) -> str | list[str]:
+    return names[columns] if isinstance(columns, str) else [names[c] for c in columns]
 
 
 def to_onnx(model: Pipeline) -> bytes:
@@ -213,10 +223,20 @@ def to_onnx(model: Pipeline) -> bytes:
 
     spec = spec_of(model)
     names = onnx_input_names(spec.columns)
-    inputs = [(names[column], FloatTensorType([None, 1])) for column in spec.numeric]
-    inputs += [(names[column], StringTensorType([None, 1])) for column in spec.categorical]
+    numbers = set(spec.columns_of("number"))
+    inputs = [
+        (names[column], FloatTensorType([None, 1]) if column in numbers else StringTensorType([None, 1]))
+        for column in spec.columns
+    ]
+    features = model.named_steps["features"]
+    for name, _, _ in features.transformers:
+        kind = name.rpartition("_")[0]
+        if kind in NO_ONNX_KINDS:
+            raise ConversionError(f"the derived feature {name} ({kind}, features.derived) has no ONNX converter")
     renamed = _selecting_inputs(model, names)
     estimator = renamed.named_steps["estimator"]
+    if isinstance(estimator, TransformedTargetRegressor):
+        raise ConversionError("TransformedTargetRegressor (model.target_transform: log) has no ONNX converter")
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
     target_opset = register_converter(estimator)
     try:

@@ -26,6 +26,7 @@ __all__ = [
     "Task",
     "check_estimator",
     "check_estimator_name",
+    "declares_parameters",
     "default_space",
     "entry_of",
     "estimator_class",
@@ -79,6 +80,12 @@ class Estimator:
 PIPELINE_TYPES = frozenset(
     {
         "builtins.slice",
+        # features.derived: Conveyor's own transformers (conveyor.model.transformers) and the
+        # target encoder's seeded folds.
+        "conveyor.model.transformers.DateParts",
+        "conveyor.model.transformers.SignedLog",
+        "conveyor.model.transformers.TwoColumns",
+        "sklearn.model_selection._split.KFold",
         "numpy.dtype",
         "numpy.random._mt19937.MT19937",
         "numpy.random.mtrand.RandomState",
@@ -331,6 +338,11 @@ def estimator_parameters(task: Task, name: str) -> frozenset[str]:
     return declared | entry.extra_parameters
 
 
+def declares_parameters(task: Task, name: str) -> bool:
+    """Whether the entry lists its parameters, so checking ``model.params`` imports nothing."""
+    return ESTIMATORS[task][name].parameters is not None
+
+
 def default_space(task: Task, name: str) -> Space:
     """What the tune stage searches for estimator ``name`` when ``tune.space`` is empty."""
     return ESTIMATORS[task][name].space
@@ -369,4 +381,7 @@ def check_estimator(task: Task, name: str, params: Mapping[str, Any], *, where: 
     unknown = sorted(set(params) - accepted)
     if unknown:
         class_name = ESTIMATORS[task][name].path.partition(":")[2]
-        raise ValueError(f"{where}.{unknown[0]}: not a parameter of {class_name}; expected some of {sorted(accepted)}")
+        raise ValueError(
+            f"{where}.{unknown[0]}: not a parameter of {class_name} (model.estimator: {name}); "
+            f"set {where} to {{}} for its defaults, or use some of {sorted(accepted)}"
+        )

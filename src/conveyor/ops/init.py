@@ -13,8 +13,17 @@ needs), ``features.numeric``/``categorical`` (null: the contract's) and ``featur
 ``model`` (:data:`ESTIMATORS`, which convert to ONNX), and ``gate``: thresholds a margin of
 :data:`MARGIN` above chance (``balanced_accuracy`` above 1/classes; ``r2`` above 0, the mean's
 score), compared with the champion on ``balanced_accuracy`` and ``log_loss`` (tolerance 0.01) or
-on ``rmse`` (tolerance 1% of the target's standard deviation, in the target's units). The
-thresholds only make sure the model learned something: raise them to what is good enough to ship.
+on ``rmse`` (tolerance 1% of the target's standard deviation, in the target's units).
+
+With a bake-off budget (``conveyor init`` gives one unless ``--bakeoff-seconds 0``), the model is
+instead the winner of :func:`conveyor.ops.bakeoff.bake_off` on the train split (the split stage's
+own, from ``split``), with every candidate's score in ``params.yaml``'s comments, and the gate's
+threshold is the winner's cross-validated score less :func:`cv_margin`: a model that does as
+well as the bake-off measured passes, one clearly worse does not.
+
+A regression target that is strictly positive and skewed (skewness above :data:`LOG_SKEW`) is
+fitted on the log scale (``model.target_transform: log``) unless told otherwise, so no
+prediction is negative.
 """
 
 from __future__ import annotations
@@ -25,10 +34,12 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import yaml
+from numpy.typing import NDArray
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark
@@ -47,16 +58,22 @@ __all__ = [
     "Retargeted",
     "TaskChoice",
     "check_target",
+    "cv_margin",
     "edit_yaml",
     "gate_settings",
     "infer_task",
     "portable_source",
     "retarget",
     "run",
+    "target_transform",
 ]
 
 MAX_CLASSES = 20
 MARGIN = 0.1
+# A value for edit_yaml: remove the key (a setting the new data has no use for).
+REMOVE: Any = object()
+LOG_SKEW = 1.0
+TargetTransform = Literal["auto", "none", "log"]
 ESTIMATORS: dict[Task, tuple[str, dict[str, Any]]] = {
     "classification": ("logistic_regression", {"C": 1.0, "max_iter": 1000}),
     "regression": ("ridge", {"alpha": 1.0}),
@@ -143,6 +160,28 @@ def gate_settings(y: pd.Series, task: Task) -> dict[str, Any]:
     }
 
 
+def target_transform(y: pd.Series, task: Task, asked: TargetTransform = "auto") -> Literal["none", "log"]:
+    """``model.target_transform``: ``log`` for a strictly positive regression target skewed beyond :data:`LOG_SKEW`."""
+    if asked != "auto":
+        return asked
+    if task != "regression":
+        return "none"
+    values = pd.to_numeric(y, errors="coerce").dropna().to_numpy(dtype="float64")
+    return "log" if len(values) > 2 and values.min() > 0 and _skewness(values) > LOG_SKEW else "none"
+
+
+def _skewness(values: NDArray[np.float64]) -> float:
+    """The skewness of ``values``: the mean cubed standardized deviation (0 for a symmetric sample)."""
+    spread = values.std()
+    return float(np.mean(((values - values.mean()) / spread) ** 3)) if spread > 0 else 0.0
+
+
+def cv_margin(std: float) -> float:
+    """How far below the winner's cross-validated score the gate's threshold sits: two fold
+    standard deviations, and at least 0.02 (a test split is noisier than the mean of folds)."""
+    return max(2 * std, 0.02)
+
+
 def retarget(
     df: pd.DataFrame,
     params: str,
@@ -151,11 +190,15 @@ def retarget(
     target: str,
     task: Task | None = None,
     max_categories: int = 50,
+    bakeoff_s: float = 0.0,
+    transform: TargetTransform = "auto",
 ) -> Retargeted:
     """The contract of ``df`` and ``params`` (the text of ``params.yaml``) rewritten for ``target``.
 
-    Raises :class:`InitError` naming the column when ``target`` cannot be learned as the task,
-    and :class:`conveyor.config.ConfigError` when the rest of ``params`` is not valid.
+    ``bakeoff_s`` > 0 runs the bake-off on the train split within about that many seconds and
+    writes its winner (see the module doc). Raises :class:`InitError` naming the column when
+    ``target`` cannot be learned as the task, and :class:`conveyor.config.ConfigError` when the
+    rest of ``params`` is not valid.
     """
     if target not in df.columns:
         columns = [str(c) for c in df.columns]
@@ -184,8 +227,58 @@ def retarget(
     }
     if choice.task == "classification":
         settings["split", "stratify"] = bool(df[target].value_counts().min() >= 2)
-    text = edit_yaml(params, settings, comments=COMMENTS[choice.task], source="params.yaml")
+    existing = yaml.safe_load(params) or {}
+    model_section = existing.get("model") if isinstance(existing, dict) else None
+    log = target_transform(df[target], choice.task, transform)
+    if choice.task == "regression":
+        settings["model", "target_transform"] = log
+    elif "target_transform" in (model_section or {}):
+        settings["model", "target_transform"] = REMOVE  # a classifier has no target transform
+    features_section = existing.get("features") if isinstance(existing, dict) else None
+    if "derived" in (features_section or {}):
+        settings["features", "derived"] = REMOVE  # they named the old table's columns
+    comments: dict[tuple[str, ...], str] = dict(COMMENTS[choice.task])
+    if log == "log":
+        comments["model", "target_transform"] = (
+            f"init: {target!r} is positive and skewed (skewness "
+            f"{_skewness(pd.to_numeric(df[target]).to_numpy(dtype='float64')):.1f}): "
+            "fitted on the log scale, so no prediction is negative"
+        )
+    text = edit_yaml(params, settings, comments=comments, source="params.yaml")
+    if bakeoff_s > 0:
+        text = _with_bakeoff_winner(df, text, contract, budget_s=bakeoff_s)
     return Retargeted(text, parse_config(yaml.safe_load(text)), contract, choice, tuple(inferred.lines()))
+
+
+def _with_bakeoff_winner(df: pd.DataFrame, text: str, contract: Contract, *, budget_s: float) -> str:
+    """``text`` with the bake-off's winner as ``model`` and gate thresholds from its cross-validated score."""
+    from conveyor.ops.bakeoff import bake_off
+    from conveyor.stages.split import split
+
+    cfg = parse_config(yaml.safe_load(text), check_params=False)
+    stratify = cfg.split.stratify and cfg.task == "classification"
+    train, _ = split(df, cfg.split, target=cfg.data.target, stratify=stratify)
+    result = bake_off(train, cfg, contract, budget_s=budget_s, seed=cfg.split.seed)
+    winner = result.winner
+    assert winner.score is not None  # BakeOff's winner is scored
+    threshold = math.floor((winner.score - cv_margin(winner.std)) * 100) / 100
+    scores = "; ".join(candidate.describe(result.metric) for candidate in result.candidates)
+    settings: dict[tuple[str, ...], Any] = {
+        ("model", "estimator"): winner.estimator,
+        ("model", "params"): winner.params,
+        ("gate", "thresholds"): {result.metric: {"min": threshold}},
+    }
+    comments: dict[tuple[str, ...], str] = {
+        ("model", "estimator"): f"init: the bake-off's winner on {result.metric}",
+        ("model", "params"): (
+            f"init bake-off, {winner.folds}-fold CV on {result.rows} train-split rows in {result.seconds:.0f} s: {scores}"
+        ),
+        ("gate", "thresholds"): (
+            f"every one must hold (init: the winner's CV {result.metric} {winner.score:.3f} "
+            f"less {cv_margin(winner.std):.3f}, rounded down)"
+        ),
+    }
+    return edit_yaml(text, settings, comments=comments, source="params.yaml")
 
 
 def edit_yaml(
@@ -195,7 +288,7 @@ def edit_yaml(
     comments: Mapping[tuple[str, ...], str],
     source: str,
 ) -> str:
-    """``text`` with each key path in ``settings`` set, its comments and layout kept.
+    """``text`` with each key path in ``settings`` set (or removed, for :data:`REMOVE`), its comments and layout kept.
 
     Lists become flow sequences (``[a, b]``), mappings block mappings of flow mappings, as
     ``params.yaml`` writes them; ``comments`` replace the end-of-line comment of their key.
@@ -211,6 +304,9 @@ def edit_yaml(
     for path, value in settings.items():
         parent = _section(root, path[:-1], source=source)
         key = path[-1]
+        if value is REMOVE:
+            parent.pop(key, None)
+            continue
         old = parent.get(key)
         parent[key] = _node(value, top=True)
         _keep_trailing_blank_lines(old, parent[key])
@@ -283,7 +379,16 @@ def portable_source(data: str, *, root: Path) -> str:
     return data
 
 
-def run(*, data: str, target: str, task: Task | None, params: Path, max_categories: int) -> Retargeted:
+def run(
+    *,
+    data: str,
+    target: str,
+    task: Task | None,
+    params: Path,
+    max_categories: int,
+    bakeoff_s: float = 0.0,
+    transform: TargetTransform = "auto",
+) -> Retargeted:
     """Read ``data`` and ``params``, then write the retargeted ``params`` and the contract at its ``data.schema``."""
     try:
         text = params.read_text(encoding="utf-8")
@@ -291,7 +396,16 @@ def run(*, data: str, target: str, task: Task | None, params: Path, max_categori
         raise ConfigError(f"{params}: file not found; init rewrites the template's params.yaml") from None
     source = portable_source(data, root=params.resolve().parent)
     df = io.read_source(data)
-    result = retarget(df, text, source=source, target=target, task=task, max_categories=max_categories)
+    result = retarget(
+        df,
+        text,
+        source=source,
+        target=target,
+        task=task,
+        max_categories=max_categories,
+        bakeoff_s=bakeoff_s,
+        transform=transform,
+    )
     io.write_contract(result.contract, result.config.data.schema_path)
     io.write_bytes(result.params.encode("utf-8"), params)
     return result

@@ -61,8 +61,8 @@ def model_card(model: Pipeline, df: pd.DataFrame, cfg: Config, *, tuned: TunedPa
         "data": {"target": cfg.data.target},
         "task": cfg.task,
         "split": {"seed": cfg.split.seed},
-        "features": cfg.features.model_dump(mode="json"),
-        "model": cfg.model.model_dump(mode="json"),
+        "features": cfg.features.recipe(),
+        "model": cfg.model.recipe(),
     }
     preprocessor = model.named_steps["features"]
     classes = getattr(model, "classes_", None)
@@ -76,7 +76,12 @@ def model_card(model: Pipeline, df: pd.DataFrame, cfg: Config, *, tuned: TunedPa
         task=cfg.task,
         target=cfg.data.target,
         estimator=cfg.model.estimator,
-        features={name: list(columns) for name, _, columns in preprocessor.transformers},
+        # One entry per ColumnTransformer step and the columns it reads: numeric, categorical and
+        # each features.derived step (``log_0``), whose settings are in params.features.derived.
+        features={
+            name: [columns] if isinstance(columns, str) else list(columns)
+            for name, _, columns in preprocessor.transformers
+        },
         classes=None if classes is None else [str(c) for c in classes],
         params=params,
         tuning=tuning_summary(tuned),

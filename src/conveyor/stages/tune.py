@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from conveyor import io
 from conveyor.artifacts import Direction, Trial, TrialStateName, TunedParams, TuningReport
-from conveyor.config import Config, Distribution, ModelConfig
+from conveyor.config import Config, Distribution
 from conveyor.errors import ConveyorError
 
 if TYPE_CHECKING:
@@ -117,8 +117,8 @@ def study_name(df: pd.DataFrame, cfg: Config) -> str:
         "data": io.table_hash(df),
         "target": cfg.data.target,
         "task": cfg.task,
-        "features": cfg.features.model_dump(mode="json"),
-        "model": cfg.model.model_dump(mode="json"),
+        "features": cfg.features.recipe(),
+        "model": cfg.model.recipe(),
         "metric": cfg.tune_metric,
         "cv_folds": cfg.tune.cv_folds,
         "seed": cfg.tune.seed,
@@ -150,7 +150,7 @@ def cross_validate(df: pd.DataFrame, cfg: Config, contract: Contract, trial: opt
 
     space = cfg.tune.search_space(cfg.task, cfg.model.estimator)
     params = dict(cfg.model.params) | {name: suggest(trial, name, d) for name, d in space.items()}
-    model = ModelConfig(estimator=cfg.model.estimator, params=params)
+    model = cfg.model.model_copy(update={"params": params})
     spec = resolve_features(cfg.features, contract, target=cfg.data.target)
     y = target_values(df, cfg.data.target, task=cfg.task)
     splitter = StratifiedKFold if cfg.task == "classification" else KFold

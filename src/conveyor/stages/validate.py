@@ -7,6 +7,7 @@ Every finding is a :class:`Finding` with a level: ``error`` stops ``dvc repro`` 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -273,13 +274,22 @@ def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str)
 
 
 def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> list[Finding]:
-    """Features that reproduce the label: equal to it, or (classification) a one-to-one relabelling."""
+    """Features that reproduce the label, and near-unique columns that look like IDs.
+
+    Single columns: equal to the label, a one-to-one relabelling of it (classification) or
+    perfectly correlated with it (regression). Then small sets (:func:`_reproducing_sets`):
+    up to :data:`LEAK_MAX_COLUMNS` columns from which a cross-validated fit on a seeded sample
+    of at most :data:`LEAK_SAMPLE_ROWS` rows scores above :data:`LEAK_SCORE`. Columns the
+    contract marks ``feature: false`` are never examined.
+    """
     y = df[target]
     findings: list[Finding] = []
     labelled = y.notna()
-    for name in contract.columns:
-        if name == target or name not in df.columns or not contract.columns[name].feature:
-            continue
+    flagged: set[str] = set()
+    features = [
+        name for name in contract.columns if name != target and name in df.columns and contract.columns[name].feature
+    ]
+    for name in features:
         x = df[name][labelled]
         if x.isna().any() or x.nunique() < 2:
             continue
@@ -290,12 +300,211 @@ def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> li
             target_values = pd.to_numeric(y[labelled], errors="coerce")
             leaks = bool(numeric.notna().all() and np.isclose(abs(numeric.corr(target_values)), 1.0))
         if leaks:
+            flagged.add(name)
             findings.append(
                 _finding(
                     "error",
                     "label_leakage",
                     name,
                     f"reproduces the target {target!r} exactly; a model would learn the answer, not the task",
+                )
+            )
+    sample = df.loc[labelled, [*features, target]]
+    if len(sample) > LEAK_SAMPLE_ROWS:
+        sample = sample.sample(n=LEAK_SAMPLE_ROWS, random_state=LEAK_SEED)
+    remaining = [name for name in features if name not in flagged]
+    for columns, score, how in _reproducing_sets(sample, remaining, target, task, contract):
+        findings.append(
+            _finding(
+                "error",
+                "label_leakage",
+                None,
+                f"columns {columns} reproduce the target {target!r} ({how} from them scores {score:.4f} "
+                f"cross-validated on {len(sample)} rows); a model would learn the answer, not the task. "
+                "If they are not known when predicting, mark them feature: false in the data contract",
+            )
+        )
+    findings += _id_like(df, contract, features)
+    return findings
+
+
+# Leak search: a seeded sample keeps it cheap (validate runs on every repro); a score above
+# LEAK_SCORE from at most LEAK_MAX_COLUMNS columns is a label the data already contains.
+LEAK_SAMPLE_ROWS = 5000
+LEAK_SEED = 0
+LEAK_SCORE = 0.999
+LEAK_MAX_COLUMNS = 3
+# Five folds: a label that is a threshold on a few columns is learnt to within about
+# columns / training rows of the boundary, so out-of-fold accuracy clears LEAK_SCORE.
+LEAK_FOLDS = 5
+# A whole-number or text column with at least this share of distinct values is an ID, not a feature.
+ID_DISTINCT_SHARE = 0.95
+ID_MIN_ROWS = 20
+
+
+def _reproducing_sets(
+    sample: pd.DataFrame, features: list[str], target: str, task: str, contract: Contract
+) -> list[tuple[list[str], float, str]]:
+    """Sets of at most :data:`LEAK_MAX_COLUMNS` columns that reproduce the target, each with its score.
+
+    Greedy forward selection (the best column, then the best one to add, …) over two fits, each
+    scored out of fold: a linear fit of the numeric columns (least squares' r2 for regression,
+    logistic regression's accuracy for classification), and a lookup table of the columns' joint values (classification: the label is a function
+    of them). A set found is pruned to the columns it needs.
+    """
+    if len(sample) < ID_MIN_ROWS or not features:
+        return []
+    y = sample[target]
+    folds = np.random.default_rng(LEAK_SEED).permutation(len(sample)) % LEAK_FOLDS
+    found: list[tuple[list[str], float, str]] = []
+    numeric = [name for name in features if contract.columns[name].is_numeric]
+    if numeric:
+        values = sample[numeric].apply(pd.to_numeric, errors="coerce").astype("float64")
+        values = values.fillna(values.median()).fillna(0.0)
+        matrix = {name: values[name].to_numpy() for name in numeric}
+        if task == "regression":
+            target_values = pd.to_numeric(y, errors="coerce").to_numpy(dtype="float64")
+
+            def linear(columns: list[str]) -> float:
+                return _linear_r2(np.column_stack([matrix[c] for c in columns]), target_values, folds)
+
+            found += _greedy(numeric, linear, "a linear fit")
+        else:
+            labels = y.astype(str).to_numpy()
+
+            def classifier(columns: list[str]) -> float:
+                return _linear_accuracy(np.column_stack([matrix[c] for c in columns]), labels, folds)
+
+            found += _greedy(numeric, classifier, "a linear classifier")
+    if task == "classification":
+        codes = {name: pd.factorize(sample[name].astype("object").map(str))[0].astype(np.int64) for name in features}
+        label_codes = pd.factorize(y.astype(str))[0]
+
+        def lookup(columns: list[str]) -> float:
+            keys = np.zeros(len(sample), dtype=np.int64)
+            for column in columns:  # at most 3 columns of at most LEAK_SAMPLE_ROWS values: no overflow
+                keys = keys * (int(codes[column].max()) + 1) + codes[column]
+            return _lookup_accuracy(keys, label_codes, folds)
+
+        already = {frozenset(columns) for columns, _, _ in found}
+        found += [
+            item for item in _greedy(features, lookup, "a lookup of their values") if frozenset(item[0]) not in already
+        ]
+    return found
+
+
+def _greedy(candidates: list[str], score: Callable[[list[str]], float], how: str) -> list[tuple[list[str], float, str]]:
+    chosen: list[str] = []
+    best = -np.inf
+    while len(chosen) < min(LEAK_MAX_COLUMNS, len(candidates)):
+        scores = {name: score([*chosen, name]) for name in candidates if name not in chosen}
+        name = max(scores, key=lambda n: scores[n])
+        chosen, best = [*chosen, name], scores[name]
+        if best > LEAK_SCORE:
+            break
+    if best <= LEAK_SCORE:
+        return []
+    # Keep only the columns the score needs: (a + b) / 2 names a and b, not a third passenger.
+    for name in list(chosen):
+        rest = [c for c in chosen if c != name]
+        if rest and score(rest) > LEAK_SCORE:
+            chosen = rest
+    return [([c for c in candidates if c in chosen], score(chosen), how)]
+
+
+def _design(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    # Standardized columns and an intercept: least squares well conditioned on any units.
+    spread = x.std(axis=0)
+    scaled = (x - x.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
+    return np.column_stack([np.ones(len(x)), scaled])
+
+
+def _linear_r2(x: NDArray[np.float64], y: NDArray[np.float64], folds: NDArray[np.intp]) -> float:
+    """Out-of-fold r2 of a least-squares linear fit of ``y`` on the columns of ``x``."""
+    design = _design(x)
+    predicted = np.empty_like(y)
+    for fold in range(LEAK_FOLDS):
+        test = folds == fold
+        coef, *_ = np.linalg.lstsq(design[~test], y[~test], rcond=None)
+        predicted[test] = design[test] @ coef
+    total = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - float(((y - predicted) ** 2).sum()) / total if total > 0 else -np.inf
+
+
+def _linear_accuracy(x: NDArray[np.float64], labels: NDArray[np.object_], folds: NDArray[np.intp]) -> float:
+    """Out-of-fold accuracy of a linear classifier: logistic regression per class (one against
+    the rest, fitted by :func:`_logistic`), the class scoring highest wins."""
+    design = _design(x)
+    classes, encoded = np.unique(labels, return_inverse=True)
+    columns = [1] if len(classes) == 2 else list(range(len(classes)))
+    correct = 0
+    for fold in range(LEAK_FOLDS):
+        test = folds == fold
+        scores = np.column_stack(
+            [design[test] @ _logistic(design[~test], (encoded[~test] == k).astype(np.float64)) for k in columns]
+        )
+        predicted = (scores[:, 0] > 0).astype(np.intp) if len(classes) == 2 else np.argmax(scores, axis=1)
+        correct += int((predicted == encoded[test]).sum())
+    return correct / len(labels)
+
+
+def _logistic(design: NDArray[np.float64], y: NDArray[np.float64], *, iterations: int = 25) -> NDArray[np.float64]:
+    """Coefficients of a logistic regression by iteratively reweighted least squares (lightly
+    ridged, so separable classes, which are what a leak looks like, do not diverge)."""
+    coef: NDArray[np.float64] = np.zeros(design.shape[1])
+    ridge = 1e-6 * np.eye(design.shape[1])
+    for _ in range(iterations):
+        p = np.clip(1 / (1 + np.exp(-np.clip(design @ coef, -30, 30))), 1e-9, 1 - 1e-9)
+        weight = p * (1 - p)
+        working = design @ coef + (y - p) / weight
+        weighted = design * weight[:, None]
+        coef = np.asarray(np.linalg.solve(design.T @ weighted + ridge, weighted.T @ working), dtype=np.float64)
+    return coef
+
+
+def _lookup_accuracy(keys: NDArray[np.int64], labels: NDArray[np.intp], folds: NDArray[np.intp]) -> float:
+    """Out-of-fold accuracy of predicting each row's label as the commonest label of its key in the other folds.
+
+    A key never seen in the other folds counts as wrong, so an ID-like column scores near 0.
+    """
+    n_labels = int(labels.max()) + 1
+    correct = 0
+    for fold in range(LEAK_FOLDS):
+        test = folds == fold
+        pairs, counts = np.unique(keys[~test] * n_labels + labels[~test], return_counts=True)
+        pair_keys, pair_labels = pairs // n_labels, pairs % n_labels
+        # Per key, the label counted most: sort by key, then by count descending; take each key's first.
+        order = np.lexsort((-counts, pair_keys))
+        first = np.concatenate([[True], pair_keys[order][1:] != pair_keys[order][:-1]])
+        known, commonest = pair_keys[order][first], pair_labels[order][first]
+        position = np.clip(np.searchsorted(known, keys[test]), 0, len(known) - 1)
+        seen = known[position] == keys[test]
+        correct += int((seen & (commonest[position] == labels[test])).sum())
+    return correct / len(labels)
+
+
+def _id_like(df: pd.DataFrame, contract: Contract, features: list[str]) -> list[Finding]:
+    """A warning per feature column of whole numbers or text whose values are (nearly) all distinct."""
+    findings: list[Finding] = []
+    keys = {name for key in contract.unique for name in key}
+    for name in features:
+        values = df[name].dropna()
+        if name in keys or len(values) < ID_MIN_ROWS:
+            continue
+        spec = contract.columns[name]
+        numbers = pd.to_numeric(values, errors="coerce") if spec.is_numeric else None
+        if spec.type == "float" or (numbers is not None and not bool((numbers % 1 == 0).all())):
+            continue  # a measurement with many distinct values is not an ID (nor is text in a number column)
+        share = values.nunique() / len(values)
+        if share >= ID_DISTINCT_SHARE:
+            findings.append(
+                _finding(
+                    "warning",
+                    "id_like",
+                    name,
+                    f"{share:.1%} of its {len(values)} values are distinct: it looks like an ID, which a model "
+                    "can only memorise; mark it feature: false in the data contract unless it is a quantity",
+                    _examples(values.head(EXAMPLES)),
                 )
             )
     return findings
