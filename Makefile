@@ -89,7 +89,7 @@ docs: setup ## Regenerate docs/layout.md from the package tree, then build the s
 	python docs/gen_layout.py
 	$(MKDOCS) build --strict --site-dir $(DOCS_SITE)
 
-bench: setup ## Benchmarks (pipeline, serving) into benchmarks/results/RESULTS.md; needs wrk (installed if root)
+bench: setup ## Benchmarks (pipeline, serving, tuning, scale, feature store, bakeoff) into benchmarks/results/RESULTS.md; needs wrk (installed if root)
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "bench: the serving section needs wrk: apt-get install wrk" >&2; exit 1; }
 	python benchmarks/run.py

@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bakeoff
 import feature_store
 import pipeline
 import scale
@@ -26,6 +27,7 @@ SECTIONS = {
     "tuning": tuning.main,
     "scale": scale.main,
     "feature_store": feature_store.main,
+    "bakeoff": bakeoff.main,
 }
 
 

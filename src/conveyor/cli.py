@@ -180,6 +180,7 @@ def _report(args: argparse.Namespace) -> None:
         baseline=baseline,
         root=Path.cwd(),
         tuning=args.tuning,
+        metadata=args.metadata,
     )
     verdict = {True: "accepted", False: "rejected", None: "no fresh verdict"}[written.accepted]
     print(f"report: {written.markdown} with {len(written.figures)} figure(s); gate: {verdict}")
@@ -374,6 +375,12 @@ def _add_report(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--validation", type=Path, required=True, help="the validate stage's report")
     sub.add_argument("--baseline", help="git revision to compare with (default: gate.baseline_rev)")
     sub.add_argument("--tuning", type=Path, help="the tune stage's report (reports/tuning.json): adds a tuning section")
+    sub.add_argument(
+        "--metadata",
+        type=Path,
+        default=Path("models/model.json"),
+        help="the model card: its derived features get a section (default: models/model.json)",
+    )
 
 
 def _add_init(sub: argparse.ArgumentParser) -> None:

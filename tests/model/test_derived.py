@@ -226,3 +226,18 @@ def test_a_kept_over_model_params_is_refused_on_load_saying_how_to_get_the_defau
         ),
     ):
         parse_config(raw, check_params=False)  # even a stage that imports no estimator says so
+
+
+def test_the_pr_report_shows_each_derived_feature_and_nothing_without_them(params: Config, table: pd.DataFrame) -> None:
+    from conveyor.ops.report import features_section
+
+    cfg = derived(params, KINDS["date_parts"], KINDS["bins"], KINDS["ratio"])
+    lines = features_section(model_card(train(table, cfg, mixed_contract()), table, cfg))
+    assert lines[:2] == ["## Features", ""]
+    assert "| numeric | as is | `a`, `b` | |" in lines
+    assert "| bins_1 | bins | `b` | n_bins: `4`, strategy: `quantile` |" in lines
+    assert "| ratio_2 | ratio | `a`, `b` |  |" in lines
+    assert any(line.startswith("| date_parts_0 | date_parts | `when` | parts: ") for line in lines)
+    plain = derived(params)
+    assert features_section(model_card(train(table, plain, mixed_contract()), table, plain)) == []
+    assert features_section(None) == []

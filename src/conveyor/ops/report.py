@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from conveyor import io
-from conveyor.artifacts import Champion, GateVerdict, TunedParams, TuningReport, ValidationReport
+from conveyor.artifacts import Champion, GateVerdict, ModelCard, TunedParams, TuningReport, ValidationReport
 from conveyor.errors import ArtifactError, ConveyorError
 from conveyor.provenance import git, resolve_revision
 
@@ -342,6 +342,28 @@ def tuning_section(
     ]
     if history is not None:
         lines += ["", f"![{history.title}]({history.link})"]
+    return lines
+
+
+def features_section(card: ModelCard | None) -> list[str]:
+    """What the model takes and computes, from ``models/model.json``: its columns and each ``features.derived`` step.
+
+    Empty without a card, or for a model with no derived features (whose columns the params diff shows).
+    """
+    if card is None:
+        return []
+    derived = list(card.params.get("features", {}).get("derived", ()))
+    if not derived:
+        return []
+    lines = ["## Features", "", "| step | kind | reads | settings |", "|---|---|---|---|"]
+    for name in ("numeric", "categorical"):
+        if card.features.get(name):
+            lines.append(f"| {name} | as is | {', '.join(f'`{c}`' for c in card.features[name])} | |")
+    steps = [name for name in card.features if name not in ("numeric", "categorical")]
+    for name, item in zip(steps, derived, strict=False):
+        settings = ", ".join(f"{k}: {_param(v)}" for k, v in item.items() if k not in ("kind", "column", "columns"))
+        reads = ", ".join(f"`{c}`" for c in card.features[name])
+        lines.append(f"| {name} | {item['kind']} | {reads} | {settings} |")
     return lines
 
 
@@ -696,6 +718,15 @@ def _label(text: str) -> str:
     return text.replace('"', "'")
 
 
+def _card(path: Path | None) -> ModelCard | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        return io.read_artifact(path, ModelCard)
+    except ArtifactError:
+        return None  # a card from before today's format: the report goes on without the section
+
+
 def build(
     *,
     gate: GateVerdict | None,
@@ -709,12 +740,14 @@ def build(
     figures: Sequence[Figure],
     tuning: Sequence[str] = (),
     candidate_is_baseline: bool = False,
+    features: Sequence[str] = (),
 ) -> str:
     """The report's Markdown, verdict first; pure.
 
     ``metrics`` and ``params`` are DVC's diffs against the baseline (:func:`metrics_section`,
-    :func:`params_section`); ``tuning`` is :func:`tuning_section`'s lines.
-    ``candidate_is_baseline``: the checkout is the baseline's commit, unchanged.
+    :func:`params_section`); ``tuning`` and ``features`` are :func:`tuning_section`'s and
+    :func:`features_section`'s lines. ``candidate_is_baseline``: the checkout is the baseline's
+    commit, unchanged.
     """
     against = f"`{baseline.requested}` (`{baseline.commit[:12]}`)" if baseline.commit else f"`{baseline.requested}`"
     lines = ["# Model report", ""]
@@ -731,6 +764,8 @@ def build(
     lines += [*verdict_section(gate, champion, stale), ""]
     if tuning:
         lines += [*tuning, ""]
+    if features:
+        lines += [*features, ""]
     gated = [check.metric for check in gate.checks] if gate else []
     if baseline.rev:
         lines += metrics_section(f"Metrics against {against}", metrics, baseline=baseline.requested, gated=gated)
@@ -749,11 +784,20 @@ def is_checkout_of(baseline: Baseline, *, root: Path) -> bool:
 
 
 def run(
-    *, out: Path, gate: Path, champion: Path, validation: Path, baseline: str, root: Path, tuning: Path | None = None
+    *,
+    out: Path,
+    gate: Path,
+    champion: Path,
+    validation: Path,
+    baseline: str,
+    root: Path,
+    tuning: Path | None = None,
+    metadata: Path | None = None,
 ) -> Report:
     """Ask DVC and git for the comparison, render the plots, write ``out`` and its images.
 
     ``tuning`` is the tune stage's report; when given, the report gains a tuning section.
+    ``metadata`` is ``models/model.json``; where it lists derived features, a features section.
     """
     resolved = resolve_baseline(baseline, root=root)
     stale = stale_stages(io.parse_json(dvc(root, "status", GATE_STAGE, "--with-deps", "--json")[0] or "{}"))
@@ -797,6 +841,7 @@ def run(
         figures=figures,
         tuning=tuning_lines,
         candidate_is_baseline=is_checkout_of(resolved, root=root),
+        features=features_section(_card(metadata)),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown, encoding="utf-8")
