@@ -162,6 +162,8 @@ def _init(args: argparse.Namespace) -> None:
     )
     for line in result.columns:
         print(f"  {line}")
+    for item, why in result.derived:
+        print(f"init: features.derived: {item['kind']} of {item['column']!r} ({why})")
     print(
         f"init: {result.choice.task} ({result.choice.reason}); {args.params} and {result.config.data.schema_path} "
         f"written for {len(result.contract.columns)} columns; review them, then `dvc repro`"

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from helpers_tables import mixed_table
 
 from conveyor.config import Config, parse_config
 from conveyor.contract import Contract, infer_contract
@@ -153,3 +154,32 @@ def test_switching_the_estimator_with_old_params_fails_at_load_not_at_train(esti
 def test_cv_margin_is_two_standard_deviations_and_at_least_two_points() -> None:
     assert cv_margin(0.0) == 0.02
     assert cv_margin(0.05) == pytest.approx(0.1)
+
+
+def test_init_proposes_date_parts_and_target_encoding_for_columns_kept_out_of_the_model() -> None:
+    df = mixed_table(600)
+    result = retarget(df.drop(columns="label"), PARAMS, source="x.csv", target="price")
+    assert [item for item, _ in result.derived] == [
+        {"kind": "date_parts", "column": "when"},
+        {"kind": "target_encoding", "column": "code"},
+    ]
+    assert result.derived[0][1] == "100% of its values are dates"
+    derived = result.config.features.derived
+    assert [(d.kind, getattr(d, "column", None)) for d in derived] == [
+        ("date_parts", "when"),
+        ("target_encoding", "code"),
+    ]
+    # the free-text note (spaces, nearly every value distinct) is left alone
+    assert "note" not in {getattr(d, "column", None) for d in derived}
+    back = retarget(interactions(), result.params, source="x.csv", target="label")
+    assert "derived" not in back.params, "the old table's derived features go with it"
+
+
+def test_init_with_dates_scores_the_bake_off_with_them() -> None:
+    df = mixed_table(900).drop(columns="label")
+    with_dates = retarget(df, PARAMS, source="x.csv", target="price", bakeoff_s=60)
+    comment = next(line for line in with_dates.params.splitlines() if "init bake-off" in line)
+    best = max(float(v) for v in re.findall(r": r2 (-?\d\.\d{3})", comment))
+    without = retarget(df.drop(columns=["when", "code"]), PARAMS, source="x.csv", target="price", bakeoff_s=60)
+    comment = next(line for line in without.params.splitlines() if "init bake-off" in line)
+    assert best > max(float(v) for v in re.findall(r": r2 (-?\d\.\d{3})", comment)) + 0.1

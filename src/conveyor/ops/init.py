@@ -63,6 +63,7 @@ __all__ = [
     "gate_settings",
     "infer_task",
     "portable_source",
+    "propose_derived",
     "retarget",
     "run",
     "target_transform",
@@ -115,6 +116,8 @@ class Retargeted:
     choice: TaskChoice
     # One line per column: what it became and why (conveyor.contract.Inferred.lines).
     columns: tuple[str, ...] = ()
+    # Each features.derived entry init proposed, and why.
+    derived: tuple[tuple[dict[str, Any], str], ...] = ()
 
 
 def infer_task(target: pd.Series) -> TaskChoice:
@@ -176,6 +179,47 @@ def _skewness(values: NDArray[np.float64]) -> float:
     return float(np.mean(((values - values.mean()) / spread) ** 3)) if spread > 0 else 0.0
 
 
+# A text column that is not a feature as it is: dates (most values parse) get date parts; short
+# codes repeated often enough to learn from (distinct values under this share of the rows, no
+# spaces) a cross-fitted target encoding; the rest is left alone (free text, names, IDs).
+DATE_SHARE = 0.9
+ENCODED_DISTINCT_SHARE = 0.5
+
+
+def propose_derived(df: pd.DataFrame, contract: Contract, *, target: str) -> list[tuple[dict[str, Any], str]]:
+    """``features.derived`` for the columns the contract keeps out of the model, each with why.
+
+    A column of dates (the contract's ``datetime`` type, or text of which at least
+    :data:`DATE_SHARE` parses as ISO 8601) gets ``date_parts``; free ``text`` gets TF-IDF; a
+    category too wide for one-hot but repeated (under :data:`ENCODED_DISTINCT_SHARE` distinct,
+    no spaces) gets ``target_encoding``. Keys (the contract's ``unique``) get nothing.
+    """
+    from conveyor.model.transformers import as_datetimes
+
+    keys = {name for key in contract.unique for name in key}
+    proposed: list[tuple[dict[str, Any], str]] = []
+    for name, spec in contract.columns.items():
+        if name == target or name in keys or spec.feature or spec.is_numeric or name not in df.columns:
+            continue
+        values = df[name].dropna()
+        if not len(values):
+            continue
+        kind = str(spec.type)
+        parsed = float(as_datetimes(values.head(1000)).notna().mean())
+        if kind == "datetime" or parsed >= DATE_SHARE:
+            proposed.append(({"kind": "date_parts", "column": name}, f"{parsed:.0%} of its values are dates"))
+        elif kind == "text":
+            proposed.append(({"kind": "text", "column": name, "max_features": 100}, "free text"))
+        else:
+            text = values.astype(str)
+            share = text.nunique() / len(text)
+            if share < ENCODED_DISTINCT_SHARE and not bool(text.str.contains(r"\s").mean() > 0.5):
+                proposed.append(
+                    ({"kind": "target_encoding", "column": name}, f"{text.nunique()} codes, too many to one-hot")
+                )
+    return proposed
+
+
 def cv_margin(std: float) -> float:
     """How far below the winner's cross-validated score the gate's threshold sits: two fold
     standard deviations, and at least 0.02 (a test split is noisier than the mean of folds)."""
@@ -235,7 +279,10 @@ def retarget(
     elif "target_transform" in (model_section or {}):
         settings["model", "target_transform"] = REMOVE  # a classifier has no target transform
     features_section = existing.get("features") if isinstance(existing, dict) else None
-    if "derived" in (features_section or {}):
+    proposed = propose_derived(df, contract, target=target)
+    if proposed:
+        settings["features", "derived"] = [item for item, _ in proposed]
+    elif "derived" in (features_section or {}):
         settings["features", "derived"] = REMOVE  # they named the old table's columns
     comments: dict[tuple[str, ...], str] = dict(COMMENTS[choice.task])
     if log == "log":
@@ -247,7 +294,7 @@ def retarget(
     text = edit_yaml(params, settings, comments=comments, source="params.yaml")
     if bakeoff_s > 0:
         text = _with_bakeoff_winner(df, text, contract, budget_s=bakeoff_s)
-    return Retargeted(text, parse_config(yaml.safe_load(text)), contract, choice, tuple(inferred.lines()))
+    return Retargeted(text, parse_config(yaml.safe_load(text)), contract, choice, tuple(inferred.lines()), tuple(proposed))
 
 
 def _with_bakeoff_winner(df: pd.DataFrame, text: str, contract: Contract, *, budget_s: float) -> str:
