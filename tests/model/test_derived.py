@@ -42,6 +42,8 @@ KINDS: dict[str, dict[str, Any]] = {
     "target_encoding": {"kind": "target_encoding", "column": "code"},
     "missing_indicator": {"kind": "missing_indicator", "column": "a"},
 }
+# Kinds whose pipeline must keep the ONNX fast path (skl2onnx's converters, or Conveyor's own).
+ONNX_KINDS = frozenset({"bins", "target_encoding", "ratio", "difference", "log", "missing_indicator"})
 # Output columns each kind adds for KINDS' settings.
 WIDTHS = {
     "date_parts": 1 + 3 * 4,  # year; month, day of week, day of year, hour each with sin and cos
@@ -193,7 +195,7 @@ def test_onnx_matches_scikit_learn_or_the_fallback_says_why(params: Config, tabl
         # operators need a locale; Yeo-Johnson differs in float32): the reason is recorded.
         assert onnx is None
         assert "serving with scikit-learn" in choice.reason
-    assert kind not in {"bins", "target_encoding"} or choice.inference == "onnx", choice.reason
+    assert kind not in ONNX_KINDS or choice.inference == "onnx", choice.reason
 
 
 def test_a_log_target_is_fitted_on_the_log_scale_and_never_predicts_below_zero(
@@ -241,3 +243,21 @@ def test_the_pr_report_shows_each_derived_feature_and_nothing_without_them(param
     plain = derived(params)
     assert features_section(model_card(train(table, plain, mixed_contract()), table, plain)) == []
     assert features_section(None) == []
+
+
+def test_the_onnx_fast_path_takes_records_with_every_convertible_kind_at_once(
+    params: Config, table: pd.DataFrame
+) -> None:
+    from conveyor.model.onnx import OnnxPredictor
+
+    cfg = derived(params, *(KINDS[kind] for kind in sorted(ONNX_KINDS)))
+    model = train(table, cfg, mixed_contract())
+    onnx, choice = compile_pipeline(model, table, task="classification", tolerance=1e-4)
+    assert onnx is not None, choice.reason
+    predictor = OnnxPredictor(onnx, spec_of(model))
+    records = [
+        {name: (None if pd.isna(value) else value) for name, value in row.items()}
+        for row in table[list(spec_of(model).columns)].head(100).to_dict("records")
+    ]
+    np.testing.assert_allclose(predictor.predict_proba_rows(records), predict_proba(model, table.head(100)), atol=1e-4)
+    assert predictor.predict_rows(records).tolist() == predict(model, table.head(100)).tolist()

@@ -56,9 +56,10 @@ INPUT_KINDS: dict[str, InputKind] = {
     "target_encoding": "category",
     "missing_indicator": "number",
 }
-# Kinds with no ONNX converter: the transformers written here, and MissingIndicator (skl2onnx has
-# none). Such a model is served by scikit-learn, and the package report says which feature is why.
-NO_ONNX_KINDS = frozenset({"date_parts", "ratio", "difference", "log", "missing_indicator"})
+# Kinds with no ONNX converter (date parts parse strings, which ONNX cannot): such a model is
+# served by scikit-learn, and the package report says which feature is why. Ratio, difference,
+# log and the missing indicator have converters in conveyor.model.onnx.
+NO_ONNX_KINDS = frozenset({"date_parts"})
 
 
 @dataclass(frozen=True)

@@ -238,6 +238,7 @@ def to_onnx(model: Pipeline) -> bytes:
     if isinstance(estimator, TransformedTargetRegressor):
         raise ConversionError("TransformedTargetRegressor (model.target_transform: log) has no ONNX converter")
     options = {id(estimator): {"zipmap": False}} if hasattr(estimator, "predict_proba") else None
+    register_feature_converters()
     target_opset = register_converter(estimator)
     try:
         onnx = convert(renamed, initial_types=inputs, options=options, target_opset=target_opset)
@@ -284,6 +285,86 @@ def register_converter(estimator: object) -> dict[str, int] | None:
     else:
         update_registered_converter(cls, f"Conveyor{cls.__name__}", calculate_linear_regressor_output_shapes, convert)
     return {"": get_latest_tested_opset_version(), "ai.onnx.ml": BOOSTING_ML_OPSET}
+
+
+# --- Conveyor's own transformers: converters written here, a few ONNX operators each -----------
+
+
+def register_feature_converters() -> None:
+    """Register ONNX converters for :class:`~conveyor.model.transformers.TwoColumns` (ratio,
+    difference), :class:`~conveyor.model.transformers.SignedLog` (log) and scikit-learn's
+    ``MissingIndicator`` (which skl2onnx lacks), so pipelines with them keep the fast path.
+
+    Each computes in float32 what the transformer computes in float64; the parity check on the
+    test split decides, as for every model.
+    """
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.impute import MissingIndicator
+
+    from conveyor.model.transformers import SignedLog, TwoColumns
+
+    def shape(width: Any) -> Any:
+        def calculate(operator: Any) -> None:
+            rows = operator.inputs[0].get_first_dimension()
+            operator.outputs[0].type = FloatTensorType([rows, width(operator.raw_operator)])
+
+        return calculate
+
+    update_registered_converter(TwoColumns, "ConveyorTwoColumns", shape(lambda _: 1), _convert_two_columns)
+    update_registered_converter(
+        SignedLog, "ConveyorSignedLog", shape(lambda op: op.n_features_in_), _convert_signed_log
+    )
+    update_registered_converter(
+        MissingIndicator, "ConveyorMissingIndicator", shape(lambda op: len(op.features_)), _convert_missing_indicator
+    )
+
+
+def _convert_two_columns(scope: Any, operator: Any, container: Any) -> None:
+    from skl2onnx.algebra.onnx_ops import OnnxDiv, OnnxEqual, OnnxGather, OnnxSub, OnnxWhere
+
+    version, x = container.target_opset, operator.inputs[0]
+    a = OnnxGather(x, np.array([0], dtype=np.int64), axis=1, op_version=version)
+    b = OnnxGather(x, np.array([1], dtype=np.int64), axis=1, op_version=version)
+    names = operator.outputs[:1]
+    if operator.raw_operator.operation == "difference":
+        node = OnnxSub(a, b, op_version=version, output_names=names)
+    else:
+        zero = OnnxEqual(b, np.array([0], dtype=np.float32), op_version=version)
+        node = OnnxWhere(
+            zero,
+            np.array([np.nan], dtype=np.float32),
+            OnnxDiv(a, b, op_version=version),
+            op_version=version,
+            output_names=names,
+        )
+    node.add_to(scope, container)
+
+
+def _convert_signed_log(scope: Any, operator: Any, container: Any) -> None:
+    from skl2onnx.algebra.onnx_ops import OnnxAbs, OnnxAdd, OnnxLog, OnnxMul, OnnxSign
+
+    version, x = container.target_opset, operator.inputs[0]
+    log = OnnxLog(
+        OnnxAdd(OnnxAbs(x, op_version=version), np.array([1], dtype=np.float32), op_version=version), op_version=version
+    )
+    OnnxMul(OnnxSign(x, op_version=version), log, op_version=version, output_names=operator.outputs[:1]).add_to(
+        scope, container
+    )
+
+
+def _convert_missing_indicator(scope: Any, operator: Any, container: Any) -> None:
+    from onnx import TensorProto
+    from skl2onnx.algebra.onnx_ops import OnnxCast, OnnxGather, OnnxIsNaN
+
+    version, x = container.target_opset, operator.inputs[0]
+    columns = OnnxGather(x, np.asarray(operator.raw_operator.features_, dtype=np.int64), axis=1, op_version=version)
+    OnnxCast(
+        OnnxIsNaN(columns, op_version=version),
+        to=TensorProto.FLOAT,
+        op_version=version,
+        output_names=operator.outputs[:1],
+    ).add_to(scope, container)
 
 
 def parity(model: Pipeline, compiled: Predictor, test: pd.DataFrame, *, task: str, tolerance: float) -> dict[str, Any]:
