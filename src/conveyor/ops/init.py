@@ -21,6 +21,9 @@ own, from ``split``), with every candidate's score in ``params.yaml``'s comments
 threshold is the winner's cross-validated score less :func:`cv_margin`: a model that does as
 well as the bake-off measured passes, one clearly worse does not.
 
+``features.derived`` gets :func:`propose_derived`'s entries (date parts for a column of dates, a
+target encoding for a code too wide to one-hot), or loses the old table's.
+
 A regression target that is strictly positive and skewed (skewness above :data:`LOG_SKEW`) is
 fitted on the log scale (``model.target_transform: log``) unless told otherwise, so no
 prediction is negative.
