@@ -337,6 +337,7 @@ LEAK_MAX_COLUMNS = 3
 # Five folds: a label that is a threshold on a few columns is learnt to within about
 # columns / training rows of the boundary, so out-of-fold accuracy clears LEAK_SCORE.
 LEAK_FOLDS = 5
+LEAK_SHORTLIST = 8
 # A whole-number or text column with at least this share of distinct values is an ID, not a feature.
 ID_DISTINCT_SHARE = 0.95
 ID_MIN_ROWS = 20
@@ -396,8 +397,13 @@ def _reproducing_sets(
 def _greedy(candidates: list[str], score: Callable[[list[str]], float], how: str) -> list[tuple[list[str], float, str]]:
     chosen: list[str] = []
     best = -np.inf
+    shortlist = candidates
     while len(chosen) < min(LEAK_MAX_COLUMNS, len(candidates)):
-        scores = {name: score([*chosen, name]) for name in candidates if name not in chosen}
+        scores = {name: score([*chosen, name]) for name in shortlist if name not in chosen}
+        if not chosen:
+            # Later steps add from the columns that score best alone: a set that reproduces the
+            # target is made of columns that each explain part of it.
+            shortlist = sorted(scores, key=lambda n: -scores[n])[:LEAK_SHORTLIST]
         name = max(scores, key=lambda n: scores[n])
         chosen, best = [*chosen, name], scores[name]
         if best > LEAK_SCORE:
@@ -448,7 +454,7 @@ def _linear_accuracy(x: NDArray[np.float64], labels: NDArray[np.object_], folds:
     return correct / len(labels)
 
 
-def _logistic(design: NDArray[np.float64], y: NDArray[np.float64], *, iterations: int = 25) -> NDArray[np.float64]:
+def _logistic(design: NDArray[np.float64], y: NDArray[np.float64], *, iterations: int = 15) -> NDArray[np.float64]:
     """Coefficients of a logistic regression by iteratively reweighted least squares (lightly
     ridged, so separable classes, which are what a leak looks like, do not diverge)."""
     coef: NDArray[np.float64] = np.zeros(design.shape[1])
