@@ -1,6 +1,6 @@
 """Behavioural tests (Made-With-ML style) of models with derived features: invariance and direction.
 
-The generated table (:func:`helpers_tables.mixed_table`) has a price that is higher in winter
+The generated table (:func:`tests.conftest.mixed_table`) has a price that is higher in winter
 (month), rises with ``b`` and with the number in ``code``; the tests ask a trained model whether
 it learnt that through its date, log, bins and target-encoding features, and whether what must
 not matter (the form a date is written in, words it never saw) does not.

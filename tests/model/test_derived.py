@@ -255,8 +255,8 @@ def test_the_onnx_fast_path_takes_records_with_every_convertible_kind_at_once(
     onnx, choice = compile_pipeline(model, table, task="classification", tolerance=1e-4)
     assert onnx is not None, choice.reason
     predictor = OnnxPredictor(onnx, spec_of(model))
-    records = [
-        {name: (None if pd.isna(value) else value) for name, value in row.items()}
+    records: list[dict[str, Any]] = [
+        {str(name): (None if pd.isna(value) else value) for name, value in row.items()}
         for row in table[list(spec_of(model).columns)].head(100).to_dict("records")
     ]
     np.testing.assert_allclose(predictor.predict_proba_rows(records), predict_proba(model, table.head(100)), atol=1e-4)

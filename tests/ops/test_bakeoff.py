@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers_tables import mixed_table
 
 from conveyor.config import Config, parse_config
 from conveyor.contract import Contract, infer_contract
@@ -19,6 +18,7 @@ from conveyor.model.predict import predict
 from conveyor.ops.bakeoff import CANDIDATES, bake_off
 from conveyor.ops.init import cv_margin, retarget
 from conveyor.stages.train import train
+from tests.conftest import mixed_table
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = (ROOT / "params.yaml").read_text(encoding="utf-8")
@@ -156,21 +156,21 @@ def test_cv_margin_is_two_standard_deviations_and_at_least_two_points() -> None:
     assert cv_margin(0.05) == pytest.approx(0.1)
 
 
-def test_init_proposes_date_parts_and_target_encoding_for_columns_kept_out_of_the_model() -> None:
+def test_init_proposes_date_parts_text_and_target_encoding_for_columns_kept_out_of_the_model() -> None:
     df = mixed_table(600)
     result = retarget(df.drop(columns="label"), PARAMS, source="x.csv", target="price")
     assert [item for item, _ in result.derived] == [
         {"kind": "date_parts", "column": "when"},
+        {"kind": "text", "column": "note", "max_features": 100},
         {"kind": "target_encoding", "column": "code"},
     ]
     assert result.derived[0][1] == "100% of its values are dates"
     derived = result.config.features.derived
     assert [(d.kind, getattr(d, "column", None)) for d in derived] == [
         ("date_parts", "when"),
+        ("text", "note"),
         ("target_encoding", "code"),
     ]
-    # the free-text note (spaces, nearly every value distinct) is left alone
-    assert "note" not in {getattr(d, "column", None) for d in derived}
     back = retarget(interactions(), result.params, source="x.csv", target="label")
     assert "derived" not in back.params, "the old table's derived features go with it"
 

@@ -245,8 +245,12 @@ def test_init_prints_what_each_column_became_and_why(in_tmp: Path, capsys: pytes
     customers().to_csv(in_tmp / "customers.csv", index=False)
     assert main(["init", "--data", "customers.csv", "--target", "churned"]) == 0
     printed = capsys.readouterr().out.splitlines()
-    assert [line.split(" -> ")[0].strip() for line in printed[:-1]] == list(customers().columns)
+    columns = [line for line in printed if line.startswith("  ")]
+    assert [line.split(" -> ")[0].strip() for line in columns] == list(customers().columns)
     assert printed[0].startswith("  customer -> id, unique: 600 distinct whole numbers")
+    proposed = [line for line in printed if line.startswith("init: features.derived: ")]
+    assert "init: features.derived: date_parts of 'signup' (100% of its values are dates)" in proposed
+    assert printed[len(columns) : -1] == proposed, "one line per proposal, after the columns"
     assert printed[-1].startswith("init: classification ('churned' holds text or true/false values: 2 classes)")
     contract = io.read_contract(in_tmp / "data" / "contract.yaml")
     assert contract.columns["tenure_months"].max == 108

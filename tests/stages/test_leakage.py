@@ -107,8 +107,10 @@ def test_a_unique_code_not_named_like_an_id_is_warned_about() -> None:
     df = table().drop(columns="label")
     df["district"] = np.random.default_rng(3).permutation(len(df)) + 1000
     df["district_name"] = "d" + df["district"].astype(str)
-    # Inferred, a text column this wide is free text (not a feature); declared a category, it is one.
-    contract = contract_of(df, "y", district_name=ColumnSpec(type="category"))
+    # Inferred, these would be an id and free text (not features); declared as a user may, they are features.
+    inferred = contract_of(df, "y", district=ColumnSpec(type="int"), district_name=ColumnSpec(type="category"))
+    # Nor does the contract declare them unique keys, as an inferred one would.
+    contract = Contract(columns=inferred.columns, checks=inferred.checks)
     result = validate(df, contract, target="y", task="regression")
     warned = {f.column: f.message for f in result.warnings if f.check == "id_like"}
     assert set(warned) == {"district", "district_name"}

@@ -4,4 +4,4 @@ Submodules are not imported here: the registry is read by every stage's config, 
 pay for scikit-learn's import.
 """
 
-__all__ = ["estimators", "features", "metrics", "onnx", "pipeline", "predict", "registry"]
+__all__ = ["estimators", "features", "metrics", "onnx", "pipeline", "predict", "registry", "transformers"]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "INPUT_KINDS",
     "MISSING_CATEGORY",
+    "NO_ONNX_KINDS",
     "FeatureSpec",
     "InputKind",
     "build_preprocessor",

@@ -195,14 +195,16 @@ def propose_derived(df: pd.DataFrame, contract: Contract, *, target: str) -> lis
     A column of dates (the contract's ``datetime`` type, or text of which at least
     :data:`DATE_SHARE` parses as ISO 8601) gets ``date_parts``; free ``text`` gets TF-IDF; a
     category too wide for one-hot but repeated (under :data:`ENCODED_DISTINCT_SHARE` distinct,
-    no spaces) gets ``target_encoding``. Keys (the contract's ``unique``) get nothing.
+    no spaces) gets ``target_encoding``. Keys (the contract's ``unique`` and ``id`` columns) get nothing.
     """
     from conveyor.model.transformers import as_datetimes
 
-    keys = {name for key in contract.unique for name in key}
+    keys = {name for key in contract.unique for name in key} | set(contract.columns_of("id"))
+    # Dates and text are never model inputs as they are, whatever their `feature` flag says.
+    inputs = {*contract.numeric_columns(), *contract.categorical_columns()}
     proposed: list[tuple[dict[str, Any], str]] = []
     for name, spec in contract.columns.items():
-        if name == target or name in keys or spec.feature or spec.is_numeric or name not in df.columns:
+        if name == target or name in keys or name in inputs or spec.is_numeric or name not in df.columns:
             continue
         values = df[name].dropna()
         if not len(values):
@@ -297,7 +299,9 @@ def retarget(
     text = edit_yaml(params, settings, comments=comments, source="params.yaml")
     if bakeoff_s > 0:
         text = _with_bakeoff_winner(df, text, contract, budget_s=bakeoff_s)
-    return Retargeted(text, parse_config(yaml.safe_load(text)), contract, choice, tuple(inferred.lines()), tuple(proposed))
+    return Retargeted(
+        text, parse_config(yaml.safe_load(text)), contract, choice, tuple(inferred.lines()), tuple(proposed)
+    )
 
 
 def _with_bakeoff_winner(df: pd.DataFrame, text: str, contract: Contract, *, budget_s: float) -> str:

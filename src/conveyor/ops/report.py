@@ -42,6 +42,7 @@ __all__ = [
     "curve_chart",
     "declared_plots",
     "dvc",
+    "features_section",
     "figure_specs",
     "figure_title",
     "is_checkout_of",

@@ -23,7 +23,13 @@ from conveyor.config import Config
 from conveyor.contract import Contract, conform, pandera_schema
 from conveyor.errors import ConveyorError
 
-__all__ = ["ValidationFailed", "ValidationResult", "run", "validate"]
+__all__ = [
+    "LEAK_SAMPLE_ROWS",
+    "ValidationFailed",
+    "ValidationResult",
+    "run",
+    "validate",
+]
 
 Level = Literal["error", "warning"]
 EXAMPLES = 5
