@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -139,6 +140,12 @@ def send(client: httpx.Client, records: pd.DataFrame, columns: list[str]) -> lis
     return ids
 
 
+def dropped_records(metrics: str) -> int:
+    """``conveyor_prediction_log_records_total{outcome="dropped"}`` from a ``/metrics`` page."""
+    found = re.search(r'^conveyor_prediction_log_records_total\{outcome="dropped"\} (\S+)$', metrics, re.MULTILINE)
+    return int(float(found.group(1))) if found else 0
+
+
 def logged_lines(logs: Path, expected: int) -> list[str]:
     """The service's data log lines, once there are ``expected`` of them (the log thread writes them
     shortly after each answer)."""
@@ -190,10 +197,16 @@ def test_served_traffic_is_logged_and_a_shift_is_named(
         columns = client.get("/metadata").json()["features"]
         same = send(client, population.draw(WINDOW, rng), columns)
         shifted = send(client, population.shifted(WINDOW, rng, SHIFTED), columns)
-        lines = logged_lines(logs, len(same) + len(shifted))
+        # On a loaded machine the log may drop a few records rather than slow the answers; each
+        # is counted (records are dropped when handed over, so the count is final by now).
+        dropped = dropped_records(client.get("/metrics").text)
+        lines = logged_lines(logs, len(same) + len(shifted) - dropped)
     assert len(same) > 0.9 * WINDOW
     assert len(shifted) > 0.9 * WINDOW
-    assert len(lines) == len(same) + len(shifted)
+    assert dropped < 0.1 * (len(same) + len(shifted)), f"{dropped} records dropped"
+    assert len(lines) == len(same) + len(shifted) - dropped
+    logged = {json.loads(line)["request_id"] for line in lines}
+    same, shifted = [i for i in same if i in logged], [i for i in shifted if i in logged]
     first = json.loads(lines[0])
     assert first["model_tag"] == model_tag
     assert first["endpoint"] == "/predict"

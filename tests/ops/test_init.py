@@ -290,15 +290,21 @@ def test_a_real_looking_table_goes_from_init_to_served_rows_and_a_monitored_wind
     assert io.read_json(repo / "reports/champion.json")["status"] == "other_target"
     card = io.read_json(repo / "models/model.json")
     assert card["classes"] == ["false", "true"]
+    # init's proposals: the dates and the free text become features inside the one Pipeline.
     assert card["features"] == {
         "numeric": ["monthly_fee", "tenure_months", "autopay", "newsletter"],
         "categorical": ["plan"],
+        "date_parts_0": ["signup"],
+        "date_parts_1": ["last_seen"],
+        "text_2": ["feedback"],
     }
     assert sorted(p.name for p in (repo / "reports/plots/sklearn/calibration").iterdir()) == ["false.json", "true.json"]
     package = io.read_json(repo / "reports/package.json")
-    assert package["inference"] == "onnx", package["inference_reason"]
+    # ONNX cannot parse dates: scikit-learn serves, and the report says which step is why.
+    assert package["inference"] == "sklearn"
+    assert "date_parts" in package["inference_reason"]
 
-    # Rows of the user's own table as they are (all but the target), through ONNX Runtime.
+    # Rows of the user's own table as they are (all but the target).
     fresh = customers(300, seed=6).assign(customer=lambda d: d["customer"] + 10_000)
     rows = json.loads(fresh.drop(columns=["churned"]).to_json(orient="records"))
     logs = tmp_path / "logs"

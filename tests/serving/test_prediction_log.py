@@ -14,10 +14,10 @@ import pytest
 
 from conveyor.bundle import Bundle
 from conveyor.config import Config
-from conveyor.contract import Contract
+from conveyor.contract import Contract, conform
 from conveyor.serving.metrics import refused_field
 from conveyor.serving.prediction_log import BentoMonitorExporter, LoggedRequest, log_types
-from tests.conftest import labelled, make_bundle, regression
+from tests.conftest import configured, customers, labelled, make_bundle, regression
 from tests.serving.conftest import GOOD, Served, customer_rows, packaged_with
 
 OTHER = GOOD | {"island": "Biscoe", "flipper_length_mm": 230, "body_mass_g": 5500, "bill_depth_mm": 14.0}
@@ -236,3 +236,31 @@ def test_ids_dates_and_text_sent_with_a_record_are_logged_beside_its_inputs(cust
     assert monitor.columns["signup"] == ([rows[0]["signup"], None], "metadata", "categorical")
     assert monitor.columns["autopay"][1:] == ("feature", "numerical")
     assert monitor.columns["prediction"][0] == answer.json()
+
+
+def test_a_date_a_derived_feature_reads_is_logged_as_an_input(
+    tmp_path: Path, params: Config, customer_bundle: Bundle
+) -> None:
+    cfg = configured(
+        params,
+        data={"target": "churned"},
+        task="classification",
+        features={"drop": [], "derived": [{"kind": "date_parts", "column": "signup"}]},
+    )
+    raw = pd.DataFrame(customer_rows(400)).assign(churned=customers().head(400)["churned"])
+    dated = make_bundle(tmp_path / "bundle", cfg, customer_bundle.contract, conform(raw, customer_bundle.contract))
+    assert "signup" in dated.columns
+    assert "signup" not in dated.other_columns
+    exporter = BentoMonitorExporter(
+        spec=dated.spec,
+        task="classification",
+        classes=dated.info.classes or [],
+        model_tag="conveyor-model:test",
+        others=log_types(dated.contract, dated.other_columns),
+    )
+    monitor = FakeMonitor()
+    exporter.monitor = monitor  # type: ignore[assignment]
+    row = customer_rows(1)[0]
+    exporter(LoggedRequest(request_id="r1", endpoint="/predict", records=[row], outputs=["false"]))
+    # The monitor reads the model's inputs from the "feature" role: the date must be among them.
+    assert monitor.columns["signup"] == ([row["signup"]], "feature", "categorical")

@@ -185,6 +185,6 @@ def test_dvc_repro_on_a_fifo_or_device_ends_with_one_line(tmp_path: Path, kind: 
     errors = [line for line in result.stderr.splitlines() if line.startswith("conveyor ")]
     assert errors == [
         f"conveyor source: error: {source}: not a regular file (a pipe, device or socket); "
-        "data.source must name a file or a URL"
+        "data.source in params.yaml must name a file or a URL"
     ], result.stderr
     assert "Traceback" not in result.stdout + result.stderr

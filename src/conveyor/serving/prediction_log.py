@@ -215,8 +215,9 @@ class BentoMonitorExporter:
         self.open_monitor = bentoml.monitor
         self.monitor: MonitorBase[Any] | None = None
         self.trace_context = trace_context
+        # Dates and text that derived features read are inputs too, logged as the strings sent.
         self.columns = [(name, "numerical") for name in spec.numeric] + [
-            (name, "categorical") for name in spec.categorical
+            (name, "categorical") for name in (*spec.categorical, *(column for column, _ in spec.extra))
         ]
         self.others = list((others or {}).items())
         self.prediction_type = "categorical" if task == "classification" else "numerical"
