@@ -61,7 +61,8 @@ def feature_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def service(bundle: Bundle, feature_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serving]:
     tag = online_model(bundle, f"http://127.0.0.1:{free_port()}")  # nothing listens there: the variable wins
-    with serving(tag, tmp_path_factory.mktemp("online-service"), **{FEAST_URL_VARIABLE: feature_server}) as served:
+    extra: dict[str, str] = {FEAST_URL_VARIABLE: feature_server}
+    with serving(tag, tmp_path_factory.mktemp("online-service"), open_files=None, **extra) as served:
         yield served
 
 
