@@ -129,8 +129,13 @@ FEAST := cd $(FEAST_REPO) && FEAST_USAGE=False .venv/bin/feast
 # would start at now minus each view's TTL, and the example's rows are older than that.
 MATERIALIZE_START ?= 2000-01-01T00:00:00
 FEATURE_SERVER_PORT ?= 6566
+# `on` when params.yaml sets feature_store.enabled (read by the venv's Python; `off` without one):
+# CI's pipeline then needs the Feast environment (ingest runs in it; `make retrain` rebuilds the
+# training set from the store), and the deploy workflow loads the online store (`online-store`).
+FEATURE_STORE = $(shell $(BIN)/python -c 'import yaml; p = yaml.safe_load(open("params.yaml")) or {}; print("on" if (p.get("feature_store") or {}).get("enabled") else "off")' 2>/dev/null || echo off)
+ON_FEATURE_STORE = $(if $(filter on,$(FEATURE_STORE)),$(1))
 
-.PHONY: feast-env feast-apply materialize feature-server feature-store
+.PHONY: feast-env feast-apply materialize online-store feature-server feature-store
 
 $(FEAST_VENV)/.synced: $(FEAST_REPO)/pyproject.toml $(FEAST_REPO)/uv.lock | $(UV)
 	env -u UV_PROJECT_ENVIRONMENT $(UV) sync --frozen --project $(FEAST_REPO)
@@ -144,6 +149,9 @@ feast-apply: feast-env ## `feast apply` the example repository's definitions (re
 materialize: feast-env ## `feast apply`, then load the online store (SQLite) with each entity's newest feature values
 	@# One process for both: importing Feast takes seconds.
 	cd $(FEAST_REPO) && FEAST_USAGE=False .venv/bin/python materialize.py --repo . --apply --start $(MATERIALIZE_START)
+
+online-store: $(call ON_FEATURE_STORE,materialize) ## With feature_store.enabled, `make materialize` (the deploy workflow runs it); else nothing
+	@$(if $(filter on,$(FEATURE_STORE)),:,echo "online-store: feature_store.enabled is false in params.yaml: no online store to load")
 
 feature-server: materialize ## `feast serve` on 127.0.0.1:$(FEATURE_SERVER_PORT), the online features the service reads
 	$(FEAST) serve --host 127.0.0.1 --port $(FEATURE_SERVER_PORT) --no-access-log
@@ -193,7 +201,7 @@ DIGEST ?= $(shell cat $(IMAGE_DIGEST_FILE) 2>/dev/null)
 # the `stage-timings` artifact, which the model monitor reads); untracked: a time is no output.
 STAGE_TIMINGS ?= stage-timings.json
 
-ci-repro: setup ## CI: add the remote $DVC_REMOTE_URL (if set, pulls verified) to .dvc/config.local, `dvc repro --pull`, re-run the gate
+ci-repro: setup $(call ON_FEATURE_STORE,feast-env) ## CI: add the remote $DVC_REMOTE_URL (if set, pulls verified) to .dvc/config.local, `dvc repro --pull`, re-run the gate
 ifneq ($(DVC_REMOTE_URL),)
 	dvc remote add --local --default --force ci $(DVC_REMOTE_URL)
 	@# DVC trusts an S3 object's name by default: hash what is pulled, so an object replaced in
