@@ -158,27 +158,33 @@ feature-server: materialize ## `feast serve` on 127.0.0.1:$(FEATURE_SERVER_PORT)
 
 # The whole option end to end, without touching this checkout's params.yaml or dvc.lock: the
 # pipeline runs in a copy of the tracked files (build/feature-store/) with feature_store.enabled,
-# up to train; then `feast serve` answers for one entity key and the trained model predicts.
+# to a packaged model (in $BENTOML_HOME); then `feast serve` and `bentoml serve` of that model
+# (fed by it through CONVEYOR_FEAST_URL) answer one record that gives an entity key alone.
 FEATURE_STORE_DEMO ?= build/feature-store
-DEMO_ENTITY ?= penguin_id=1
+DEMO_RECORD ?= {"penguin_id": 1}
 DEMO_PARAMS := import sys, yaml; p = yaml.safe_load(open("params.yaml")); p["feature_store"].update(enabled=True, python=sys.argv[1]); yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 FREE_PORT := import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+WAIT_FOR = for _ in $$(seq 1 480); do curl -sf $(1) >/dev/null && break; sleep 0.5; done; curl -sf $(1) >/dev/null
 
-feature-store: setup materialize ## The feature store end to end: pipeline from Feast (in a copy), feast serve, one prediction from an entity key
+feature-store: setup materialize ## The feature store end to end: pipeline from Feast (in a copy), feast serve, the service fed by it, one prediction from an entity key
 	rm -rf $(FEATURE_STORE_DEMO) && mkdir -p $(FEATURE_STORE_DEMO)
 	git ls-files -z | xargs -0 cp --parents -t $(FEATURE_STORE_DEMO)
 	cd $(FEATURE_STORE_DEMO) && python -c '$(DEMO_PARAMS)' $(abspath $(FEAST_VENV))/bin/python \
 		&& git init -q -b main && git add -A \
 		&& git -c user.name=conveyor -c user.email=conveyor@localhost commit -qm "feature store demo" \
-		&& dvc repro train && cat reports/ingest.json
-	@port=$$(python -c '$(FREE_PORT)'); \
-	FEAST_USAGE=False setsid $(FEAST_VENV)/bin/feast --chdir $(FEAST_REPO) serve --host 127.0.0.1 --port $$port --no-access-log \
-		>$(FEATURE_STORE_DEMO)/serve.log 2>&1 & \
-	pid=$$!; trap 'kill -- -'$$pid' 2>/dev/null; wait '$$pid' 2>/dev/null' EXIT; \
-	for _ in $$(seq 1 240); do curl -sf http://127.0.0.1:$$port/health >/dev/null && break; sleep 0.5; done; \
-	echo "feature-store: feast serve on 127.0.0.1:$$port; predicting for $(DEMO_ENTITY) from its online features:"; \
-	conveyor online-predict --params $(FEATURE_STORE_DEMO)/params.yaml --url http://127.0.0.1:$$port \
-		--model $(FEATURE_STORE_DEMO)/models/model.skops --entity $(DEMO_ENTITY)
+		&& dvc repro && cat reports/ingest.json
+	@feast=$$(python -c '$(FREE_PORT)'); port=$$(python -c '$(FREE_PORT)'); \
+	FEAST_USAGE=False setsid $(FEAST_VENV)/bin/feast --chdir $(FEAST_REPO) serve --host 127.0.0.1 --port $$feast --no-access-log \
+		>$(FEATURE_STORE_DEMO)/feast-serve.log 2>&1 & \
+	feast_pid=$$!; \
+	(cd $(FEATURE_STORE_DEMO) && exec env CONVEYOR_FEAST_URL=http://127.0.0.1:$$feast setsid bentoml serve --host 127.0.0.1 --port $$port) \
+		>$(FEATURE_STORE_DEMO)/bentoml-serve.log 2>&1 & \
+	serve_pid=$$!; trap 'kill -- -'$$feast_pid' -'$$serve_pid' 2>/dev/null; wait 2>/dev/null' EXIT; \
+	$(call WAIT_FOR,http://127.0.0.1:$$feast/health) || { echo "feature-store: feast serve did not start; see $(FEATURE_STORE_DEMO)/feast-serve.log" >&2; exit 1; }; \
+	$(call WAIT_FOR,http://127.0.0.1:$$port/readyz) || { echo "feature-store: bentoml serve did not start; see $(FEATURE_STORE_DEMO)/bentoml-serve.log" >&2; exit 1; }; \
+	echo "feature-store: feast serve on 127.0.0.1:$$feast, the model $$(conveyor packaged model-tag --report $(FEATURE_STORE_DEMO)/reports/package.json) on 127.0.0.1:$$port;"; \
+	echo 'POST /predict {"records": [$(DEMO_RECORD)]}, its features fetched from feast serve:'; \
+	curl -sS --fail-with-body http://127.0.0.1:$$port/predict -H 'content-type: application/json' -d '{"records": [$(DEMO_RECORD)]}'; echo
 
 # --- CI/CD (the GitHub workflows run these; see docs/ci-cd.md) -------------------------------
 # The image is ghcr.io/<owner>/<repo> in lowercase (registries reject uppercase; GitHub owners may

@@ -7,7 +7,6 @@ what the same model predicts from those features passed directly.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -17,39 +16,16 @@ from typing import Any
 
 import pytest
 
-from conveyor.artifacts import OnlineFeaturesInfo
-from conveyor.bundle import MODEL_NAME, Bundle, write_bundle
+from conveyor.bundle import Bundle
 from conveyor.serving.online_features import FEAST_URL_VARIABLE, OnlineFeatures
 from tests.conftest import free_port
-from tests.feature_store.conftest import served_example
+from tests.feature_store.conftest import FEATURES, online_model, served_example
 from tests.serving.conftest import Served, Serving, serving
 from tests.serving.test_service import sync_client
 
 pytestmark = pytest.mark.slow
 
 PENGUINS = [1, 4, 150, 344]  # 1 measured twice (its 2009 values are served); 4 has no measurements (nulls)
-FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "island", "sex"]
-
-
-def online_model(bundle: Bundle, url: str) -> str:
-    """``bundle`` stored as if trained from the example feature store, its feature server at ``url``; the tag."""
-    import bentoml
-
-    online = OnlineFeaturesInfo(
-        feature_service="penguin_species", entity_keys=["penguin_id"], features=FEATURES, server_url=url
-    )
-    info = bundle.info.model_copy(update={"online_features": online})
-    tag = f"{MODEL_NAME}:{hashlib.sha256(info.model_dump_json().encode()).hexdigest()[:16]}"
-    with bentoml.models.create(tag) as model:
-        write_bundle(
-            Path(model.path),
-            model=bundle.model(),
-            onnx=bundle.onnx(),
-            contract=bundle.contract,
-            info=info.model_copy(update={"model_tag": tag}),
-            reference=bundle.reference(),
-        )
-    return tag
 
 
 @pytest.fixture(scope="module")
