@@ -11,12 +11,16 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
+import pandas as pd
 import pytest
 
 from conveyor.artifacts import OnlineFeaturesInfo
 from conveyor.bundle import Bundle
+from conveyor.monitor.run import label_keys
+from conveyor.monitor.windows import attach_labels, read_labels
 from conveyor.serving.online_features import FEAST_URL_VARIABLE, server_url
 from conveyor.serving.prediction_log import BentoMonitorExporter, log_types
 from tests.conftest import free_port
@@ -187,3 +191,15 @@ def test_the_feature_servers_address_is_the_bundles_unless_the_environment_says(
     assert server_url("http://feast:6566") == "http://feast:6566"
     monkeypatch.setenv(FEAST_URL_VARIABLE, "http://127.0.0.1:7000")
     assert server_url("http://feast:6566") == "http://127.0.0.1:7000"
+
+
+def test_the_monitor_joins_labels_on_the_logged_entity_key(bundle: Bundle, tmp_path: Path) -> None:
+    fed = online(bundle, "http://127.0.0.1:6566")
+    assert label_keys(bundle) == ()
+    assert label_keys(fed) == ("penguin_id",)
+    (tmp_path / "labels.csv").write_text("penguin_id,species\n1,Adelie\n150,Gentoo\n")
+    labels = read_labels(str(tmp_path / "labels.csv"), target="species", keys=label_keys(fed))
+    window = pd.DataFrame({"penguin_id": [150, 1, 7], "island": ["Biscoe", "Torgersen", "Dream"]})
+    truth = attach_labels(window, labels, target="species")
+    assert truth.tolist()[:2] == ["Gentoo", "Adelie"]
+    assert pd.isna(truth.iloc[2])
