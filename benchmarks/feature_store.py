@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests package, for its Feast helpers
 from conveyor import io
 from conveyor.config import load_config
 from conveyor.model.predict import predict
