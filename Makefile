@@ -267,6 +267,6 @@ endif
 monitor-alert: setup ## Open, update or close the model-monitor issue from monitor-report/ (and dispatch retrain.yml if asked)
 	conveyor alert sync --report $(MONITOR_OUT)
 
-retrain: ci-repro ## `make ci-repro`, then read data.source again (DVC cannot see new rows behind a URL or a query) and reproduce
+retrain: ci-repro ## `make ci-repro`, then ingest again (data.source, or the feature store when enabled: DVC cannot see new rows behind a URL, a query or a store) and reproduce
 	dvc repro --force --single-item ingest
 	dvc repro
