@@ -99,9 +99,8 @@ def prediction_buckets(target: Sequence[float] | None) -> list[float] | None:
     return sorted({float(f"{edge:.4g}") for edge in edges})
 
 
-def online_features(join: FeatureStoreJoin, card: ModelCard, cfg: Config) -> OnlineFeaturesInfo:
-    """What the service of a model trained from ``join`` fetches online: the model inputs the feature service provides."""
-    inputs = {column for columns in card.features.values() for column in columns}
+def online_features(join: FeatureStoreJoin, inputs: Sequence[str], cfg: Config) -> OnlineFeaturesInfo:
+    """What the service of a model trained from ``join`` fetches online: those of its ``inputs`` the feature service provides."""
     return OnlineFeaturesInfo(
         feature_service=join.feature_service,
         entity_keys=list(join.entity_keys),
@@ -117,12 +116,13 @@ def bundle_info(
     inference: InferenceChoice,
     *,
     target: Sequence[float] | None = None,
-    join: FeatureStoreJoin | None = None,
+    online: OnlineFeaturesInfo | None = None,
 ) -> BundleInfo:
     """The bundle's ``conveyor.json``; its tag and the commit are filled in once the content is hashed.
 
     ``target`` is the training split's target (regression only), for the prediction buckets;
-    ``join`` the feature store join the training table came from, if it did.
+    ``online`` what the service fetches from the feature store (:func:`online_features`), if the
+    training table came from one.
     """
     return BundleInfo(
         model_tag="",
@@ -138,7 +138,7 @@ def bundle_info(
         inference=inference,
         prediction_log=cfg.monitor.prediction_log(),
         prediction_buckets=prediction_buckets(target) if card.task == "regression" else None,
-        online_features=online_features(join, card, cfg) if join is not None else None,
+        online_features=online,
     )
 
 
@@ -243,7 +243,8 @@ def contents(
         model, test, task=cfg.task, tolerance=cfg.serve.proba_tolerance, enabled=cfg.serve.inference == "auto"
     )
     target = train[card.target].dropna().tolist() if card.task == "regression" else None
-    info = bundle_info(card, evaluation, cfg, inference, target=target, join=join)
+    online = online_features(join, spec_of(model).columns, cfg) if join is not None else None
+    info = bundle_info(card, evaluation, cfg, inference, target=target, online=online)
     # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
     # model, contract and parity report it is derived from do not. The monitor's reference sample
     # is in the bundle too: another size must not reuse a stored model.
