@@ -101,3 +101,14 @@ def test_a_stopped_feature_server_is_a_503_in_one_line(bundle: Bundle, tmp_path:
         assert status == 503, answer
         assert answer["error"].startswith(f"feature server {url}: /get-online-features failed: ")
         assert "Traceback" not in served.output()
+
+
+def test_a_feature_server_address_that_is_no_url_stops_the_server_in_one_line(bundle: Bundle, tmp_path: Path) -> None:
+    tag = online_model(bundle, "http://127.0.0.1:6566")
+    extra: dict[str, str] = {FEAST_URL_VARIABLE: "feast:6566"}
+    with pytest.raises(RuntimeError) as info, serving(tag, tmp_path, open_files=None, **extra):
+        pass
+    assert f"conveyor: cannot serve {tag}: feature server URL 'feast:6566': expected http(s)://host:port" in str(
+        info.value
+    )
+    assert "Traceback" not in str(info.value)
