@@ -129,8 +129,13 @@ FEAST := cd $(FEAST_REPO) && FEAST_USAGE=False .venv/bin/feast
 # would start at now minus each view's TTL, and the example's rows are older than that.
 MATERIALIZE_START ?= 2000-01-01T00:00:00
 FEATURE_SERVER_PORT ?= 6566
+# `on` when params.yaml sets feature_store.enabled (read by the venv's Python; `off` without one):
+# CI's pipeline then needs the Feast environment (ingest runs in it; `make retrain` rebuilds the
+# training set from the store), and the deploy workflow loads the online store (`online-store`).
+FEATURE_STORE = $(shell $(BIN)/python -c 'import yaml; p = yaml.safe_load(open("params.yaml")) or {}; print("on" if (p.get("feature_store") or {}).get("enabled") else "off")' 2>/dev/null || echo off)
+ON_FEATURE_STORE = $(if $(filter on,$(FEATURE_STORE)),$(1))
 
-.PHONY: feast-env feast-apply materialize feature-server feature-store
+.PHONY: feast-env feast-apply materialize online-store feature-server feature-store
 
 $(FEAST_VENV)/.synced: $(FEAST_REPO)/pyproject.toml $(FEAST_REPO)/uv.lock | $(UV)
 	env -u UV_PROJECT_ENVIRONMENT $(UV) sync --frozen --project $(FEAST_REPO)
@@ -145,32 +150,41 @@ materialize: feast-env ## `feast apply`, then load the online store (SQLite) wit
 	@# One process for both: importing Feast takes seconds.
 	cd $(FEAST_REPO) && FEAST_USAGE=False .venv/bin/python materialize.py --repo . --apply --start $(MATERIALIZE_START)
 
+online-store: $(call ON_FEATURE_STORE,materialize) ## With feature_store.enabled, `make materialize` (the deploy workflow runs it); else nothing
+	@$(if $(filter on,$(FEATURE_STORE)),:,echo "online-store: feature_store.enabled is false in params.yaml: no online store to load")
+
 feature-server: materialize ## `feast serve` on 127.0.0.1:$(FEATURE_SERVER_PORT), the online features the service reads
 	$(FEAST) serve --host 127.0.0.1 --port $(FEATURE_SERVER_PORT) --no-access-log
 
 # The whole option end to end, without touching this checkout's params.yaml or dvc.lock: the
 # pipeline runs in a copy of the tracked files (build/feature-store/) with feature_store.enabled,
-# up to train; then `feast serve` answers for one entity key and the trained model predicts.
+# to a packaged model (in $BENTOML_HOME); then `feast serve` and `bentoml serve` of that model
+# (fed by it through CONVEYOR_FEAST_URL) answer one record that gives an entity key alone.
 FEATURE_STORE_DEMO ?= build/feature-store
-DEMO_ENTITY ?= penguin_id=1
+DEMO_RECORD ?= {"penguin_id": 1}
 DEMO_PARAMS := import sys, yaml; p = yaml.safe_load(open("params.yaml")); p["feature_store"].update(enabled=True, python=sys.argv[1]); yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 FREE_PORT := import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+WAIT_FOR = for _ in $$(seq 1 480); do curl -sf $(1) >/dev/null && break; sleep 0.5; done; curl -sf $(1) >/dev/null
 
-feature-store: setup materialize ## The feature store end to end: pipeline from Feast (in a copy), feast serve, one prediction from an entity key
+feature-store: setup materialize ## The feature store end to end: pipeline from Feast (in a copy), feast serve, the service fed by it, one prediction from an entity key
 	rm -rf $(FEATURE_STORE_DEMO) && mkdir -p $(FEATURE_STORE_DEMO)
 	git ls-files -z | xargs -0 cp --parents -t $(FEATURE_STORE_DEMO)
 	cd $(FEATURE_STORE_DEMO) && python -c '$(DEMO_PARAMS)' $(abspath $(FEAST_VENV))/bin/python \
 		&& git init -q -b main && git add -A \
 		&& git -c user.name=conveyor -c user.email=conveyor@localhost commit -qm "feature store demo" \
-		&& dvc repro train && cat reports/ingest.json
-	@port=$$(python -c '$(FREE_PORT)'); \
-	FEAST_USAGE=False setsid $(FEAST_VENV)/bin/feast --chdir $(FEAST_REPO) serve --host 127.0.0.1 --port $$port --no-access-log \
-		>$(FEATURE_STORE_DEMO)/serve.log 2>&1 & \
-	pid=$$!; trap 'kill -- -'$$pid' 2>/dev/null; wait '$$pid' 2>/dev/null' EXIT; \
-	for _ in $$(seq 1 240); do curl -sf http://127.0.0.1:$$port/health >/dev/null && break; sleep 0.5; done; \
-	echo "feature-store: feast serve on 127.0.0.1:$$port; predicting for $(DEMO_ENTITY) from its online features:"; \
-	conveyor online-predict --params $(FEATURE_STORE_DEMO)/params.yaml --url http://127.0.0.1:$$port \
-		--model $(FEATURE_STORE_DEMO)/models/model.skops --entity $(DEMO_ENTITY)
+		&& dvc repro && cat reports/ingest.json
+	@feast=$$(python -c '$(FREE_PORT)'); port=$$(python -c '$(FREE_PORT)'); \
+	FEAST_USAGE=False setsid $(FEAST_VENV)/bin/feast --chdir $(FEAST_REPO) serve --host 127.0.0.1 --port $$feast --no-access-log \
+		>$(FEATURE_STORE_DEMO)/feast-serve.log 2>&1 & \
+	feast_pid=$$!; \
+	(cd $(FEATURE_STORE_DEMO) && exec env CONVEYOR_FEAST_URL=http://127.0.0.1:$$feast setsid bentoml serve --host 127.0.0.1 --port $$port) \
+		>$(FEATURE_STORE_DEMO)/bentoml-serve.log 2>&1 & \
+	serve_pid=$$!; trap 'kill -- -'$$feast_pid' -'$$serve_pid' 2>/dev/null; wait 2>/dev/null' EXIT; \
+	$(call WAIT_FOR,http://127.0.0.1:$$feast/health) || { echo "feature-store: feast serve did not start; see $(FEATURE_STORE_DEMO)/feast-serve.log" >&2; exit 1; }; \
+	$(call WAIT_FOR,http://127.0.0.1:$$port/readyz) || { echo "feature-store: bentoml serve did not start; see $(FEATURE_STORE_DEMO)/bentoml-serve.log" >&2; exit 1; }; \
+	echo "feature-store: feast serve on 127.0.0.1:$$feast, the model $$(conveyor packaged model-tag --report $(FEATURE_STORE_DEMO)/reports/package.json) on 127.0.0.1:$$port;"; \
+	echo 'POST /predict {"records": [$(DEMO_RECORD)]}, its features fetched from feast serve:'; \
+	curl -sS --fail-with-body http://127.0.0.1:$$port/predict -H 'content-type: application/json' -d '{"records": [$(DEMO_RECORD)]}'; echo
 
 # --- CI/CD (the GitHub workflows run these; see docs/ci-cd.md) -------------------------------
 # The image is ghcr.io/<owner>/<repo> in lowercase (registries reject uppercase; GitHub owners may
@@ -193,7 +207,7 @@ DIGEST ?= $(shell cat $(IMAGE_DIGEST_FILE) 2>/dev/null)
 # the `stage-timings` artifact, which the model monitor reads); untracked: a time is no output.
 STAGE_TIMINGS ?= stage-timings.json
 
-ci-repro: setup ## CI: add the remote $DVC_REMOTE_URL (if set, pulls verified) to .dvc/config.local, `dvc repro --pull`, re-run the gate
+ci-repro: setup $(call ON_FEATURE_STORE,feast-env) ## CI: add the remote $DVC_REMOTE_URL (if set, pulls verified) to .dvc/config.local, `dvc repro --pull`, re-run the gate
 ifneq ($(DVC_REMOTE_URL),)
 	dvc remote add --local --default --force ci $(DVC_REMOTE_URL)
 	@# DVC trusts an S3 object's name by default: hash what is pulled, so an object replaced in
@@ -253,6 +267,6 @@ endif
 monitor-alert: setup ## Open, update or close the model-monitor issue from monitor-report/ (and dispatch retrain.yml if asked)
 	conveyor alert sync --report $(MONITOR_OUT)
 
-retrain: ci-repro ## `make ci-repro`, then read data.source again (DVC cannot see new rows behind a URL or a query) and reproduce
+retrain: ci-repro ## `make ci-repro`, then ingest again (data.source, or the feature store when enabled: DVC cannot see new rows behind a URL, a query or a store) and reproduce
 	dvc repro --force --single-item ingest
 	dvc repro

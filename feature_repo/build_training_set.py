@@ -106,6 +106,7 @@ def build(store: FeatureStore, entity_rows: pd.DataFrame, service_name: str) -> 
         "feature_service": service_name,
         "feature_views": sorted(views),
         "entity_keys": keys,
+        "features": features,
         "entity_rows": len(entity_rows),
         "rows": len(table),
         "dropped": len(lost),

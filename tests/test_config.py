@@ -186,6 +186,12 @@ BROKEN: list[Any] = [
         id="feature-store-enabled-not-a-bool",
     ),
     pytest.param(
+        lambda r: r["feature_store"].update(server_url="127.0.0.1:6566"),
+        "feature_store.server_url",
+        "should match pattern",
+        id="feature-store-server-url-not-http",
+    ),
+    pytest.param(
         lambda r: r["data"].update(query="SELECT * FROM penguins"),
         "data.query",
         "only used with a SQLAlchemy URL",

@@ -30,6 +30,7 @@ def join(*, dropped: int, entity_rows: int = 100) -> FeatureStoreJoin:
         feature_service="penguin_species",
         feature_views=["penguin_measurements", "penguin_profiles"],
         entity_keys=["penguin_id"],
+        features=["bill_length_mm", "island"],
         entity_rows=entity_rows,
         rows=entity_rows - dropped,
         dropped=dropped,

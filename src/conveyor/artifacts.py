@@ -40,6 +40,7 @@ __all__ = [
     "ModelIdentity",
     "MonitorReport",
     "MonitorStatus",
+    "OnlineFeaturesInfo",
     "PackageReport",
     "Provenance",
     "SourceFingerprint",
@@ -71,6 +72,9 @@ class DroppedRow(Artifact):
 class FeatureStoreJoin(Artifact):
     """What the point-in-time join kept: entity rows in, training rows out, drops per feature view.
 
+    ``features`` are the columns the feature service added (the rest of the table is the entity
+    table's own columns): what the service fetches online for a model trained on it.
+
     ``dropped_examples`` holds the first few dropped rows (Feast's file offline store drops a row
     whose entity has no feature row within a view's TTL; an entity it has never seen comes back
     with missing values instead, which the data contract's missing-value checks see).
@@ -79,6 +83,7 @@ class FeatureStoreJoin(Artifact):
     feature_service: str
     feature_views: list[str]
     entity_keys: list[str]
+    features: list[str]
     entity_rows: int
     rows: int
     dropped: int
@@ -330,13 +335,29 @@ class InferenceChoice(Artifact):
     parity: dict[str, Any] | None
 
 
+class OnlineFeaturesInfo(Artifact):
+    """In a bundle: the model was trained from a feature store, so the service fetches its features online.
+
+    A record then gives the ``entity_keys`` (and the model inputs the store does not hold, the
+    request-time fields); the service fetches ``features`` (the model inputs the feature service
+    provides) from the Feast feature server at ``server_url`` (``CONVEYOR_FEAST_URL`` overrides it).
+    """
+
+    feature_service: str
+    entity_keys: list[str]
+    features: list[str]
+    server_url: str
+
+
 class BundleInfo(Artifact):
     """The bundle's ``conveyor.json`` (in the BentoML store, not tracked): what the service serves.
 
     Everything but ``model_tag`` and ``git_revision`` is the bundle's content, which its version
     hashes (:meth:`content`); ``git_revision`` is the commit it was first packaged from.
     ``prediction_buckets`` (regression only) are the upper edges of the buckets the service
-    counts predicted values in: the training target's deciles.
+    counts predicted values in: the training target's deciles. ``online_features`` only for a
+    model trained from a feature store (absent otherwise, so that such a bundle, and its content
+    hash, are what they always were).
     """
 
     model_tag: str
@@ -352,6 +373,7 @@ class BundleInfo(Artifact):
     inference: InferenceChoice
     prediction_log: PredictionLogConfig
     prediction_buckets: list[float] | None = None
+    online_features: OnlineFeaturesInfo | None = Field(default=None, exclude_if=lambda value: value is None)
 
     def content(self) -> bytes:
         """Canonical JSON of everything but where and as what it was stored, for the content hash."""

@@ -211,6 +211,7 @@ def _package(args: argparse.Namespace) -> None:
         train=args.train,
         bentofile=args.bentofile,
         out=args.out,
+        ingest=args.ingest,
     )
     print(f"package: model {report.model_tag}, bento {report.bento_tag}, inference {report.inference}")
 
@@ -458,7 +459,7 @@ STAGE_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], None], str, tuple
     "package": (
         _package,
         "Save the accepted model to the BentoML store and build the bento.",
-        ("model", "metadata", "gate", "evaluation", "test", "train", "bentofile", "out"),
+        ("model", "metadata", "gate", "evaluation", "test", "train", "bentofile", "ingest", "out"),
     ),
 }
 

@@ -476,6 +476,10 @@ class FeatureStoreConfig(_Section):
     counted; a share above ``max_dropped_share`` stops ingest naming the entity and the view.
     ``apply`` registers the repository's definitions first (the example's; off for a team
     registry applied by its own workflow). Off (the default), nothing of this is read.
+
+    A model trained so is packaged to be fed online: the service takes the entity keys and fetches
+    the features from the Feast feature server (``feast serve``) at ``server_url``, which the
+    environment variable ``CONVEYOR_FEAST_URL`` overrides where the model is served.
     """
 
     enabled: bool = False
@@ -485,6 +489,7 @@ class FeatureStoreConfig(_Section):
     max_dropped_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     apply: bool = True
     python: str = Field(default="feature_repo/.venv/bin/python", min_length=1)
+    server_url: str = Field(default="http://127.0.0.1:6566", pattern=r"^https?://[^/?#\s]+")
 
 
 Choice = str | int | float | bool | None

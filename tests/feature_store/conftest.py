@@ -7,6 +7,7 @@ module and only read what it wrote or answered.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,12 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from conveyor.artifacts import OnlineFeaturesInfo
+from conveyor.bundle import MODEL_NAME, Bundle, write_bundle
 from tests.conftest import ROOT, free_port, run, running
 
 EXAMPLE = ROOT / "feature_repo"
 # What a copy of the example repository needs (not its environment, not its generated store).
 DEFINITIONS = ("feature_store.yaml", "penguins.py", ".feastignore")
 FEAST_ENV = {"FEAST_USAGE": "False"}
+# The model inputs the example's feature service provides: all of the default model's.
+FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "island", "sex"]
 
 
 @functools.cache
@@ -62,3 +67,24 @@ def newest_values(source: Path) -> pd.DataFrame:
     """Each entity's newest row of a Feast source file: what materialisation loads online."""
     table = pd.read_parquet(source).sort_values(["penguin_id", "event_timestamp"])
     return table.groupby("penguin_id").tail(1).set_index("penguin_id")
+
+
+def online_model(bundle: Bundle, url: str) -> str:
+    """``bundle`` stored as if trained from the example feature store, its feature server at ``url``; the tag."""
+    import bentoml
+
+    online = OnlineFeaturesInfo(
+        feature_service="penguin_species", entity_keys=["penguin_id"], features=FEATURES, server_url=url
+    )
+    info = bundle.info.model_copy(update={"online_features": online})
+    tag = f"{MODEL_NAME}:{hashlib.sha256(info.model_dump_json().encode()).hexdigest()[:16]}"
+    with bentoml.models.create(tag) as model:
+        write_bundle(
+            Path(model.path),
+            model=bundle.model(),
+            onnx=bundle.onnx(),
+            contract=bundle.contract,
+            info=info.model_copy(update={"model_tag": tag}),
+            reference=bundle.reference(),
+        )
+    return tag

@@ -1,4 +1,6 @@
-"""``dvc repro`` with ``feature_store.enabled``: ingest builds the training table from Feast, and a drop stops it.
+"""``dvc repro`` with ``feature_store.enabled``: a training table from Feast, a model packaged to be fed from it.
+
+A drop above the threshold stops the line.
 
 Each test runs one ``dvc repro`` in a copy of the repository whose params point at the Feast
 environment; the example's point-in-time join rebuilds the embedded penguins table exactly.
@@ -8,12 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import bentoml
 import pandas as pd
 import pytest
 import yaml
 
 from conveyor import io
-from conveyor.artifacts import IngestReport
+from conveyor.artifacts import IngestReport, OnlineFeaturesInfo
+from conveyor.bundle import Bundle, read_package_report
 from tests.conftest import copy_repo, run
 from tests.feature_store.conftest import feast_python
 
@@ -28,9 +32,9 @@ def with_feature_store(repo: Path) -> Path:
     return repo
 
 
-def test_ingest_and_validate_read_the_store(tmp_path: Path) -> None:
+def test_the_pipeline_reads_the_store_and_packages_a_model_fed_from_it(tmp_path: Path) -> None:
     repo = with_feature_store(copy_repo(tmp_path / "repo"))
-    run(repo, "dvc", "repro", "validate", timeout=600)
+    run(repo, "dvc", "repro", timeout=900)
     report = io.read_artifact(repo / "reports" / "ingest.json", IngestReport)
     assert report.source == "feast:feature_repo (penguin_species)"
     assert report.feature_store is not None
@@ -39,6 +43,17 @@ def test_ingest_and_validate_read_the_store(tmp_path: Path) -> None:
     table = io.read_table(repo / "data" / "raw" / "data.parquet")
     original = io.read_source(str(repo / "data" / "penguins.csv"))
     pd.testing.assert_frame_equal(table[list(original.columns)], original)
+    # The packaged bundle says the service takes penguin_id and fetches every model input.
+    bundle = Bundle.load(
+        Path(bentoml.models.get(read_package_report(repo / "reports" / "package.json").model_tag).path)
+    )
+    assert bundle.info.online_features == OnlineFeaturesInfo(
+        feature_service="penguin_species",
+        entity_keys=["penguin_id"],
+        features=[column for column in report.feature_store.features if column in bundle.columns],
+        server_url="http://127.0.0.1:6566",
+    )
+    assert set(bundle.info.online_features.features) == set(bundle.columns)
 
 
 def test_a_drop_above_the_threshold_stops_the_line(tmp_path: Path) -> None:

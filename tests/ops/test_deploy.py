@@ -14,6 +14,7 @@ import yaml
 
 from conveyor.cli import main
 from conveyor.ops import deploy
+from conveyor.serving.online_features import FEAST_URL_VARIABLE
 from tests.conftest import BIN, ROOT, run
 from tests.monitor.conftest import LOG_PATH_OPTION
 
@@ -108,6 +109,16 @@ def test_the_api_token_comes_from_an_optional_secret_never_from_git(overlay: str
     assert reference["optional"] is True, "with serve.auth: none no Secret is needed"
     assert reference["name"] == "conveyor-api-token"
     assert reference["key"] == "token"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_feature_servers_address_comes_from_an_optional_config_map(overlay: str) -> None:
+    (container,) = by_kind(render(DEPLOY / "overlays" / overlay))["Deployment"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    (url,) = (variable for variable in container["env"] if variable["name"] == FEAST_URL_VARIABLE)
+    reference = url["valueFrom"]["configMapKeyRef"]
+    assert reference == {"name": "conveyor-feature-server", "key": "url", "optional": True}
 
 
 def selects(selector: dict[str, Any], deployment: dict[str, Any]) -> bool:

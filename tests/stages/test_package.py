@@ -14,15 +14,26 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
 from conveyor import io
-from conveyor.artifacts import Check, GateVerdict, ModelCard, PackageReport
+from conveyor.artifacts import (
+    Check,
+    EvaluationRecord,
+    FeatureStoreJoin,
+    GateVerdict,
+    ModelCard,
+    OnlineFeaturesInfo,
+    PackageReport,
+)
+from conveyor.bundle import Bundle
 from conveyor.config import Config
+from conveyor.contract import Contract
 from conveyor.errors import ArtifactError
 from conveyor.stages import package
-from tests.conftest import BIN, ROOT, clone_of, free_port, run, running
+from tests.conftest import BIN, ROOT, clone_of, configured, free_port, run, running
 
 REJECTED = GateVerdict(
     accepted=False,
@@ -92,6 +103,52 @@ def test_model_metadata_with_gaps_is_storable() -> None:
         bentoml.models.create("metadata-probe:v2", metadata=info),
     ):
         pass
+
+
+def test_a_model_trained_from_a_feature_store_is_packaged_to_be_fed_online(
+    bundle: Bundle, params: Config, contract: Contract, penguins: pd.DataFrame
+) -> None:
+    from conveyor.stages.train import model_card
+
+    model = bundle.model()
+    join = FeatureStoreJoin(
+        feature_service="penguin_species",
+        feature_views=["penguin_measurements", "penguin_profiles"],
+        entity_keys=["penguin_id"],
+        features=["bill_length_mm", "island", "colour"],  # a feature the model does not read is not fetched
+        entity_rows=len(penguins),
+        rows=len(penguins),
+        dropped=0,
+        dropped_by_view={},
+        dropped_examples=[],
+    )
+    cfg = configured(params, feature_store={"server_url": "http://feast.internal:6566"})
+    evaluation = EvaluationRecord(model_sha256="0" * 64, test_sha256="0" * 64, metrics={"accuracy": 1.0})
+    made = {
+        fed: package.contents(
+            cfg,
+            model=model,
+            model_bytes=io.model_bytes(model),
+            contract=contract,
+            card=model_card(model, penguins, cfg),
+            evaluation=evaluation,
+            test=penguins,
+            train=penguins,
+            git_revision="0" * 40,
+            join=join if fed else None,
+        ).info
+        for fed in (False, True)
+    }
+    assert made[True].online_features == OnlineFeaturesInfo(
+        feature_service="penguin_species",
+        entity_keys=["penguin_id"],
+        features=["bill_length_mm", "island"],
+        server_url="http://feast.internal:6566",
+    )
+    # Without a join the bundle says nothing of it: the same content, so the same tag as before.
+    assert made[False].online_features is None
+    assert "online_features" not in json.loads(made[False].model_dump_json())
+    assert made[False].model_tag == bundle.info.model_tag != made[True].model_tag
 
 
 def store_versions(kind: str, name: str) -> set[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ROOT, make, run, write_package_report
+from tests.conftest import ROOT, edit_params, make, run, write_package_report
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 STAND_INS = Path(__file__).parent / "stand-ins"
@@ -333,3 +333,23 @@ def test_the_cml_stand_in_needs_exactly_one_existing_markdown_file(tmp_path: Pat
     assert "Unknown argument: more.md" in stand_in_cml(tmp_path, "comment", "update", "report.md", "more.md")["error"]
     assert "ENOENT" in stand_in_cml(tmp_path, "comment", "create", "missing.md")["error"]
     assert "models only" in stand_in_cml(tmp_path, "pr", "create", "report.md")["error"]
+
+
+def test_deploy_loads_the_online_store_and_ci_gets_feast_only_with_the_feature_store_on(tmp_path: Path) -> None:
+    (image,) = [job for job in load(ROOT / ".github" / "workflows" / "deploy.yml")["jobs"].values() if "outputs" in job]
+    commands = [step.get("run", "") for step in image["steps"]]
+    assert commands.index("make bento") < commands.index("make online-store") < commands.index("make image")
+    shutil.copy2(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "feature_repo").mkdir()
+    for name in ("pyproject.toml", "uv.lock"):
+        shutil.copy2(ROOT / "feature_repo" / name, tmp_path / "feature_repo" / name)
+    off = make(tmp_path, "-n", "online-store").stdout + make(tmp_path, "-n", "ci-repro").stdout
+    assert "feature_store.enabled is false in params.yaml: no online store to load" in off
+    assert "materialize.py" not in off
+    assert "--project feature_repo" not in off
+    edit_params(tmp_path, lambda params: params["feature_store"].update(enabled=True))
+    materialize = make(tmp_path, "-n", "online-store").stdout
+    assert "materialize.py --repo . --apply --start 2000-01-01T00:00:00" in materialize
+    # The retrain workflow's `make retrain` runs ci-repro: ingest from the store needs the Feast environment.
+    ci = make(tmp_path, "-n", "ci-repro").stdout
+    assert ci.index("sync --frozen --project feature_repo") < ci.index("dvc repro --pull")

@@ -15,7 +15,7 @@ from conveyor.monitor.render import write_outputs
 from conveyor.monitor.windows import attach_labels, read_labels, read_logs
 from conveyor.urls import redact_url
 
-__all__ = ["default_model_tag", "run"]
+__all__ = ["default_model_tag", "label_keys", "run"]
 
 
 def default_model_tag(package_report: Path) -> str:
@@ -23,6 +23,13 @@ def default_model_tag(package_report: Path) -> str:
     if not package_report.is_file():
         raise MonitorError(f"{package_report}: not found; pass --model TAG or run the pipeline first")
     return read_package_report(package_report).model_tag
+
+
+def label_keys(bundle: Bundle) -> tuple[str, ...]:
+    """What a labels table may name records by, besides ``request_id``: the contract's ``id``
+    columns and, for a model fed from a feature store, its entity keys (the service logs both)."""
+    online = bundle.info.online_features
+    return (*bundle.contract.columns_of("id"), *(online.entity_keys if online is not None else ()))
 
 
 def run(
@@ -52,7 +59,7 @@ def run(
     logged = read_logs(source, model_tag=model_tag, max_rows=cfg.monitor.max_window_rows) if logs is not None else None
     window = logged.frame if logged is not None else io.read_source(source, named_by="--current")
     target = bundle.info.target
-    keys = bundle.contract.columns_of("id")
+    keys = label_keys(bundle)
     truth = attach_labels(window, read_labels(labels, target=target, keys=keys), target=target) if labels else None
     stage_timings = StageTimings.model_validate(io.read_json(timings)) if timings else None
     assessment = assess(

@@ -74,7 +74,9 @@ class Engine:
         """Where the served model came from, how well it did, and what it accepts.
 
         With ``serve.metadata: minimal``, only what a client needs (the model's tag, task, classes
-        and the request limits): no contract, git revision, library versions or metrics.
+        and the request limits): no contract, git revision, library versions or metrics. A model
+        fed from a feature store adds ``online_features``: the feature service, entity keys and
+        the features fetched.
         """
         info = self.bundle.info
         limits = {
@@ -84,6 +86,11 @@ class Engine:
         }
         if self.bundle.serve.metadata == "minimal":
             return {**info.model_dump(mode="json", include={"model_tag", "task", "classes"}), "limits": limits}
+        online = (
+            {"online_features": info.online_features.model_dump(mode="json", exclude={"server_url"})}
+            if info.online_features is not None
+            else {}
+        )
         return {
             **info.model_dump(mode="json", include={"model_tag", "git_revision"}),
             **info.provenance.model_dump(mode="json", include={"data_hash", "params_hash"}),
@@ -95,6 +102,7 @@ class Engine:
             "limits": limits,
             "prediction_log": info.prediction_log.model_dump(mode="json"),
             "contract": contract_to_dict(self.bundle.contract),
+            **online,
         }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,12 +24,17 @@ from urllib.parse import urlsplit
 from conveyor.errors import ConveyorError, DataError
 
 __all__ = [
+    "FEAST_URL_VARIABLE",
     "FeatureServerError",
     "MissingEntityError",
     "OnlineFeatures",
     "parse_entity",
+    "server_url",
     "with_online_features",
 ]
+
+# Where a served model's feature server is, when not where the bundle says (``feature_store.server_url``).
+FEAST_URL_VARIABLE = "CONVEYOR_FEAST_URL"
 
 FeatureValue = str | int | float | bool | None
 EntityKey = str | int
@@ -39,7 +45,20 @@ class FeatureServerError(ConveyorError):
 
 
 class MissingEntityError(DataError):
-    """An entity key the online store has no features for; the message names the key and the views."""
+    """An entity key the online store has no features for; the message names the key and the views.
+
+    ``row`` is the entity's position in the request, ``entity`` its key names and values.
+    """
+
+    def __init__(self, message: str, *, row: int, entity: Mapping[str, EntityKey]) -> None:
+        super().__init__(message)
+        self.row = row
+        self.entity = dict(entity)
+
+
+def server_url(configured: str) -> str:
+    """The feature server to read: ``CONVEYOR_FEAST_URL`` when set, else ``configured`` (the bundle's)."""
+    return os.environ.get(FEAST_URL_VARIABLE) or configured
 
 
 class OnlineFeatures:
@@ -169,10 +188,13 @@ def _records(
                 lacking[row].add(view or feature_service)
     for row, views in enumerate(lacking):
         if views:
-            key = ", ".join(f"{k}={v[row]!r}" for k, v in entities.items())
+            entity = {k: v[row] for k, v in entities.items()}
+            key = ", ".join(f"{k}={v!r}" for k, v in entity.items())
             raise MissingEntityError(
                 f"entity {key}: not in the online store of feature view {', '.join(sorted(views))} "
-                f"(feature service {feature_service}); materialize it (`make materialize`) or check the key"
+                f"(feature service {feature_service}); materialize it (`make materialize`) or check the key",
+                row=row,
+                entity=entity,
             )
     return records
 

@@ -67,6 +67,12 @@ def openapi(bundle: Bundle, request_body: TypeAdapter[Any], routes: Iterable[Rou
         "503": _json(error, "The model is still loading"),
         "504": _json(error, "Not answered in time (a body sent too slowly)"),
     }
+    if bundle.info.online_features is not None:
+        refusals |= {
+            "404": _json(error, "An entity the online feature store has no features for (the error names its key)"),
+            "502": _json(error, "The feature server answered features the data contract refuses"),
+            "503": _json(error, "The model is still loading, or the feature server cannot be reached"),
+        }
     limited = {"413": refusals["413"]}
     loading = limited | {status: refusals[status] for status in ("429", "503", "504")}
     if bundle.is_classifier:

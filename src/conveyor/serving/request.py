@@ -23,6 +23,9 @@ Choices, applied the same way to every field:
   never seen it, and an explicit error is more useful to a client than a silent guess.
 - Unknown fields are refused (``extra="forbid"``), including the target column, and so are
   unknown keys beside ``records`` in the request body.
+- A model fed from a feature store (``keys``: its entity keys) takes records with the entity keys,
+  each a whole number or text, and the model inputs the store does not hold (request-time
+  fields); a stored feature may still be sent, and then wins over the fetched value.
 """
 
 from __future__ import annotations
@@ -106,19 +109,35 @@ def field_type(spec: ColumnSpec) -> Any:
     return Annotated[base, Field(description=description)]
 
 
+KeyValue = Annotated[
+    int | str,
+    PlainValidator(_key, json_schema_input_type=int | str),
+    WithJsonSchema(KEY_SCHEMA),
+    Field(description="An entity key: the features of this entity are fetched from the feature store"),
+]
+
+
 def record_type(
-    contract: Contract, columns: Sequence[str], *, optional: Sequence[str] = (), name: str = "Record"
+    contract: Contract,
+    columns: Sequence[str],
+    *,
+    optional: Sequence[str] = (),
+    keys: Sequence[str] = (),
+    name: str = "Record",
 ) -> Any:
     """A ``TypedDict`` for one input record: a required key per column in ``columns``, an optional one per ``optional``.
 
     ``columns`` are the model's input columns (from the packaged model's metadata), ``optional``
     the contract's other columns a record may carry (:attr:`conveyor.bundle.Bundle.other_columns`); each must be in the
-    contract. The keys are the contract's column names whatever they contain.
+    contract. The keys are the contract's column names whatever they contain. ``keys`` are
+    required entity keys (a model fed from a feature store), typed by the contract if it has
+    them, else as any key.
     """
     unknown = [column for column in (*columns, *optional) if column not in contract.columns]
     if unknown:
         raise ValueError(f"model input columns not in the data contract: {unknown}")
-    fields = {column: field_type(contract.columns[column]) for column in columns}
+    fields = {key: field_type(contract.columns[key]) if key in contract.columns else KeyValue for key in keys}
+    fields |= {column: field_type(contract.columns[column]) for column in columns if column not in fields}
     fields |= {column: NotRequired[field_type(contract.columns[column])] for column in optional if column not in fields}
     record = _typed_dict(name, fields)
     record.__pydantic_config__ = RECORD_CONFIG
@@ -169,12 +188,21 @@ def example_record(contract: Contract, columns: Sequence[str]) -> dict[str, Any]
 
 
 def request_type(
-    contract: Contract, columns: Sequence[str], *, max_records: int, optional: Sequence[str] = ()
+    contract: Contract,
+    columns: Sequence[str],
+    *,
+    max_records: int,
+    optional: Sequence[str] = (),
+    keys: Sequence[str] = (),
 ) -> TypeAdapter[dict[str, Any]]:
     """Validation of a whole request body, from JSON bytes to ``{"records": [dict, ...]}``.
 
-    ``columns`` are the model's input columns, ``optional`` the other columns a record may carry
-    (:attr:`conveyor.bundle.Bundle.other_columns`); the body's example (on the OpenAPI page) is :func:`example_record`.
+    ``columns`` are the required columns (the model's inputs, or those a feature store does not
+    provide), ``optional`` the other columns a record may carry
+    (:attr:`conveyor.bundle.Bundle.other_columns`), ``keys`` the required entity keys (see
+    :func:`record_type`); the body's example (on the OpenAPI page) is :func:`example_record`, with
+    ``1`` for each key.
     """
-    record = record_type(contract, columns, optional=optional)
-    return TypeAdapter(body_type(record, max_records=max_records, example=example_record(contract, columns)))
+    record = record_type(contract, columns, optional=optional, keys=keys)
+    example = dict.fromkeys(keys, 1) | example_record(contract, columns)
+    return TypeAdapter(body_type(record, max_records=max_records, example=example))

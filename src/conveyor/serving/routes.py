@@ -12,10 +12,17 @@ The request path is short on purpose (the model takes 0.1 ms on the ONNX path, s
 most of the cost): the body is read once, validated straight from bytes into plain dicts
 (:func:`conveyor.serving.request.request_type`), predicted on the event loop without a thread
 hop, and the answer serialised by pydantic-core.
+
+A model trained from a feature store (the bundle's ``online_features``) takes records giving its
+entity keys instead (:class:`FeatureLookup`): their features are fetched from Feast's feature
+server in one request per request, in a thread, validated by the contract like a client's, and
+predicted and logged as if sent. Only that service pays for it; any other one never looks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor.artifacts import OnlineFeaturesInfo
 from conveyor.bundle import Bundle
 from conveyor.serving.docs import docs_page
 from conveyor.serving.engine import Batcher, Engine, Records
@@ -56,11 +64,20 @@ from conveyor.serving.middleware import (
     send_body,
     send_response,
 )
+from conveyor.serving.online_features import (
+    FeatureServerError,
+    MissingEntityError,
+    OnlineFeatures,
+    server_url,
+    with_online_features,
+)
 from conveyor.serving.openapi import openapi
 from conveyor.serving.prediction_log import Exporter, LoggedRequest, PredictionLog
 from conveyor.serving.request import request_type
 
-__all__ = ["Prediction", "RouteSpec", "ServingApp"]
+__all__ = ["FeatureLookup", "InvalidFeaturesError", "Prediction", "RouteSpec", "ServingApp"]
+
+logger = logging.getLogger("conveyor.serving")
 
 RouteKind = Literal["labels", "probabilities", "metadata", "openapi", "docs", "metrics", "probe", "bentoml"]
 PREDICTIONS: frozenset[RouteKind] = frozenset({"labels", "probabilities"})
@@ -111,6 +128,45 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 
+class InvalidFeaturesError(FeatureServerError):
+    """The feature server answered features the data contract refuses (a value out of range, an unknown category)."""
+
+
+class FeatureLookup:
+    """The online features of validated records that give entity keys: fetched, then validated as a client's.
+
+    One request to the feature server (``CONVEYOR_FEAST_URL``, else the bundle's
+    ``server_url``) per call, in a worker thread so the event loop goes on meanwhile. The records
+    come back with the features, the request-time fields (which win over a fetched feature of the
+    same name) and the entity keys: what the model is given and the prediction log records.
+    """
+
+    def __init__(self, bundle: Bundle, online: OnlineFeaturesInfo) -> None:
+        self.keys = tuple(online.entity_keys)
+        self.client = OnlineFeatures(server_url(online.server_url), feature_service=online.feature_service)
+        self.fields = frozenset((*bundle.columns, *bundle.other_columns))
+        self.features = request_type(
+            bundle.contract, bundle.columns, max_records=bundle.serve.max_records, optional=bundle.other_columns
+        )
+
+    async def __call__(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``records`` fed with their features; :class:`MissingEntityError`, :class:`FeatureServerError` otherwise."""
+        fetched = await asyncio.to_thread(with_online_features, records, self.client, keys=self.keys)
+        known = [{name: value for name, value in record.items() if name in self.fields} for record in fetched]
+        try:
+            fed: list[dict[str, Any]] = self.features.validate_python({"records": known})["records"]
+        except ValidationError as error:
+            first = error.errors(include_url=False, include_input=False, include_context=False)[0]
+            where = ".".join(str(part) for part in first["loc"][1:])
+            raise InvalidFeaturesError(
+                f"feature server {self.client.url}: the data contract refuses its features: {where}: {first['msg']}"
+            ) from None
+        return [
+            {**{key: record[key] for key in self.keys}, **features}
+            for record, features in zip(records, fed, strict=True)
+        ]
+
+
 class _Routes(Starlette):
     """A Starlette app without its own error and exception layers: the server around it has them.
 
@@ -142,6 +198,12 @@ class Prediction:
         if self.service.engine is None:
             await send_body(send, 503, error_body("the model is still loading", []))
             return
+        if self.service.lookup is not None:
+            fed = await self.fed(scope, checked)
+            if isinstance(fed, Response):
+                await send_response(fed, scope, receive, send)
+                return
+            checked = fed
         outputs = await self.service.answer(checked, proba=self.proba)
         request_id = secrets.token_hex(8)
         await send_body(send, 200, to_json(outputs), extra=((REQUEST_ID_HEADER, request_id.encode()),))
@@ -163,6 +225,25 @@ class Prediction:
             self.service.counts.refused(self.path, detail)
             return refuse(scope["method"], scope["path"], 400, detail)
         return records
+
+    async def fed(self, scope: Scope, records: list[dict[str, Any]]) -> Response | list[dict[str, Any]]:
+        """The records with their online features, or the answer saying why not.
+
+        An entity the online store lacks is the client's 404, naming the key and the value; a
+        feature server that cannot answer (or answers what the contract refuses) is a 503 (502).
+        """
+        assert self.service.lookup is not None
+        try:
+            return await self.service.lookup(records)
+        except MissingEntityError as error:
+            key = next(iter(error.entity))
+            detail = [problem(["records", error.row, key], "entity_not_found", str(error))]
+            self.service.counts.refused(self.path, detail)
+            return refuse(scope["method"], scope["path"], 404, detail)
+        except FeatureServerError as error:
+            logger.warning("%s %s: %s", scope["method"], self.path, error)
+            status = 502 if isinstance(error, InvalidFeaturesError) else 503
+            return Response(error_body(str(error), []), status_code=status, media_type=JSON_TYPE)
 
 
 class _BentoMLCalls:
@@ -208,9 +289,20 @@ class ServingApp:
         self.engine: Engine | None = None
         self.batcher: Batcher | None = None
         self.log: PredictionLog | None = None
-        self.request = request_type(
-            bundle.contract, bundle.columns, max_records=bundle.serve.max_records, optional=bundle.other_columns
-        )
+        online = bundle.info.online_features
+        self.lookup = FeatureLookup(bundle, online) if online is not None else None
+        if online is None:
+            self.request = request_type(
+                bundle.contract, bundle.columns, max_records=bundle.serve.max_records, optional=bundle.other_columns
+            )
+        else:
+            self.request = request_type(
+                bundle.contract,
+                [column for column in bundle.columns if column not in online.features],
+                max_records=bundle.serve.max_records,
+                optional=(*online.features, *bundle.other_columns),
+                keys=online.entity_keys,
+            )
         self.routes = tuple(route for route in ROUTES if bundle.is_classifier or route.kind != "probabilities")
         self.predictions: dict[str, ASGIApp] = {
             route.path: Prediction(self, path=route.path, proba=route.kind == "probabilities")
@@ -297,13 +389,16 @@ class ServingApp:
         BentoML APIs return when called in process (``bentoml.depends``) or by BentoML's handlers.
 
         The records are validated as a request body is (a :class:`pydantic.ValidationError`
-        otherwise), counted and logged like an HTTP request's.
+        otherwise), fed with their online features if the model takes them (or the error of
+        :class:`FeatureLookup`), counted and logged like an HTTP request's.
         """
         endpoint = self.predictions[path]
         assert isinstance(endpoint, Prediction)
         checked: list[dict[str, Any]] = self.request.validate_python({"records": records})["records"]
         if self.engine is None:
             raise RuntimeError("the model is still loading")
+        if self.lookup is not None:
+            checked = await self.lookup(checked)
         outputs = await self.answer(checked, proba=endpoint.proba)
         self.answered(LoggedRequest(secrets.token_hex(8), path, checked, outputs), proba=endpoint.proba)
         return outputs

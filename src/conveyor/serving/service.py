@@ -143,7 +143,10 @@ for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 # one INFO line (see conveyor.serving.middleware.refuse).
 logging.getLogger("conveyor").setLevel(logging.INFO)
 
-APP = ServingApp(BUNDLE, exposition=lambda: bytes(BentoMLContainer.metrics_client.get().generate_latest()))  # type: ignore[no-untyped-call]
+try:
+    APP = ServingApp(BUNDLE, exposition=lambda: bytes(BentoMLContainer.metrics_client.get().generate_latest()))  # type: ignore[no-untyped-call]
+except ConveyorError as error:  # e.g. a CONVEYOR_FEAST_URL that is no URL
+    sys.exit(f"conveyor: cannot serve {MODEL.tag}: {error}")
 TIMEOUT_S = 30
 _typed_dict: Any = TypedDict
 
@@ -156,7 +159,13 @@ def api_types(bundle: Bundle) -> tuple[type[BaseModel], type[BaseModel], Any, An
     ``/schema.json`` tells BentoML's clients is what the front validates.
     """
     strict = ConfigDict(extra="forbid", strict=True)
-    body = body_type(record_type(bundle.contract, bundle.columns), max_records=bundle.serve.max_records)
+    online = bundle.info.online_features
+    if online is None:
+        record = record_type(bundle.contract, bundle.columns)
+    else:  # the entity keys and the request-time fields; the features are fetched
+        given = [column for column in bundle.columns if column not in online.features]
+        record = record_type(bundle.contract, given, optional=online.features, keys=online.entity_keys)
+    body = body_type(record, max_records=bundle.serve.max_records)
     field: Any = (body.__annotations__["records"], ...)
     records = create_model("PredictInput", __config__=strict, records=field)
     nothing = create_model("MetadataInput", __config__=strict)
@@ -272,17 +281,22 @@ def prediction_exporter() -> BentoMonitorExporter | None:
 
     Where it writes is BentoML's ``monitoring`` configuration (``BENTOML_CONFIG`` or
     ``BENTOML_CONFIG_OPTIONS``): JSON lines under ``options.log_path`` by default, OTLP with
-    ``type: otlp``. Whether and how much is logged is the bundle's (``monitor.log_*``).
+    ``type: otlp``. Whether and how much is logged is the bundle's (``monitor.log_*``). A model
+    fed from a feature store logs the features it was given (the fetched values) as any model
+    logs its inputs, and the entity keys as metadata.
     """
     if not BentoMLContainer.config.monitoring.enabled.get():
         return None
     info = BUNDLE.info
+    others = log_types(BUNDLE.contract, BUNDLE.other_columns)
+    if info.online_features is not None:  # the entity keys too, beside the features fetched for them
+        others = dict.fromkeys(info.online_features.entity_keys, "categorical") | others
     return BentoMonitorExporter(
         spec=BUNDLE.spec,
         task=info.task,
         classes=info.classes or [],
         model_tag=info.model_tag,
-        others=log_types(BUNDLE.contract, BUNDLE.other_columns),
+        others=others,
     )
 
 

@@ -4,7 +4,8 @@ Runs only when ``reports/gate.json`` says the model was accepted. The BentoML mo
 bundle (see :mod:`conveyor.bundle`): the skops pipeline, the ONNX model when it matched
 scikit-learn on the whole test split, the data contract, the monitor's reference sample, and
 ``conveyor.json`` with the commit it was packaged from, its provenance, gate metrics and the
-``serve`` and ``monitor.log_*`` settings.
+``serve`` and ``monitor.log_*`` settings; for a model trained from a feature store (ingest's
+report says so), what the service fetches online (:func:`online_features`).
 
 Model and bento versions are content hashes (of everything but the commit), so re-running with
 nothing changed finds both in the store and adds nothing, and ``reports/package.json`` is the same
@@ -27,7 +28,17 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from conveyor import io, provenance, store
-from conveyor.artifacts import BundleInfo, EvaluationRecord, GateVerdict, InferenceChoice, ModelCard, PackageReport
+from conveyor.artifacts import (
+    BundleInfo,
+    EvaluationRecord,
+    FeatureStoreJoin,
+    GateVerdict,
+    InferenceChoice,
+    IngestReport,
+    ModelCard,
+    OnlineFeaturesInfo,
+    PackageReport,
+)
 from conveyor.bundle import MODEL_NAME, reference_sample, write_bundle
 from conveyor.config import Config
 from conveyor.contract import Contract, contract_to_dict
@@ -44,6 +55,7 @@ __all__ = [
     "content_version",
     "contents",
     "labels",
+    "online_features",
     "prediction_buckets",
     "run",
     "source_digest",
@@ -87,6 +99,16 @@ def prediction_buckets(target: Sequence[float] | None) -> list[float] | None:
     return sorted({float(f"{edge:.4g}") for edge in edges})
 
 
+def online_features(join: FeatureStoreJoin, inputs: Sequence[str], cfg: Config) -> OnlineFeaturesInfo:
+    """What the service of a model trained from ``join`` fetches online: those of its ``inputs`` the feature service provides."""
+    return OnlineFeaturesInfo(
+        feature_service=join.feature_service,
+        entity_keys=list(join.entity_keys),
+        features=[feature for feature in join.features if feature in inputs],
+        server_url=cfg.feature_store.server_url,
+    )
+
+
 def bundle_info(
     card: ModelCard,
     evaluation: EvaluationRecord,
@@ -94,10 +116,13 @@ def bundle_info(
     inference: InferenceChoice,
     *,
     target: Sequence[float] | None = None,
+    online: OnlineFeaturesInfo | None = None,
 ) -> BundleInfo:
     """The bundle's ``conveyor.json``; its tag and the commit are filled in once the content is hashed.
 
-    ``target`` is the training split's target (regression only), for the prediction buckets.
+    ``target`` is the training split's target (regression only), for the prediction buckets;
+    ``online`` what the service fetches from the feature store (:func:`online_features`), if the
+    training table came from one.
     """
     return BundleInfo(
         model_tag="",
@@ -113,6 +138,7 @@ def bundle_info(
         inference=inference,
         prediction_log=cfg.monitor.prediction_log(),
         prediction_buckets=prediction_buckets(target) if card.task == "regression" else None,
+        online_features=online,
     )
 
 
@@ -205,17 +231,20 @@ def contents(
     test: pd.DataFrame,
     train: pd.DataFrame,
     git_revision: str,
+    join: FeatureStoreJoin | None = None,
 ) -> Contents:
     """The bundle of an accepted model: its ONNX form if it matches, its info tagged by content, the reference.
 
     ``model_bytes`` are the model file's bytes (what the version hashes); ``test`` is the split
-    the ONNX model must match scikit-learn on; ``train`` the split the reference is sampled from.
+    the ONNX model must match scikit-learn on; ``train`` the split the reference is sampled from;
+    ``join`` the feature store join ingest made (the bundle is then served with online features).
     """
     onnx, inference = compile_pipeline(
         model, test, task=cfg.task, tolerance=cfg.serve.proba_tolerance, enabled=cfg.serve.inference == "auto"
     )
     target = train[card.target].dropna().tolist() if card.task == "regression" else None
-    info = bundle_info(card, evaluation, cfg, inference, target=target)
+    online = online_features(join, spec_of(model).columns, cfg) if join is not None else None
+    info = bundle_info(card, evaluation, cfg, inference, target=target, online=online)
     # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
     # model, contract and parity report it is derived from do not. The monitor's reference sample
     # is in the bundle too: another size must not reuse a stored model.
@@ -244,8 +273,12 @@ def run(
     train: Path,
     bentofile: Path,
     out: Path,
+    ingest: Path | None = None,
 ) -> PackageReport:
-    """Check the gate, save the model (if new), build the bento (if new), write ``out``."""
+    """Check the gate, save the model (if new), build the bento (if new), write ``out``.
+
+    ``ingest`` is ingest's report: when it holds a feature store join, the bundle says so.
+    """
     check_gate(io.read_artifact(gate, GateVerdict), io.file_sha256(model_path), source=gate, model_path=model_path)
     import bentoml
 
@@ -260,6 +293,7 @@ def run(
         test=io.read_table(test),
         train=io.read_table(train),
         git_revision=provenance.git_revision(root),
+        join=io.read_artifact(ingest, IngestReport).feature_store if ingest is not None else None,
     )
     info, model_tag = bundle.info, bundle.info.model_tag
     version = model_tag.split(":", 1)[1]
