@@ -135,6 +135,12 @@ def test_stale_stages_ignore_the_gate_itself() -> None:
     assert report.stale_stages({"gate": []}) == []
 
 
+def test_the_always_changed_source_stage_is_not_stale() -> None:
+    # `dvc status` lists the source stage on every run; only a changed dependency makes it stale.
+    assert report.stale_stages({"source": ["always changed"]}) == []
+    assert report.stale_stages({"source": ["always changed", {"changed deps": {}}]}) == ["source"]
+
+
 def test_validation_section_counts_and_lists_findings() -> None:
     validation = {
         "passed": True,

@@ -141,14 +141,22 @@ def dvc(root: Path, *args: str) -> tuple[str, str]:
     return result.stdout, result.stderr
 
 
+# How `dvc status --json` lists an always_changed stage that is otherwise up to date.
+ALWAYS_CHANGED = "always changed"
+
+
 def stale_stages(status: Mapping[str, Any]) -> list[str]:
     """Stages that ``dvc status gate --with-deps --json`` lists as not up to date, apart from the gate.
 
     A rejected model leaves only the gate unfinished (its verdict is fresh); a stage upstream of
     it means the pipeline stopped earlier and the reports on disk are from an older run. Stages
-    after the gate (packaging) do not run when it rejects, and do not matter here.
+    after the gate (packaging) do not run when it rejects, and do not matter here. A stage that
+    DVC lists only as ``always changed`` (``source``, which fingerprints data.source on every
+    run) is not stale: what it writes is a dependency of ingest, which shows a changed source.
     """
-    return sorted(name for name in status if name.split(":")[-1] != GATE_STAGE)
+    return sorted(
+        name for name, changes in status.items() if name.split(":")[-1] != GATE_STAGE and changes != [ALWAYS_CHANGED]
+    )
 
 
 def verdict_section(gate: GateVerdict | None, champion: Champion | None, stale: Sequence[str]) -> list[str]:
