@@ -6,11 +6,12 @@ Every error names the dotted key (``model.params.C``), what was found and what w
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from conveyor.errors import ConfigError, describe_errors, yaml_problem
 from conveyor.model.registry import Task, check_estimator, check_estimator_name, default_space, metric_names
@@ -19,6 +20,7 @@ from conveyor.urls import SQL_SCHEMES
 __all__ = [
     "Bound",
     "Config",
+    "DaskConfig",
     "DataConfig",
     "Distribution",
     "EvaluateConfig",
@@ -294,6 +296,28 @@ class FeatureStoreConfig(_Section):
     python: str = Field(default="feature_repo/.venv/bin/python", min_length=1)
 
 
+class DaskConfig(_Section):
+    """Where ``engine: dask`` runs: a ``LocalCluster`` the stage starts, or an existing scheduler.
+
+    ``address: null`` starts a cluster of ``workers`` processes with ``threads_per_worker``
+    threads and ``memory_limit`` each (a size such as ``2.5GiB``, or ``auto``), stopped when the
+    stage ends; an address (``tcp://scheduler:8786``) connects to a running scheduler instead and
+    the ``workers``/``threads_per_worker``/``memory_limit`` keys are not used. See docs/scale.md.
+    """
+
+    address: str | None = Field(default=None, min_length=1)
+    workers: Annotated[int, Field(ge=1)] = 2
+    threads_per_worker: Annotated[int, Field(ge=1)] = 1
+    memory_limit: str = "2.5GiB"
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _a_size(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|\d+(\.\d+)?\s*[KMGT]i?B", value):
+            raise ValueError(f"expected a size such as 2.5GiB or 4GB, or auto; got {value!r}")
+        return value
+
+
 Choice = str | int | float | bool | None
 
 
@@ -393,6 +417,8 @@ class Config(_Section):
     monitor: MonitorConfig = MonitorConfig()
     tune: TuneConfig = TuneConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
+    engine: Literal["pandas", "dask"] = "pandas"
+    dask: DaskConfig = DaskConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Config:

@@ -46,6 +46,10 @@ def summarize(df: pd.DataFrame, *, source: str, join: FeatureStoreJoin | None = 
 def run(cfg: Config, *, out: Path, report: Path) -> IngestReport:
     """Read the source, write it to ``out`` as Parquet and its summary to ``report``."""
     store = cfg.feature_store
+    if cfg.engine == "dask" and not store.enabled:
+        from conveyor.engine import ingest as dask_ingest
+
+        return dask_ingest.run(cfg, out=out, report=report)
     if store.enabled:
         df, join = ingest_feature_store(store)
         summary = summarize(df, source=f"feast:{store.repo} ({store.feature_service})", join=join)

@@ -159,7 +159,7 @@ def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
             type=spec.type if spec else "?",
             min=spec.min if spec else "?",
             max=spec.max if spec else "?",
-            count=len(group),
+            count=int(group["count"].sum()) if "count" in group else len(group),
             allowed=allowed,
             check=check,
         )
@@ -319,6 +319,10 @@ def _text_codes(values: pd.Series) -> NDArray[np.int64]:
 
 def run(cfg: Config, contract: Contract, *, data: Path, out: Path, report: Path) -> ValidationResult:
     """Validate the raw table; write the report, then the conformed table or raise ``ValidationFailed``."""
+    if cfg.engine == "dask":
+        from conveyor.engine import validate as dask_validate
+
+        return dask_validate.run(cfg, contract, data=data, out=out, report=report)
     df = io.read_table(data)
     result = validate(df, contract, target=cfg.data.target, task=cfg.task)
     io.write_artifact(result.to_report(), report)
