@@ -18,6 +18,7 @@ from conveyor.model.registry import Task, check_estimator, check_estimator_name,
 from conveyor.urls import SQL_SCHEMES
 
 __all__ = [
+    "DASK_ESTIMATORS",
     "Bound",
     "Config",
     "DaskConfig",
@@ -37,6 +38,8 @@ __all__ = [
     "parse_config",
 ]
 
+# What engine: dask trains (xgboost.dask, across the workers); see docs/scale.md.
+DASK_ESTIMATORS = ("xgboost",)
 # YAML has lists, not tuples; strict mode would refuse them, and tuples keep the config immutable.
 Names = Annotated[tuple[str, ...], Field(strict=False)]
 
@@ -428,6 +431,11 @@ class Config(_Section):
             check_estimator(self.task, self.model.estimator, self.tune.space, where="tune.space")
         else:
             check_estimator_name(self.task, self.model.estimator)
+        if self.engine == "dask" and self.model.estimator not in DASK_ESTIMATORS:
+            raise ValueError(
+                f"model.estimator: {self.model.estimator!r} does not train with engine: dask; "
+                f"expected one of {list(DASK_ESTIMATORS)} (or engine: pandas)"
+            )
         known = metric_names(self.task)
         metric = () if self.tune.metric is None else (self.tune.metric,)
         for where, names in (

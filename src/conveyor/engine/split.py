@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 from conveyor.config import Config
 from conveyor.engine import cluster, hashsplit, tables
 
-__all__ = ["run", "test_mask"]
+__all__ = ["held_out", "run"]
 
 
 def _keys(part: pd.DataFrame, target: str, seed: int, stratify: bool) -> tuple[NDArray[np.object_], NDArray[np.uint64]]:
@@ -37,7 +37,7 @@ def _mask(part: pd.DataFrame, target: str, seed: int, stratify: bool, limits: di
     return pd.Series(hashsplit.is_test(groups, hashes, limits), index=part.index)
 
 
-def test_mask(client: Client, df: dd.DataFrame, cfg: Config, *, stratify: bool) -> dd.Series:
+def held_out(client: Client, df: dd.DataFrame, cfg: Config, *, stratify: bool) -> dd.Series:
     """Whether each row is a test row, as :func:`conveyor.stages.split.split` decides it for one frame."""
     args = (cfg.data.target, cfg.split.seed, stratify)
     counts_parts = df.map_partitions(_counts, *args, meta=pd.Series(dtype="int64")).to_delayed()
@@ -56,7 +56,7 @@ def run(cfg: Config, *, data: Path, train_out: Path, test_out: Path, stratify: b
     """Split the validated Parquet table into the ``train_out`` and ``test_out`` folders; return their row counts."""
     with cluster.connect(cfg.dask, stage="split") as client:
         df = tables.read_table(data)
-        is_test = test_mask(client, df, cfg, stratify=stratify)
+        is_test = held_out(client, df, cfg, stratify=stratify)
         train, test = df[~is_test], df[is_test]
         tables.write_table(client, train, train_out)
         tables.write_table(client, test, test_out)
