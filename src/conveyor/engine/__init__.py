@@ -4,4 +4,4 @@
 other module here is imported only by a stage that runs with ``engine: dask``.
 """
 
-__all__ = ["hashsplit"]
+__all__ = ["cluster", "evaluate", "hashsplit", "ingest", "split", "tables", "train", "validate"]

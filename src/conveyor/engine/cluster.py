@@ -18,7 +18,7 @@ from distributed import Client, LocalCluster, progress
 from conveyor.config import DaskConfig
 from conveyor.errors import ConveyorError
 
-__all__ = ["ClusterError", "compute", "connect"]
+__all__ = ["SETTINGS", "ClusterError", "compute", "connect"]
 
 # pandas' pyarrow-backed strings lose the missing category in OneHotEncoder; the stages keep
 # object columns, as the pandas engine's frames after features.model_frame.

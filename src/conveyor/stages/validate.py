@@ -22,7 +22,7 @@ from conveyor.config import Config
 from conveyor.contract import Contract, conform, pandera_schema
 from conveyor.errors import ConveyorError
 
-__all__ = ["ValidationFailed", "ValidationResult", "run", "validate"]
+__all__ = ["EXAMPLES", "RARE_CLASS_FRACTION", "Level", "ValidationFailed", "ValidationResult", "run", "validate"]
 
 Level = Literal["error", "warning"]
 EXAMPLES = 5
