@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import feature_store
 import pipeline
 import scale
+import scale_dask
 import serving
 import tuning
 
@@ -25,6 +26,7 @@ SECTIONS = {
     "serving": serving.main,
     "tuning": tuning.main,
     "scale": scale.main,
+    "scale_dask": scale_dask.main,
     "feature_store": feature_store.main,
 }
 
