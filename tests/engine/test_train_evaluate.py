@@ -18,6 +18,7 @@ from conveyor.engine import evaluate as dask_evaluate
 from conveyor.engine import train as dask_train
 from conveyor.errors import ConfigError
 from conveyor.model.estimators import XGBClassifier
+from conveyor.model.features import build_preprocessor, model_frame, resolve_features
 from conveyor.stages import evaluate, train
 from conveyor.stages.split import split
 from tests.conftest import configured, labelled, regression
@@ -118,3 +119,25 @@ def test_dask_settings_are_checked_on_load(params: Config) -> None:
         configured(params, dask={"memory_limit": "lots"})
     with pytest.raises(ConfigError, match=r"engine: expected 'pandas' or 'dask', got 'spark'"):
         configured(params, engine="spark")
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        {"numeric_imputation": "mean", "scaling": "minmax", "encoding": "ordinal"},
+        {"numeric_imputation": "median", "scaling": "robust", "categorical_imputation": "most_frequent"},
+        {"numeric_imputation": "most_frequent", "scaling": "none"},
+        {"numeric_imputation": "zero", "scaling": "standard", "categorical_imputation": "most_frequent"},
+    ],
+    ids=["mean-minmax-ordinal", "median-robust-mode", "mode-none", "zero-standard-mode"],
+)
+def test_the_feature_statistics_are_scikit_learns(
+    dask_client: Client, penguins: pd.DataFrame, contract: Contract, params: Config, features: dict[str, str]
+) -> None:
+    cfg = configured(params, features=features)
+    spec = resolve_features(cfg.features, contract, target=cfg.data.target)
+    frame = model_frame(conform(penguins, contract), spec)
+    stats = dask_train.statistics(dask_client, dd.from_pandas(frame, npartitions=1), spec, cfg.features)
+    ours = dask_train.fit_features(spec, cfg.features, stats)
+    theirs = build_preprocessor(spec, cfg.features).fit(frame)
+    np.testing.assert_allclose(ours.transform(frame), theirs.transform(frame), rtol=1e-12, atol=1e-12)

@@ -13,6 +13,7 @@ partition); means, variances, minima, maxima, modes and categories are exact.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,25 @@ from conveyor.stages.train import model_card, with_tuned_params
 
 __all__ = ["Statistics", "fit_features", "run", "statistics", "train"]
 
-Statistics = dict[str, Any]
+Floats = NDArray[np.float64]
+
+
+@dataclass
+class Statistics:
+    """What the fitted feature steps hold, over the whole train split: per numeric column (in
+    ``FeatureSpec.numeric`` order) the imputation value and the imputed column's moments,
+    quartiles (robust scaling only); per categorical column its sorted categories and its mode
+    (``most_frequent`` imputation only)."""
+
+    rows: int = 0
+    fill: Floats = field(default_factory=lambda: np.zeros(0))
+    mean: Floats = field(default_factory=lambda: np.zeros(0))
+    var: Floats = field(default_factory=lambda: np.zeros(0))
+    low: Floats = field(default_factory=lambda: np.zeros(0))
+    high: Floats = field(default_factory=lambda: np.zeros(0))
+    quartiles: Floats | None = None
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
 
 
 def _frame(part: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
@@ -54,21 +73,19 @@ def _frame(part: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
 
 def statistics(client: Client, frame: dd.DataFrame, spec: FeatureSpec, cfg: FeaturesConfig) -> Statistics:
     """What the fitted feature steps hold, computed over the partitions of ``frame`` (a :func:`model_frame`)."""
-    stats: Statistics = {"rows": None, "categories": {}, "modes": {}}
-    numeric = frame[list(spec.numeric)] if spec.numeric else None
-    if numeric is not None:
-        stats["fill"] = _fill(client, numeric, cfg)
-        filled = numeric.fillna(dict(zip(spec.numeric, stats["fill"], strict=True)))
+    stats = Statistics()
+    if spec.numeric:
+        numeric = frame[list(spec.numeric)]
+        stats.fill = _fill(client, numeric, cfg)
+        filled = numeric.fillna(dict(zip(spec.numeric, stats.fill, strict=True)))
         moments = [filled.shape[0], filled.mean(), filled.var(ddof=0), filled.min(), filled.max()]
         if cfg.scaling == "robust":
             moments.append(filled.quantile([0.25, 0.5, 0.75]))
         computed = cluster.compute(client, *moments)
-        stats["rows"], stats["mean"], stats["var"], stats["min"], stats["max"] = (
-            computed[0],
-            *(np.asarray(c, dtype="float64") for c in computed[1:5]),
-        )
+        stats.rows = int(computed[0])
+        stats.mean, stats.var, stats.low, stats.high = (np.asarray(c, dtype="float64") for c in computed[1:5])
         if cfg.scaling == "robust":
-            stats["quartiles"] = np.asarray(computed[5], dtype="float64")
+            stats.quartiles = np.asarray(computed[5], dtype="float64")
     if spec.categorical:
         counts = _value_counts(client, frame, spec.categorical)
         for name, count in zip(spec.categorical, counts, strict=True):
@@ -77,8 +94,8 @@ def statistics(client: Client, frame: dd.DataFrame, spec: FeatureSpec, cfg: Feat
                 # Imputed before encoding: the encoder never sees the missing category.
                 present = count.drop(MISSING_CATEGORY, errors="ignore")
                 # scikit-learn's most_frequent takes the smallest of tied values.
-                stats["modes"][name] = sorted(present[present == present.max()].index)[0]
-            stats["categories"][name] = sorted(str(v) for v in present.index)
+                stats.modes[name] = str(sorted(present[present == present.max()].index)[0])
+            stats.categories[name] = sorted(str(v) for v in present.index)
     return stats
 
 
@@ -112,39 +129,39 @@ def _scale(values: NDArray[np.float64]) -> NDArray[np.float64]:
 
 def fit_features(spec: FeatureSpec, cfg: FeaturesConfig, stats: Statistics) -> ColumnTransformer:
     """scikit-learn's fitted ``ColumnTransformer`` for ``spec``, holding ``stats`` (from :func:`statistics`)."""
-    width = max([2, *(len(c) for c in stats["categories"].values())])
+    width = max([2, *(len(c) for c in stats.categories.values())])
     seed_frame = pd.DataFrame(
         {name: np.arange(width, dtype="float64") for name in spec.numeric}
         | {
             name: pd.Series([values[i % len(values)] for i in range(width)], dtype=object)
-            for name, values in stats["categories"].items()
+            for name, values in stats.categories.items()
         }
     )
     preprocessor = build_preprocessor(spec, cfg).fit(seed_frame[list(spec.columns)])
     if spec.numeric:
         branch = preprocessor.named_transformers_["numeric"]
-        branch.named_steps["impute"].statistics_ = np.asarray(stats["fill"], dtype="float64")
+        branch.named_steps["impute"].statistics_ = stats.fill
         _set_scaler(branch.named_steps.get("scale"), cfg, stats)
     if spec.categorical and cfg.categorical_imputation == "most_frequent":
         imputer = preprocessor.named_transformers_["categorical"].named_steps["impute"]
-        imputer.statistics_ = np.asarray([stats["modes"][name] for name in spec.categorical], dtype=object)
+        imputer.statistics_ = np.asarray([stats.modes[name] for name in spec.categorical], dtype=object)
     return preprocessor
 
 
 def _set_scaler(scaler: Any, cfg: FeaturesConfig, stats: Statistics) -> None:
     if cfg.scaling == "standard":
-        scaler.mean_, scaler.var_ = stats["mean"], stats["var"]
-        scaler.scale_ = _scale(np.sqrt(stats["var"]))
-        scaler.n_samples_seen_ = int(stats["rows"])
+        scaler.mean_, scaler.var_ = stats.mean, stats.var
+        scaler.scale_ = _scale(np.sqrt(stats.var))
+        scaler.n_samples_seen_ = stats.rows
     elif cfg.scaling == "minmax":
         low, high = scaler.feature_range
-        scaler.data_min_, scaler.data_max_ = stats["min"], stats["max"]
-        scaler.data_range_ = stats["max"] - stats["min"]
+        scaler.data_min_, scaler.data_max_ = stats.low, stats.high
+        scaler.data_range_ = stats.high - stats.low
         scaler.scale_ = (high - low) / _scale(scaler.data_range_)
-        scaler.min_ = low - stats["min"] * scaler.scale_
-        scaler.n_samples_seen_ = int(stats["rows"])
-    elif cfg.scaling == "robust":
-        q25, median, q75 = stats["quartiles"]
+        scaler.min_ = low - stats.low * scaler.scale_
+        scaler.n_samples_seen_ = stats.rows
+    elif cfg.scaling == "robust" and stats.quartiles is not None:
+        q25, median, q75 = stats.quartiles
         scaler.center_, scaler.scale_ = median, _scale(q75 - q25)
 
 
