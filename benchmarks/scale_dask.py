@@ -10,11 +10,10 @@ table in the same run (it fits logistic regression; the Dask engine trains xgboo
 from __future__ import annotations
 
 import json
-import os
+import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +74,18 @@ def _start_cluster(log_dir: Path) -> tuple[str, list[subprocess.Popen[bytes]]]:
     return address, processes
 
 
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    # SIGTERM, then the peak RSS (KiB) of the process or its largest descendant it reaped.
-    process.terminate()
-    _, _, usage = os.wait4(process.pid, 0)
-    return int(usage.ru_maxrss)
+def _peaks(address: str) -> tuple[list[int], int]:
+    """Each worker's peak RSS and the scheduler's (KiB), read inside each process.
+
+    Not from ``wait4`` here: a process forked from this one keeps this one's peak at the fork
+    (Linux preserves ``ru_maxrss`` across exec), which the generated table makes large.
+    """
+    from distributed import Client
+
+    with Client(address, timeout="60s") as client:
+        workers = client.run(resource.getrusage, resource.RUSAGE_SELF)
+        scheduler = client.run_on_scheduler(resource.getrusage, resource.RUSAGE_SELF)
+    return [int(usage.ru_maxrss) for usage in workers.values()], int(scheduler.ru_maxrss)
 
 
 def dask_copy(parent: Path, name: str, data: Path, address: str) -> Path:
@@ -98,27 +104,29 @@ def measure(rows: int, *, baseline: bool = True) -> dict[str, Any]:
     """One Dask-engine ``dvc repro -f`` and (``baseline``) one baseline run on a generated table of ``rows`` rows."""
     with tempfile.TemporaryDirectory(prefix="conveyor-scale-dask-") as tmp:
         parent = Path(tmp)
-        data = parent / "penguin-like.csv"
-        penguin_like(rows, seed=0).to_csv(data, index=False)
-        shim_dir = parent / "bin"
-        shim_dir.mkdir()
-        shim = shim_dir / "conveyor"
-        shim.write_text(SHIM.format(python=sys.executable, real=str(Path(sys.executable).parent / "conveyor")))
-        shim.chmod(0o755)
-        script = run_baseline(data, parent / "baseline") if baseline else None
+        # The cluster first, while this process is small (see _peaks).
         address, processes = _start_cluster(parent)
         try:
-            started = time.perf_counter()
+            data = parent / "penguin-like.csv"
+            penguin_like(rows, seed=0).to_csv(data, index=False)
+            shim_dir = parent / "bin"
+            shim_dir.mkdir()
+            shim = shim_dir / "conveyor"
+            shim.write_text(SHIM.format(python=sys.executable, real=str(Path(sys.executable).parent / "conveyor")))
+            shim.chmod(0o755)
+            script = run_baseline(data, parent / "baseline") if baseline else None
             conveyor = run_conveyor(dask_copy(parent, "repo", data, address), shim_dir)
-            conveyor["seconds_measured"] = time.perf_counter() - started
+            workers, scheduler = _peaks(address)
         finally:
-            peaks = [_stop(p) for p in reversed(processes)]
+            for process in reversed(processes):
+                process.terminate()
+                process.wait(timeout=60)
     return {
         "rows": rows,
         "conveyor": conveyor,
         "baseline": script,
-        "worker_peak_rss_kib": peaks[:2],
-        "scheduler_peak_rss_kib": peaks[2],
+        "worker_peak_rss_kib": workers,
+        "scheduler_peak_rss_kib": scheduler,
     }
 
 
