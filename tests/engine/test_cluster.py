@@ -87,18 +87,23 @@ def _executed(dask_worker: Any) -> int:
     return int(dask_worker.state.executed_count)
 
 
-@pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one:UserWarning")
-def test_the_stages_run_on_an_external_scheduler(scheduler: str, tmp_path: Path) -> None:
-    work = tmp_path / "project"
+def project(work: Path, dask: dict[str, Any]) -> Path:
+    """A folder with the default data and contract, and params for the Dask engine with ``dask`` settings."""
     (work / "data").mkdir(parents=True)
     for name in ("penguins.csv", "contract.yaml"):
         (work / "data" / name).write_bytes((ROOT / "data" / name).read_bytes())
     raw = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["engine"] = "dask"
-    raw["dask"]["address"] = scheduler
+    raw["dask"] |= dask
     raw["model"] = {"estimator": "xgboost", "params": {"n_estimators": 30, "max_depth": 3}}
     (work / "params.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return work
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one:UserWarning")
+def test_the_stages_run_on_an_external_scheduler(scheduler: str, tmp_path: Path) -> None:
+    work = project(tmp_path / "project", {"address": scheduler})
     started = time.perf_counter()
     for stage, *args in STAGES:
         result = run(work, BIN / "conveyor", stage, *args)
@@ -115,3 +120,12 @@ def test_the_stages_run_on_an_external_scheduler(scheduler: str, tmp_path: Path)
         executed = client.run(_executed)
     assert len(executed) == 2
     assert all(count > 0 for count in executed.values()), executed
+
+
+@pytest.mark.slow
+def test_a_stage_starts_and_stops_its_own_local_cluster(tmp_path: Path) -> None:
+    work = project(tmp_path / "project", {"address": None, "workers": 1, "memory_limit": "1GiB"})
+    for stage, *args in STAGES[:3]:
+        result = run(work, BIN / "conveyor", stage, *args)
+        assert f"{stage}: dask on a LocalCluster of 1 worker(s); dashboard http://127.0.0.1:" in result.stderr
+    assert (work / "data" / "split" / "train.parquet").is_dir()
