@@ -18,6 +18,7 @@ import bakeoff
 import feature_store
 import pipeline
 import scale
+import scale_dask
 import serving
 import tuning
 
@@ -26,6 +27,7 @@ SECTIONS = {
     "serving": serving.main,
     "tuning": tuning.main,
     "scale": scale.main,
+    "scale_dask": scale_dask.main,
     "feature_store": feature_store.main,
     "bakeoff": bakeoff.main,
 }

@@ -6,6 +6,7 @@ __all__ = [
     "cli",
     "config",
     "contract",
+    "engine",
     "errors",
     "feature_store",
     "io",

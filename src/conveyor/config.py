@@ -7,12 +7,13 @@ Every error names the dotted key (``model.params.C``), what was found and what w
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from conveyor.errors import ConfigError, describe_errors, yaml_problem
 from conveyor.model.registry import (
@@ -26,9 +27,11 @@ from conveyor.model.registry import (
 from conveyor.urls import credentials_in, is_sql_url, location, redact_url, remember_secrets
 
 __all__ = [
+    "DASK_ESTIMATORS",
     "Bins",
     "Bound",
     "Config",
+    "DaskConfig",
     "DataConfig",
     "DataLimits",
     "DateParts",
@@ -56,6 +59,8 @@ __all__ = [
     "parse_config",
 ]
 
+# What engine: dask trains (xgboost.dask, across the workers); see docs/scale.md.
+DASK_ESTIMATORS = ("xgboost",)
 # YAML has lists, not tuples; strict mode would refuse them, and tuples keep the config immutable.
 Names = Annotated[tuple[str, ...], Field(strict=False)]
 
@@ -492,6 +497,28 @@ class FeatureStoreConfig(_Section):
     server_url: str = Field(default="http://127.0.0.1:6566", pattern=r"^https?://[^/?#\s]+")
 
 
+class DaskConfig(_Section):
+    """Where ``engine: dask`` runs: a ``LocalCluster`` the stage starts, or an existing scheduler.
+
+    ``address: null`` starts a cluster of ``workers`` processes with ``threads_per_worker``
+    threads and ``memory_limit`` each (a size such as ``2.5GiB``, or ``auto``), stopped when the
+    stage ends; an address (``tcp://scheduler:8786``) connects to a running scheduler instead and
+    the ``workers``/``threads_per_worker``/``memory_limit`` keys are not used. See docs/scale.md.
+    """
+
+    address: str | None = Field(default=None, min_length=1)
+    workers: Annotated[int, Field(ge=1)] = 2
+    threads_per_worker: Annotated[int, Field(ge=1)] = 1
+    memory_limit: str = "2.5GiB"
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _a_size(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|\d+(\.\d+)?\s*[KMGT]i?B", value):
+            raise ValueError(f"expected a size such as 2.5GiB or 4GB, or auto; got {value!r}")
+        return value
+
+
 Choice = str | int | float | bool | None
 
 
@@ -591,6 +618,23 @@ class Config(_Section):
     monitor: MonitorConfig = MonitorConfig()
     tune: TuneConfig = TuneConfig()
     feature_store: FeatureStoreConfig = FeatureStoreConfig()
+    engine: Literal["pandas", "dask"] = "pandas"
+    dask: DaskConfig = DaskConfig()
+
+    def _check_dask_model(self) -> None:
+        """What ``engine: dask`` can fit: the estimator xgboost.dask trains, the plain column transformer."""
+        if self.model.estimator not in DASK_ESTIMATORS:
+            raise ValueError(
+                f"model.estimator: {self.model.estimator!r} does not train with engine: dask; "
+                f"expected one of {list(DASK_ESTIMATORS)} (or engine: pandas)"
+            )
+        # The Dask engine fits the column transformer's statistics by aggregation; these have none yet.
+        if self.features.derived:
+            raise ValueError("features.derived: not fitted by engine: dask yet; remove it or use engine: pandas")
+        if self.model.target_transform != "none":
+            raise ValueError(
+                "model.target_transform: not fitted by engine: dask yet; set it to none or use engine: pandas"
+            )
 
     @model_validator(mode="after")
     def _cross_checks(self, info: ValidationInfo) -> Config:
@@ -609,6 +653,8 @@ class Config(_Section):
                 f"model.target_transform: {self.model.target_transform!r} applies to regression; "
                 f"task is {self.task} (set it to none)"
             )
+        if self.engine == "dask":
+            self._check_dask_model()
         known = metric_names(self.task)
         metric = () if self.tune.metric is None else (self.tune.metric,)
         for where, names in (

@@ -568,8 +568,17 @@ def read_bytes(path: str | Path) -> bytes:
 
 
 def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's bytes: which exact model or table a report is about."""
-    return hashlib.sha256(read_bytes(path)).hexdigest()
+    """The SHA-256 of a file's bytes: which exact model or table a report is about.
+
+    A folder (a partitioned table, ``engine: dask``) hashes its files' names and bytes, in name order.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return hashlib.sha256(read_bytes(path)).hexdigest()
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(folder).as_posix()}\0{file_sha256(file)}\0".encode())
+    return digest.hexdigest()
 
 
 # --- tables written by the stages ------------------------------------------------------------

@@ -146,3 +146,8 @@ def test_the_search_is_bounded_and_cheap_on_a_wide_table(task: str) -> None:
     # 20 columns, LEAK_SAMPLE_ROWS of 50,000 rows: about 2 s here, bounded well under what a repro's validate may take.
     assert time.perf_counter() - start < 10
     assert rows > LEAK_SAMPLE_ROWS
+
+
+def test_a_single_class_is_named_as_such_not_as_a_leak() -> None:
+    df = table().assign(label="only")
+    assert leaks(df, "label", "classification") == [], "any column 'reproduces' a constant label"

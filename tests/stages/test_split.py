@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from conveyor.config import SplitConfig
-from conveyor.stages.split import SplitError, split
+from conveyor.engine.hashsplit import SplitError
+from conveyor.stages.split import split
 
 
 def test_same_seed_same_rows_other_seed_other_rows(penguins: pd.DataFrame) -> None:

@@ -319,6 +319,10 @@ def run(cfg: Config, *, model_path: Path, test: Path, out: Path) -> Evaluation:
 
     ``<out>/evaluation.json`` ties the metrics to the exact model and test files they came from.
     """
+    if cfg.engine == "dask":
+        from conveyor.engine import evaluate as dask_evaluate
+
+        return dask_evaluate.run(cfg, model_path=model_path, test=test, out=out)
     model_sha256, test_sha256 = io.file_sha256(model_path), io.file_sha256(test)
     evaluation = evaluate(io.load_model(model_path), io.read_table(test), cfg)
     write(evaluation, out)

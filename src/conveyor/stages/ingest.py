@@ -54,6 +54,10 @@ def run(cfg: Config, *, out: Path, report: Path) -> IngestReport:
     import pyarrow as pa
 
     store = cfg.feature_store
+    if cfg.engine == "dask" and not store.enabled:
+        from conveyor.engine import ingest as dask_ingest
+
+        return dask_ingest.run(cfg, out=out, report=report)
     try:
         if store.enabled:
             df, join = ingest_feature_store(store)

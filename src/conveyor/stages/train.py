@@ -98,6 +98,12 @@ def run(
     tuned_params: Path | None = None,
 ) -> Pipeline:
     """Train on ``data`` (with the tune stage's params from ``tuned_params``); write the model (skops) and its card."""
+    if cfg.engine == "dask":
+        from conveyor.engine import train as dask_train
+
+        return dask_train.run(
+            cfg, contract, data=data, model_out=model_out, metadata_out=metadata_out, tuned_params=tuned_params
+        )
     tuned = None if tuned_params is None else io.read_artifact(tuned_params, TunedParams)
     cfg = with_tuned_params(cfg, tuned)
     df = io.read_table(data)

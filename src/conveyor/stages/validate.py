@@ -24,7 +24,10 @@ from conveyor.contract import Contract, conform, pandera_schema
 from conveyor.errors import ConveyorError
 
 __all__ = [
+    "EXAMPLES",
     "LEAK_SAMPLE_ROWS",
+    "RARE_CLASS_FRACTION",
+    "Level",
     "ValidationFailed",
     "ValidationResult",
     "run",
@@ -166,7 +169,7 @@ def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
             type=spec.type if spec else "?",
             min=spec.min if spec else "?",
             max=spec.max if spec else "?",
-            count=len(group),
+            count=int(group["count"].sum()) if "count" in group else len(group),
             allowed=allowed,
             check=check,
         )
@@ -295,6 +298,9 @@ def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> li
     features = [
         name for name in contract.columns if name != target and name in df.columns and contract.columns[name].feature
     ]
+    if y[labelled].nunique() < 2:
+        # Anything "reproduces" a constant label; the class or number checks name that problem.
+        return _id_like(df, contract, features)
     for name in features:
         x = df[name][labelled]
         if x.isna().any() or x.nunique() < 2:
@@ -540,6 +546,10 @@ def _text_codes(values: pd.Series) -> NDArray[np.int64]:
 
 def run(cfg: Config, contract: Contract, *, data: Path, out: Path, report: Path) -> ValidationResult:
     """Validate the raw table; write the report, then the conformed table or raise ``ValidationFailed``."""
+    if cfg.engine == "dask":
+        from conveyor.engine import validate as dask_validate
+
+        return dask_validate.run(cfg, contract, data=data, out=out, report=report)
     df = io.read_table(data)
     result = validate(df, contract, target=cfg.data.target, task=cfg.task)
     io.write_artifact(result.to_report(), report)

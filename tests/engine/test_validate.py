@@ -1,0 +1,73 @@
+"""The Dask engine's validation finds what the pandas engine finds, in its words, across partitions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from distributed import Client
+
+from conveyor import io
+from conveyor.contract import Contract, contract_to_dict, parse_contract
+from conveyor.engine import tables
+from conveyor.engine import validate as dask_validate
+from conveyor.stages import validate
+from tests.stages.conftest import CORRUPTIONS, PENGUINS, Corruption
+
+VALIDATE_STOPS = [c for c in CORRUPTIONS if c.stage == "validate"]
+
+
+def findings(result: validate.ValidationResult) -> list[dict[str, Any]]:
+    """Every finding as a dict, in a fixed order (the engines may list contract checks in another)."""
+    return sorted((f.model_dump(mode="json") for f in result.findings), key=repr)
+
+
+def both(
+    client: Client,
+    df: pd.DataFrame,
+    contract: Contract,
+    tmp_path: Path,
+    *,
+    target: str = "species",
+    task: str = "classification",
+) -> tuple[validate.ValidationResult, validate.ValidationResult]:
+    """The pandas engine's result on ``df``, and the Dask engine's on it written as ingest writes it, in 3 partitions."""
+    io.write_table(df, tmp_path / "raw.parquet")
+    table = tables.read_table(tmp_path / "raw.parquet").repartition(npartitions=3)
+    expected = validate.validate(io.read_table(tmp_path / "raw.parquet"), contract, target=target, task=task)
+    return expected, dask_validate.validate(client, table, contract, target=target, task=task)
+
+
+@pytest.mark.parametrize("corruption", VALIDATE_STOPS, ids=lambda c: c.name)
+def test_both_engines_report_the_same_findings(
+    dask_client: Client, contract: Contract, tmp_path: Path, corruption: Corruption
+) -> None:
+    df = io.read_source(str(corruption.write(tmp_path / "source.csv")))
+    expected, got = both(dask_client, df, contract, tmp_path)
+    assert not expected.passed
+    assert findings(got) == findings(expected)
+    assert (got.rows, got.columns) == (expected.rows, expected.columns)
+
+
+def test_clean_data_passes_both(dask_client: Client, contract: Contract, tmp_path: Path) -> None:
+    expected, got = both(dask_client, io.read_source(str(PENGUINS)), contract, tmp_path)
+    assert got.passed
+    assert expected.passed
+    assert findings(got) == findings(expected)
+
+
+def test_duplicates_across_partitions_and_a_unique_key(dask_client: Client, contract: Contract, tmp_path: Path) -> None:
+    df = io.read_source(str(PENGUINS))
+    df.insert(0, "tag", [f"P{i:04d}" for i in range(len(df))])
+    # The last rows repeat the first ones: each duplicate sits in another partition than its original.
+    df = pd.concat([df, df.iloc[:4]], ignore_index=True)
+    raw = contract_to_dict(contract)
+    raw["columns"] = {"tag": {"type": "id"}} | raw["columns"]
+    raw["unique"] = [["tag"]]
+    keyed = parse_contract(raw)
+    expected, got = both(dask_client, df, keyed, tmp_path)
+    checks = {f.check for f in expected.findings}
+    assert {"unique", "duplicate_rows"} <= checks
+    assert findings(got) == findings(expected)
