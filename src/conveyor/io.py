@@ -18,7 +18,7 @@ import re
 import secrets
 import stat
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
@@ -584,13 +584,13 @@ def file_sha256(path: str | Path) -> str:
 # --- tables written by the stages ------------------------------------------------------------
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a Parquet file written by :func:`write_table`."""
+def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a Parquet file written by :func:`write_table` (only ``columns``, when given)."""
     import pandas as pd
     import pyarrow as pa
 
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(path, columns=None if columns is None else list(columns))
     except FileNotFoundError:
         raise ArtifactError(f"{path}: not found; {REBUILD}") from None
     except IsADirectoryError:

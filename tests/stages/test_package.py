@@ -363,3 +363,31 @@ def test_the_bento_serves_by_tag_from_an_environment_of_its_own_requirements(
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200
             assert json.loads(response.read()) == ["Adelie"]
+
+
+def test_onnx_is_checked_on_a_bounded_seeded_sample_of_a_large_test_split(
+    params: Config, contract: Contract, penguins: pd.DataFrame, bundle: Bundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conveyor.stages.train import model_card
+
+    model = bundle.model()
+    evaluation = EvaluationRecord(model_sha256="0" * 64, test_sha256="0" * 64, metrics={"accuracy": 1.0})
+
+    def inference(rows: int) -> str:
+        monkeypatch.setattr(package, "PARITY_ROWS", rows)
+        made = package.contents(
+            params,
+            model=model,
+            model_bytes=io.model_bytes(model),
+            contract=contract,
+            card=model_card(model, penguins, params),
+            evaluation=evaluation,
+            test=penguins,
+            train=penguins,
+            git_revision="0" * 40,
+        )
+        assert made.info.inference.inference == "onnx"
+        return made.info.inference.reason
+
+    assert inference(1000) == f"ONNX matches scikit-learn on all {len(penguins)} test rows"
+    assert inference(100) == f"ONNX matches scikit-learn on a seeded sample of 100 of the {len(penguins)} test rows"

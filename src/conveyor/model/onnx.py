@@ -388,9 +388,18 @@ def parity(model: Pipeline, compiled: Predictor, test: pd.DataFrame, *, task: st
 
 
 def compile_pipeline(
-    model: Pipeline, test: pd.DataFrame, *, task: str, tolerance: float, enabled: bool = True
+    model: Pipeline,
+    test: pd.DataFrame,
+    *,
+    task: str,
+    tolerance: float,
+    enabled: bool = True,
+    test_rows: int | None = None,
 ) -> tuple[bytes | None, InferenceChoice]:
-    """Convert and verify; return the ONNX bytes (None when not used) and which path serves, and why."""
+    """Convert and verify on ``test``; return the ONNX bytes (None when not used) and which path serves, and why.
+
+    ``test_rows`` is the size of the test split when ``test`` is a sample of it.
+    """
 
     def sklearn(reason: str, result: dict[str, Any] | None = None) -> tuple[None, InferenceChoice]:
         return None, InferenceChoice(inference="sklearn", reason=reason, tolerance=tolerance, parity=result)
@@ -412,5 +421,10 @@ def compile_pipeline(
             f"ONNX predictions differ from scikit-learn on the test split beyond tolerance {tolerance}; serving with scikit-learn",
             result,
         )
-    reason = f"ONNX matches scikit-learn on all {len(test)} test rows"
+    total = len(test) if test_rows is None else test_rows
+    reason = (
+        f"ONNX matches scikit-learn on all {total} test rows"
+        if len(test) == total
+        else f"ONNX matches scikit-learn on a seeded sample of {len(test)} of the {total} test rows"
+    )
     return onnx, InferenceChoice(inference="onnx", reason=reason, tolerance=tolerance, parity=result)

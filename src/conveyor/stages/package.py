@@ -64,6 +64,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     import pandas as pd
+    from numpy.typing import ArrayLike
     from sklearn.pipeline import Pipeline
 
 BENTO_NAME = "conveyor"
@@ -85,17 +86,21 @@ def check_gate(verdict: GateVerdict, model_sha256: str, *, source: Path, model_p
         )
 
 
+# ONNX is checked against scikit-learn on at most this many seeded test rows: a conversion that
+# differs shows on far fewer, and the package stage's memory stays bounded at any table size.
+PARITY_ROWS = 200_000
 # Buckets the service counts regression predictions in: the training target's deciles.
 PREDICTION_QUANTILES = tuple(q / 10 for q in range(1, 10))
 
 
-def prediction_buckets(target: Sequence[float] | None) -> list[float] | None:
+def prediction_buckets(target: ArrayLike | None) -> list[float] | None:
     """Upper edges of the value buckets for ``conveyor_predictions_total`` (regression), rounded to 4 digits."""
-    if target is None or len(target) == 0:
-        return None
     import numpy as np
 
-    edges = np.quantile(np.asarray(target, dtype=np.float64), PREDICTION_QUANTILES)
+    values = np.asarray([] if target is None else target, dtype=np.float64)
+    if values.size == 0:
+        return None
+    edges = np.quantile(values, PREDICTION_QUANTILES)
     return sorted({float(f"{edge:.4g}") for edge in edges})
 
 
@@ -115,7 +120,7 @@ def bundle_info(
     cfg: Config,
     inference: InferenceChoice,
     *,
-    target: Sequence[float] | None = None,
+    target: ArrayLike | None = None,
     online: OnlineFeaturesInfo | None = None,
 ) -> BundleInfo:
     """The bundle's ``conveyor.json``; its tag and the commit are filled in once the content is hashed.
@@ -239,10 +244,16 @@ def contents(
     the ONNX model must match scikit-learn on; ``train`` the split the reference is sampled from;
     ``join`` the feature store join ingest made (the bundle is then served with online features).
     """
+    checked = test.sample(n=PARITY_ROWS, random_state=cfg.split.seed) if len(test) > PARITY_ROWS else test
     onnx, inference = compile_pipeline(
-        model, test, task=cfg.task, tolerance=cfg.serve.proba_tolerance, enabled=cfg.serve.inference == "auto"
+        model,
+        checked,
+        task=cfg.task,
+        tolerance=cfg.serve.proba_tolerance,
+        enabled=cfg.serve.inference == "auto",
+        test_rows=len(test),
     )
-    target = train[card.target].dropna().tolist() if card.task == "regression" else None
+    target = train[card.target].dropna().to_numpy() if card.task == "regression" else None
     online = online_features(join, spec_of(model).columns, cfg) if join is not None else None
     info = bundle_info(card, evaluation, cfg, inference, target=target, online=online)
     # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
@@ -283,15 +294,19 @@ def run(
     import bentoml
 
     root = bentofile.resolve().parent
+    model = io.load_model(model_path)
+    card = io.read_artifact(metadata, ModelCard)
+    # Only the model's inputs and the target: the splits may hold columns it never reads.
+    needed = [*spec_of(model).columns, card.target]
     bundle = contents(
         cfg,
-        model=io.load_model(model_path),
+        model=model,
         model_bytes=io.read_bytes(model_path),
         contract=io.read_contract(contract_path),
-        card=io.read_artifact(metadata, ModelCard),
+        card=card,
         evaluation=io.read_artifact(evaluation, EvaluationRecord),
-        test=io.read_table(test),
-        train=io.read_table(train),
+        test=io.read_table(test, columns=needed),
+        train=io.read_table(train, columns=needed),
         git_revision=provenance.git_revision(root),
         join=io.read_artifact(ingest, IngestReport).feature_store if ingest is not None else None,
     )
