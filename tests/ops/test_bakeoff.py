@@ -156,6 +156,12 @@ def test_cv_margin_is_two_standard_deviations_and_at_least_two_points() -> None:
     assert cv_margin(0.05) == pytest.approx(0.1)
 
 
+def test_cv_margin_covers_the_test_splits_sampling_noise() -> None:
+    # 85% right on 100 test rows: 0.85 ± 2 x 0.036 on any one split.
+    assert cv_margin(0.01, score=0.85, test_rows=100) == pytest.approx(2 * (0.85 * 0.15 / 100) ** 0.5)
+    assert cv_margin(0.01, score=0.85, test_rows=1_000_000) == 0.02, "a large split adds nothing"
+
+
 def test_init_proposes_date_parts_text_and_target_encoding_for_columns_kept_out_of_the_model() -> None:
     df = mixed_table(600)
     result = retarget(df.drop(columns="label"), PARAMS, source="x.csv", target="price")
