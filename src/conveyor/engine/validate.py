@@ -31,13 +31,13 @@ from conveyor.contract import Contract, conform, pandera_schema
 from conveyor.engine import cluster, tables
 from conveyor.stages.validate import (
     EXAMPLES,
-    RARE_CLASS_FRACTION,
     Level,
     ValidationFailed,
     ValidationResult,
     _finding,
     _findings_from,
     _structure,
+    class_findings,
 )
 
 __all__ = ["MAX_PAIRS", "Summary", "combine", "duplicated_keys", "key_rows", "run", "summarize", "validate"]
@@ -256,29 +256,7 @@ def _target_checks(summaries: list[Summary], contract: Contract, target: str, ta
         findings.append(_finding("error", "target_missing_values", target, f"{unlabelled} row(s) have no label"))
     if task == "classification":
         counts = pd.concat([s.label_counts for s in summaries]).groupby(level=0, sort=False).sum()
-        counts = counts.sort_values(ascending=False, kind="stable")
-        if len(counts) < 2:
-            findings.append(
-                _finding(
-                    "error",
-                    "target_classes",
-                    target,
-                    f"classification needs at least two classes, found {len(counts)}",
-                    list(counts.index[:EXAMPLES]),
-                )
-            )
-        else:
-            rare = counts[counts / counts.sum() < RARE_CLASS_FRACTION]
-            if len(rare):
-                findings.append(
-                    _finding(
-                        "warning",
-                        "rare_classes",
-                        target,
-                        f"classes under {RARE_CLASS_FRACTION:.0%} of rows",
-                        [f"{k}: {v}" for k, v in rare.items()],
-                    )
-                )
+        findings += class_findings(counts.sort_values(ascending=False, kind="stable"), target)
     elif sum(s.not_number_count for s in summaries):
         examples = list(pd.unique(pd.Series([v for s in summaries for v in s.not_numbers], dtype=object)))[:EXAMPLES]
         findings.append(_finding("error", "target_numeric", target, "regression needs a numeric target", examples))

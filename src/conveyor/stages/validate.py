@@ -30,6 +30,7 @@ __all__ = [
     "Level",
     "ValidationFailed",
     "ValidationResult",
+    "class_findings",
     "run",
     "validate",
 ]
@@ -243,29 +244,7 @@ def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str)
         )
     labels = y.dropna()
     if task == "classification":
-        counts = labels.astype(str).value_counts()
-        if len(counts) < 2:
-            findings.append(
-                _finding(
-                    "error",
-                    "target_classes",
-                    target,
-                    f"classification needs at least two classes, found {len(counts)}",
-                    list(counts.index[:EXAMPLES]),
-                )
-            )
-        else:
-            rare = counts[counts / counts.sum() < RARE_CLASS_FRACTION]
-            if len(rare):
-                findings.append(
-                    _finding(
-                        "warning",
-                        "rare_classes",
-                        target,
-                        f"classes under {RARE_CLASS_FRACTION:.0%} of rows",
-                        [f"{k}: {v}" for k, v in rare.items()],
-                    )
-                )
+        findings += class_findings(labels.astype(str).value_counts(), target)
     else:
         not_numbers = pd.to_numeric(labels, errors="coerce").isna()
         if not_numbers.any():
@@ -280,6 +259,33 @@ def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str)
             )
     findings += _leakage(df, contract, target, task)
     return findings
+
+
+def class_findings(counts: pd.Series, target: str) -> list[Finding]:
+    """A classification target's findings from its rows per class (largest first): fewer than two
+    classes is an error, a class under :data:`RARE_CLASS_FRACTION` of rows a warning."""
+    if len(counts) < 2:
+        return [
+            _finding(
+                "error",
+                "target_classes",
+                target,
+                f"classification needs at least two classes, found {len(counts)}",
+                list(counts.index[:EXAMPLES]),
+            )
+        ]
+    rare = counts[counts / counts.sum() < RARE_CLASS_FRACTION]
+    if not len(rare):
+        return []
+    return [
+        _finding(
+            "warning",
+            "rare_classes",
+            target,
+            f"classes under {RARE_CLASS_FRACTION:.0%} of rows",
+            [f"{k}: {v}" for k, v in rare.items()],
+        )
+    ]
 
 
 def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> list[Finding]:
