@@ -394,7 +394,12 @@ def test_tuning_reruns_only_tune_and_what_follows_and_the_tuned_model_ships(
     edit_params(repo, lambda raw: raw["tune"].update({"trials": 12}))
     assert stages_run(run(repo, "dvc", "repro").stdout) == ["tune"]
 
-    edit_params(repo, lambda raw: raw["tune"].update({"enabled": True, "trials": 12}))
+    # From a weak C the study finds better params, so the model, and all that follows, changes.
+    def weak_start_then_tune(raw: dict[str, Any]) -> None:
+        raw["tune"].update({"enabled": True, "trials": 12})
+        raw["model"]["params"]["C"] = 0.01
+
+    edit_params(repo, weak_start_then_tune)
     output = run(repo, "dvc", "repro", timeout=600).stdout
     assert stages_run(output) == stages_from(repo, "tune")
     assert "tune: 12 trials (12 run here" in output
