@@ -38,6 +38,7 @@ from conveyor.stages.validate import (
     _findings_from,
     _structure,
     class_findings,
+    missing_findings,
 )
 
 __all__ = ["MAX_PAIRS", "Summary", "combine", "duplicated_keys", "key_rows", "run", "summarize", "validate"]
@@ -212,26 +213,7 @@ def _table_checks(summaries: list[Summary], contract: Contract, rows: int) -> li
         if name not in summaries[0].missing:
             continue
         missing = sum(s.missing[name] for s in summaries) / rows
-        if missing == 1.0:
-            findings.append(_finding("error", "all_missing", name, "every value is missing"))
-        elif missing > checks.max_missing_fraction:
-            findings.append(
-                _finding(
-                    "error",
-                    "max_missing_fraction",
-                    name,
-                    f"{missing:.1%} missing; the contract allows at most {checks.max_missing_fraction:.1%}",
-                )
-            )
-        elif missing > checks.max_missing_fraction / 2:
-            findings.append(
-                _finding(
-                    "warning",
-                    "max_missing_fraction",
-                    name,
-                    f"{missing:.1%} missing, over half the allowed {checks.max_missing_fraction:.1%}",
-                )
-            )
+        findings += missing_findings(name, missing, max_fraction=checks.max_missing_fraction)
     duplicated = pd.Series(np.concatenate([s.row_hashes for s in summaries])).duplicated().to_numpy()
     if duplicated.any():
         fraction = float(duplicated.mean())

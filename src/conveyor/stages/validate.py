@@ -31,6 +31,7 @@ __all__ = [
     "ValidationFailed",
     "ValidationResult",
     "class_findings",
+    "missing_findings",
     "run",
     "validate",
 ]
@@ -198,26 +199,7 @@ def _table_checks(df: pd.DataFrame, contract: Contract) -> list[Finding]:
         if name not in df.columns:
             continue
         missing = float(df[name].isna().mean())
-        if missing == 1.0:
-            findings.append(_finding("error", "all_missing", name, "every value is missing"))
-        elif missing > checks.max_missing_fraction:
-            findings.append(
-                _finding(
-                    "error",
-                    "max_missing_fraction",
-                    name,
-                    f"{missing:.1%} missing; the contract allows at most {checks.max_missing_fraction:.1%}",
-                )
-            )
-        elif missing > checks.max_missing_fraction / 2:
-            findings.append(
-                _finding(
-                    "warning",
-                    "max_missing_fraction",
-                    name,
-                    f"{missing:.1%} missing, over half the allowed {checks.max_missing_fraction:.1%}",
-                )
-            )
+        findings += missing_findings(name, missing, max_fraction=checks.max_missing_fraction)
     duplicated = df.duplicated()
     if duplicated.any():
         fraction = float(duplicated.mean())
@@ -259,6 +241,32 @@ def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str)
             )
     findings += _leakage(df, contract, target, task)
     return findings
+
+
+def missing_findings(name: str, missing: float, *, max_fraction: float) -> list[Finding]:
+    """Column ``name``'s findings from its share of missing values: all missing or over
+    ``max_fraction`` is an error, over half of it a warning."""
+    if missing == 1.0:
+        return [_finding("error", "all_missing", name, "every value is missing")]
+    if missing > max_fraction:
+        return [
+            _finding(
+                "error",
+                "max_missing_fraction",
+                name,
+                f"{missing:.1%} missing; the contract allows at most {max_fraction:.1%}",
+            )
+        ]
+    if missing > max_fraction / 2:
+        return [
+            _finding(
+                "warning",
+                "max_missing_fraction",
+                name,
+                f"{missing:.1%} missing, over half the allowed {max_fraction:.1%}",
+            )
+        ]
+    return []
 
 
 def class_findings(counts: pd.Series, target: str) -> list[Finding]:
