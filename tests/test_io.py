@@ -176,3 +176,43 @@ def test_the_csv_guard_follows_quoting(tmp_path: Path) -> None:
     path.write_text('a,b\n"' + "x," * 40 + '",1\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"a field longer than 64 bytes \(data\.limits\.max_field_bytes\)"):
         io.read_source(str(path), limits=limits)
+
+
+def _split_table(rows: int) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "mass": [float(i) for i in range(rows)],
+            "island": pd.Series(["Biscoe", "Dream", None] * (rows // 3)),
+            "sex": pd.Categorical(["male", "female", "male"] * (rows // 3)),
+            "unread": range(rows),
+        }
+    )
+
+
+@pytest.mark.parametrize("layout", ["file", "folder"])
+@pytest.mark.parametrize(("rows", "seed"), [(100, 1), (5000, 42), (29_999, 3), (30_000, 3), (40_000, 3)])
+def test_a_sample_read_in_batches_is_the_sample_pandas_draws(tmp_path: Path, layout: str, rows: int, seed: int) -> None:
+    # The bundle's reference and parity rows are read this way: other rows would change its bytes.
+    table = _split_table(30_000)
+    if layout == "file":
+        path = tmp_path / "train.parquet"
+        table.to_parquet(path, index=False, row_group_size=7_000)
+    else:  # the Dask engine's splits: a folder of parts, read in name order (part.10 before part.2)
+        path = tmp_path / "train"
+        path.mkdir()
+        for part in range(12):
+            table.iloc[part * 2_500 : (part + 1) * 2_500].to_parquet(path / f"part.{part}.parquet", index=False)
+    columns = ["sex", "mass", "island"]
+    whole = io.read_table(path, columns=columns)
+    expected = whole.sample(n=rows, random_state=seed) if len(whole) > rows else whole
+    sample, total = io.read_sample(path, columns=columns, rows=rows, seed=seed)
+    assert total == 30_000
+    pd.testing.assert_frame_equal(sample, expected.reset_index(drop=True))
+    io.write_table(sample, tmp_path / "ours.parquet")
+    io.write_table(expected, tmp_path / "pandas.parquet")
+    assert (tmp_path / "ours.parquet").read_bytes() == (tmp_path / "pandas.parquet").read_bytes()
+
+
+def test_a_sample_of_a_missing_split_names_it(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"missing\.parquet: not found"):
+        io.read_sample(tmp_path / "missing.parquet", columns=["a"], rows=10, seed=0)

@@ -55,6 +55,7 @@ __all__ = [
     "read_contract",
     "read_json",
     "read_source",
+    "read_sample",
     "read_table",
     "remove_others",
     "save_model",
@@ -597,6 +598,44 @@ def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.
         raise ArtifactError(f"{path}: is a folder where a file should be; remove it, then {REBUILD}") from None
     except (pa.ArrowException, OSError) as exc:
         raise ArtifactError(f"{path}: not a readable Parquet file ({exc}); {REBUILD}") from None
+
+
+def read_sample(
+    path: str | Path, *, columns: Sequence[str], rows: int, seed: int
+) -> tuple[pd.DataFrame, int]:
+    """``read_table(path, columns=columns).sample(n=rows, random_state=seed)`` and the table's row count, read in batches.
+
+    The same rows in the same order as pandas' sample (the whole table when it has at most ``rows``),
+    so a bundle sampled this way is byte-identical, but the table is never held whole: a 10-million-row
+    split stays on disk while its seeded sample is picked out batch by batch.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    try:
+        dataset = ds.dataset(path, format="parquet")
+        total = dataset.count_rows()
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: not found; {REBUILD}") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise ArtifactError(f"{path}: not a readable Parquet file ({exc}); {REBUILD}") from None
+    if total <= rows:
+        return read_table(path, columns=columns), total
+    # pandas draws RandomState(seed).choice(total, rows, replace=False): the first rows of one permutation.
+    picked = np.random.RandomState(seed).permutation(total)[:rows]
+    order = np.argsort(picked, kind="stable")
+    wanted = picked[order]
+    pieces, start = [], 0
+    for batch in dataset.to_batches(columns=list(columns)):
+        low, high = np.searchsorted(wanted, [start, start + batch.num_rows])
+        if high > low:
+            pieces.append(pa.Table.from_batches([batch.take(pa.array(wanted[low:high] - start))]))
+        start += batch.num_rows
+    # Back from file order into the order of the draw.
+    back = np.empty_like(order)
+    back[order] = np.arange(rows)
+    return pa.concat_tables(pieces).take(pa.array(back)).to_pandas(), total
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:

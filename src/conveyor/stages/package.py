@@ -237,12 +237,17 @@ def contents(
     train: pd.DataFrame,
     git_revision: str,
     join: FeatureStoreJoin | None = None,
+    test_rows: int | None = None,
+    train_target: pd.Series | None = None,
 ) -> Contents:
     """The bundle of an accepted model: its ONNX form if it matches, its info tagged by content, the reference.
 
     ``model_bytes`` are the model file's bytes (what the version hashes); ``test`` is the split
     the ONNX model must match scikit-learn on; ``train`` the split the reference is sampled from;
     ``join`` the feature store join ingest made (the bundle is then served with online features).
+    A large split may come as the seeded sample this function would draw from it
+    (:func:`conveyor.io.read_sample`), with ``test_rows`` the test split's size and ``train_target``
+    the training split's whole target column (regression's prediction buckets read every value).
     """
     checked = test.sample(n=PARITY_ROWS, random_state=cfg.split.seed) if len(test) > PARITY_ROWS else test
     onnx, inference = compile_pipeline(
@@ -251,9 +256,11 @@ def contents(
         task=cfg.task,
         tolerance=cfg.serve.proba_tolerance,
         enabled=cfg.serve.inference == "auto",
-        test_rows=len(test),
+        test_rows=len(test) if test_rows is None else test_rows,
     )
-    target = train[card.target].dropna().to_numpy() if card.task == "regression" else None
+    if train_target is None:
+        train_target = train[card.target]
+    target = train_target.dropna().to_numpy() if card.task == "regression" else None
     online = online_features(join, spec_of(model).columns, cfg) if join is not None else None
     info = bundle_info(card, evaluation, cfg, inference, target=target, online=online)
     # Not the ONNX bytes: skl2onnx's output differs between processes (set ordering), while the
@@ -296,8 +303,12 @@ def run(
     root = bentofile.resolve().parent
     model = io.load_model(model_path)
     card = io.read_artifact(metadata, ModelCard)
-    # Only the model's inputs and the target: the splits may hold columns it never reads.
+    # Only the model's inputs and the target, and of those only the rows the bundle keeps: the
+    # splits may be far larger than memory wants and hold columns the model never reads.
     needed = [*spec_of(model).columns, card.target]
+    parity, test_rows = io.read_sample(test, columns=needed, rows=PARITY_ROWS, seed=cfg.split.seed)
+    reference, _ = io.read_sample(train, columns=needed, rows=cfg.monitor.reference_rows, seed=cfg.split.seed)
+    train_target = io.read_table(train, columns=[card.target])[card.target] if card.task == "regression" else None
     bundle = contents(
         cfg,
         model=model,
@@ -305,10 +316,12 @@ def run(
         contract=io.read_contract(contract_path),
         card=card,
         evaluation=io.read_artifact(evaluation, EvaluationRecord),
-        test=io.read_table(test, columns=needed),
-        train=io.read_table(train, columns=needed),
+        test=parity,
+        train=reference,
         git_revision=provenance.git_revision(root),
         join=io.read_artifact(ingest, IngestReport).feature_store if ingest is not None else None,
+        test_rows=test_rows,
+        train_target=train_target,
     )
     info, model_tag = bundle.info, bundle.info.model_tag
     version = model_tag.split(":", 1)[1]
