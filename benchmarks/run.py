@@ -26,8 +26,8 @@ SECTIONS = {
     "pipeline": pipeline.main,
     "serving": serving.main,
     "tuning": tuning.main,
-    "scale": scale.main,
-    "scale_dask": scale_dask.main,
+    "scale": scale.bench,
+    "scale_dask": scale_dask.bench,
     "feature_store": feature_store.main,
     "bakeoff": bakeoff.main,
 }

@@ -285,6 +285,11 @@ def main(results_dir: Path, *, rows: int = ROWS, baseline: bool = True, local_cl
     return section(results)
 
 
+def bench(results_dir: Path) -> str:
+    """``make bench``'s section: 1M rows on an external scheduler and 10M on a LocalCluster per stage, each with the baseline."""
+    return main(results_dir, rows=ROWS) + main(results_dir, rows=10 * ROWS, local_cluster=True)
+
+
 if __name__ == "__main__":
     # python benchmarks/scale_dask.py [rows] [--no-baseline] [--local-cluster]: this section alone,
     # raw figures in a temporary folder.
