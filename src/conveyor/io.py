@@ -34,8 +34,10 @@ from conveyor.model.registry import trusted_types
 from conveyor.urls import redact_url, scrub, secrets_of
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
     import sqlalchemy
+    from numpy.typing import NDArray
     from sklearn.pipeline import Pipeline
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "check_parquet",
     "check_shape",
     "disk_error",
+    "draw_order",
     "file_digest",
     "file_sha256",
     "load_model",
@@ -55,6 +58,7 @@ __all__ = [
     "model_from_bytes",
     "move_into_place",
     "parse_json",
+    "positions_in",
     "read_artifact",
     "read_bytes",
     "read_contract",
@@ -63,6 +67,7 @@ __all__ = [
     "read_source",
     "read_table",
     "remove_others",
+    "sample_positions",
     "save_model",
     "scan_csv",
     "sql_connection",
@@ -701,20 +706,46 @@ def read_sample(path: str | Path, *, columns: Sequence[str], rows: int, seed: in
         raise ArtifactError(f"{path}: not a readable Parquet file ({exc}); {REBUILD}") from None
     if total <= rows:
         return read_table(path, columns=columns), total
-    # pandas draws RandomState(seed).choice(total, rows, replace=False): the first rows of one permutation.
-    picked = np.random.RandomState(seed).permutation(total)[:rows]
+    picked = sample_positions(total, rows=rows, seed=seed)
     order = np.argsort(picked, kind="stable")
     wanted = picked[order]
     pieces, start = [], 0
     for batch in dataset.to_batches(columns=list(columns)):
-        low, high = np.searchsorted(wanted, [start, start + batch.num_rows])
-        if high > low:
-            pieces.append(pa.Table.from_batches([batch.take(pa.array(wanted[low:high] - start))]))
+        local = positions_in(wanted, start=start, rows=batch.num_rows)
+        if len(local):
+            pieces.append(pa.Table.from_batches([batch.take(pa.array(local))]))
         start += batch.num_rows
-    # Back from file order into the order of the draw.
+    return pa.concat_tables(pieces).take(pa.array(draw_order(order))).to_pandas(), total
+
+
+def positions_in(wanted: NDArray[np.intp], *, start: int, rows: int) -> NDArray[np.intp]:
+    """Of the sorted table positions ``wanted``, those in the chunk of ``rows`` rows from ``start``, counted within it."""
+    import numpy as np
+
+    low, high = np.searchsorted(wanted, [start, start + rows])
+    return wanted[low:high] - start
+
+
+def draw_order(order: NDArray[np.intp]) -> NDArray[np.intp]:
+    """Where each row picked in table order goes back to in the draw, ``order`` being the draw's ``argsort``."""
+    import numpy as np
+
     back = np.empty_like(order)
-    back[order] = np.arange(rows)
-    return pa.concat_tables(pieces).take(pa.array(back)).to_pandas(), total
+    back[order] = np.arange(len(order))
+    return back
+
+
+def sample_positions(total: int, *, rows: int, seed: int) -> NDArray[np.intp]:
+    """The positions of the rows ``DataFrame.sample(n=rows, random_state=seed)`` draws from ``total``, in its order.
+
+    All of them, in table order, when ``total <= rows``: where a sample is only drawn from a larger table.
+    """
+    import numpy as np
+
+    if total <= rows:
+        return np.arange(total)
+    # pandas draws RandomState(seed).choice(total, rows, replace=False): the first rows of one permutation.
+    return np.asarray(np.random.RandomState(seed).permutation(total)[:rows], dtype=np.intp)
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
