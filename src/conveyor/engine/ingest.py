@@ -39,6 +39,11 @@ Range = tuple[int | float | None, int | float | None]
 _SOURCE = "conveyor_source"
 
 
+def _wrapped(cfg: DataConfig) -> str:
+    # data.query as a subquery the range queries filter (a trailing semicolon would end the statement).
+    return f"({str(cfg.query).strip().rstrip(';')}) AS {_SOURCE}"
+
+
 def _numeric(value: object) -> bool:
     return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
 
@@ -57,7 +62,7 @@ def plan_ranges(
     column = str(cfg.range_column)
     shown = redact_url(cfg.source)
     quoted = connection.dialect.identifier_preparer.quote(column)
-    inner = f"({str(cfg.query).strip().rstrip(';')}) AS {_SOURCE}"
+    inner = _wrapped(cfg)
     columns = pd.read_sql_query(sqlalchemy.text(f"SELECT * FROM {inner} WHERE 1 = 0"), connection)
     io.check_shape(columns, rows=0, limits=cfg.limits)
     if column not in columns.columns:
@@ -96,7 +101,7 @@ def _range_query(cfg: DataConfig, quoted: str, bounds: Range) -> tuple[sqlalchem
     conditions = [f"{quoted} >= :low"] if low is not None else []
     conditions += [f"{quoted} < :high"] if high is not None else []
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    inner = f"({str(cfg.query).strip().rstrip(';')}) AS {_SOURCE}"
+    inner = _wrapped(cfg)
     # Ordered by the column, so the rows' order does not depend on the database's plan.
     text = sqlalchemy.text(f"SELECT * FROM {inner}{where} ORDER BY {quoted}")
     return text, {name: value for name, value in (("low", low), ("high", high)) if value is not None}
