@@ -205,6 +205,18 @@ BROKEN: list[Any] = [
     ),
     pytest.param(lambda r: r["data"].update(schema=""), "data.schema", "at least 1 character", id="empty-schema-path"),
     pytest.param(
+        lambda r: r["data"].update(range_column="id"),
+        "data.range_column",
+        "only used with a SQLAlchemy URL",
+        id="range-column-without-sql-url",
+    ),
+    pytest.param(
+        lambda r: r["data"].update(source="sqlite:///penguins.db", query="SELECT * FROM penguins", range_column=7),
+        "data.range_column",
+        "valid string",
+        id="range-column-not-a-name",
+    ),
+    pytest.param(
         lambda r: r["evaluate"].update(importance_repeats=0),
         "evaluate.importance_repeats",
         "greater than or equal to 1",

@@ -18,7 +18,7 @@ import re
 import secrets
 import stat
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
@@ -34,14 +34,22 @@ from conveyor.model.registry import trusted_types
 from conveyor.urls import redact_url, scrub, secrets_of
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+    import sqlalchemy
+    from numpy.typing import NDArray
     from sklearn.pipeline import Pipeline
 
 __all__ = [
     "DISK_ERRNOS",
     "PLOT_PLACEHOLDER",
+    "LimitExceeded",
     "atomic_path",
+    "check_fields",
+    "check_parquet",
+    "check_shape",
     "disk_error",
+    "draw_order",
     "file_digest",
     "file_sha256",
     "load_model",
@@ -50,15 +58,20 @@ __all__ = [
     "model_from_bytes",
     "move_into_place",
     "parse_json",
+    "positions_in",
     "read_artifact",
     "read_bytes",
     "read_contract",
     "read_json",
-    "read_source",
     "read_sample",
+    "read_source",
     "read_table",
     "remove_others",
+    "sample_positions",
     "save_model",
+    "scan_csv",
+    "sql_connection",
+    "storage_options",
     "table_hash",
     "url_version",
     "write_artifact",
@@ -104,7 +117,7 @@ def read_source(
     opened = url or source
     hidden = secrets_of(opened)
     if sql:
-        return _read_sql(shown, opened, query or "", limits, hidden)
+        return _read_sql(source, opened, query or "", limits)
     local = local_path(source)
     if local is not None:
         require_regular_file(local, shown=shown, named_by=named_by)
@@ -177,9 +190,8 @@ def url_version(url: str, *, shown: str, timeout_s: float = 60.0) -> dict[str, s
         else:
             import fsspec
 
-            user, _, password = user_info.partition(":")
-            options = {"key": unquote(user), "secret": unquote(password)} if at and scheme in {"s3", "s3a"} else {}
-            fs, path = fsspec.core.url_to_fs(f"{scheme}://{address}", **options)
+            target, options = storage_options(url)
+            fs, path = fsspec.core.url_to_fs(target, **options)
             info = {str(key).lower(): value for key, value in fs.info(path).items()}
     except (OSError, ValueError) as exc:
         raise DataError(scrub(f"{shown}: cannot be read: {_one_line(exc)}", hidden)) from None
@@ -253,9 +265,26 @@ def open_source(url: str, *, timeout_s: float = 60.0) -> Iterator[BinaryIO]:
         return
     import fsspec
 
-    options = {"key": unquote(user), "secret": unquote(password)} if at and scheme in {"s3", "s3a"} else {}
-    with fsspec.open(f"{scheme}://{address}", "rb", **options) as file:
+    target, options = storage_options(url)
+    with fsspec.open(target, "rb", **options) as file:
         yield file
+
+
+def storage_options(url: str) -> tuple[str, dict[str, Any]]:
+    """An fsspec URL without its user info, and the options that carry it: an s3 key and secret,
+    or an http(s) user and password as basic auth (for readers that take fsspec options, as Dask's do)."""
+    scheme, _, rest = url.partition("://")
+    user_info, at, address = rest.rpartition("@")
+    if not at:
+        return url, {}
+    user, _, password = user_info.partition(":")
+    if scheme in {"s3", "s3a"}:
+        return f"{scheme}://{address}", {"key": unquote(user), "secret": unquote(password)}
+    if scheme in {"http", "https"}:
+        import aiohttp
+
+        return f"{scheme}://{address}", {"client_kwargs": {"auth": aiohttp.BasicAuth(unquote(user), unquote(password))}}
+    return f"{scheme}://{address}", {}
 
 
 class _Guard(bytes_io.RawIOBase):
@@ -323,6 +352,20 @@ class _Guard(bytes_io.RawIOBase):
         self._field = len(part) - last - 1
 
 
+def scan_csv(url: str, limits: DataLimits) -> None:
+    """Read a CSV source through the guard :func:`read_source` reads it through, keeping nothing.
+
+    For readers that split the file into blocks (Dask): the same ``data.limits`` checks (bytes,
+    header fields, field length) with the same messages, raised as :class:`LimitExceeded`, in
+    1 MiB of memory, before any block is parsed.
+    """
+    with open_source(url) as raw:
+        guard = _Guard(raw, limits, csv_structure=True)
+        buffer = bytearray(1 << 20)
+        while guard.readinto(buffer):
+            pass
+
+
 def _read_csv(url: str, limits: DataLimits, *, gzipped: bool) -> pd.DataFrame:
     import gzip
 
@@ -336,51 +379,76 @@ def _read_csv(url: str, limits: DataLimits, *, gzipped: bool) -> pd.DataFrame:
         df = pd.read_csv(
             guarded, encoding="utf-8", encoding_errors="strict", on_bad_lines="error", nrows=limits.max_rows + 1
         )
-    _check_shape(df, rows=len(df), limits=limits)
+    check_shape(df, rows=len(df), limits=limits)
     return df
 
 
 def _read_parquet(url: str, limits: DataLimits) -> pd.DataFrame:
     import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     local = local_path(url)
     if local is not None:
-        if os.stat(local).st_size > limits.max_bytes:
-            raise LimitExceeded(f"more than {limits.max_bytes} bytes (data.limits.max_bytes)")
         data: str | bytes_io.BytesIO = local
     else:
         with open_source(url) as raw:
             data = bytes_io.BytesIO(_Guard(raw, limits, csv_structure=False).readall())
-    # The footer is read before anything else: a schema of a million columns is refused by the
-    # Thrift reader's own container limit rather than parsed.
-    parquet = pq.ParquetFile(data, thrift_container_size_limit=limits.max_columns * 4 + 1000)
-    schema = parquet.schema_arrow
-    if len(schema) > limits.max_columns:
-        raise LimitExceeded(f"{len(schema)} columns, more than {limits.max_columns} (data.limits.max_columns)")
-    nested = [f"{field.name!r} ({field.type})" for field in schema if pa.types.is_nested(field.type)]
-    if nested:
-        raise LimitExceeded(
-            f"nested column(s) {', '.join(nested)}; ingest takes flat columns only (flatten them first)"
-        )
-    metadata = parquet.metadata
-    unpacked = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
-    if unpacked > limits.max_bytes:
-        raise LimitExceeded(f"{unpacked} bytes unpacked, more than {limits.max_bytes} (data.limits.max_bytes)")
-    _check_shape(None, rows=metadata.num_rows, limits=limits)
+    check_parquet([data], limits)
     if isinstance(data, bytes_io.BytesIO):
         data.seek(0)
     df = pd.read_parquet(data)
+    check_fields(df, limits)
+    return df
+
+
+def check_parquet(files: Iterable[str | BinaryIO], limits: DataLimits) -> None:
+    """Check the footers of the Parquet files of one table against ``data.limits``; :class:`LimitExceeded` if over.
+
+    A local file (a path) is first refused when the files' sizes add up to more than
+    ``max_bytes``; then each file's columns (and nested columns), then the bytes unpacked and the
+    rows of all of them together. Only the footers are read.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    unpacked = rows = size = 0
+    for data in files:
+        if isinstance(data, str):
+            size += os.stat(data).st_size
+            if size > limits.max_bytes:
+                raise LimitExceeded(f"more than {limits.max_bytes} bytes (data.limits.max_bytes)")
+        # The footer is read before anything else: a schema of a million columns is refused by the
+        # Thrift reader's own container limit rather than parsed.
+        parquet = pq.ParquetFile(data, thrift_container_size_limit=limits.max_columns * 4 + 1000)
+        schema = parquet.schema_arrow
+        if len(schema) > limits.max_columns:
+            raise LimitExceeded(f"{len(schema)} columns, more than {limits.max_columns} (data.limits.max_columns)")
+        nested = [f"{field.name!r} ({field.type})" for field in schema if pa.types.is_nested(field.type)]
+        if nested:
+            raise LimitExceeded(
+                f"nested column(s) {', '.join(nested)}; ingest takes flat columns only (flatten them first)"
+            )
+        metadata = parquet.metadata
+        unpacked += sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+        rows += metadata.num_rows
+    if unpacked > limits.max_bytes:
+        raise LimitExceeded(f"{unpacked} bytes unpacked, more than {limits.max_bytes} (data.limits.max_bytes)")
+    check_shape(None, rows=rows, limits=limits)
+
+
+def check_fields(df: pd.DataFrame, limits: DataLimits) -> None:
+    """:class:`LimitExceeded` when a text or bytes value of ``df`` is longer than ``data.limits.max_field_bytes``."""
+    import numpy as np
+    import pandas as pd
+
     for name in df.columns:
         column = df[name]
         if column.dtype == object or pd.api.types.is_string_dtype(column.dtype):
             longest = column.map(_size, na_action="ignore").max()
-            if isinstance(longest, int | float) and longest > limits.max_field_bytes:
+            # A numpy integer when no value is missing, a float (NaN for none at all) when some are.
+            if isinstance(longest, int | float | np.number) and longest > limits.max_field_bytes:
                 raise LimitExceeded(
                     f"column {name!r} holds a value longer than {limits.max_field_bytes} bytes (data.limits.max_field_bytes)"
                 )
-    return df
 
 
 def _size(value: object) -> int:
@@ -391,7 +459,8 @@ def _size(value: object) -> int:
     return 0
 
 
-def _check_shape(df: pd.DataFrame | None, *, rows: int, limits: DataLimits) -> None:
+def check_shape(df: pd.DataFrame | None, *, rows: int, limits: DataLimits) -> None:
+    """:class:`LimitExceeded` when ``rows`` or the columns of ``df`` (when given) are over ``data.limits``."""
     if rows > limits.max_rows:
         raise LimitExceeded(f"more than {limits.max_rows} rows (data.limits.max_rows)")
     if df is not None and len(df.columns) > limits.max_columns:
@@ -410,27 +479,44 @@ def _first_bad_byte(path: str, limits: DataLimits) -> str:
     return ""
 
 
-def _read_sql(shown: str, url: str, query: str, limits: DataLimits, hidden: list[str]) -> pd.DataFrame:
+def _read_sql(source: str, url: str, query: str, limits: DataLimits) -> pd.DataFrame:
     import pandas as pd
     import sqlalchemy
 
+    with sql_connection(source, url=url) as connection:
+        # In chunks, so that a query returning more than data.limits allow stops early.
+        chunks: list[pd.DataFrame] = []
+        rows = 0
+        for chunk in pd.read_sql_query(sqlalchemy.text(query), connection, chunksize=SQL_CHUNK_ROWS):
+            rows += len(chunk)
+            check_shape(chunk, rows=rows, limits=limits)
+            chunks.append(chunk)
+        if not chunks:
+            return pd.read_sql_query(sqlalchemy.text(query), connection)
+        return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+
+
+@contextmanager
+def sql_connection(source: str, *, url: str | None = None) -> Iterator[sqlalchemy.Connection]:
+    """A connection to the database at ``url`` (default ``source``), for reading ``data.query``.
+
+    What goes wrong in the block is one :class:`DataError` naming ``source`` without credentials:
+    an unusable URL or driver, a failed query (the database's own first line), a
+    :class:`LimitExceeded`; any secret of ``url`` is scrubbed from it.
+    """
+    import pandas as pd
+    import sqlalchemy
+
+    shown = redact_url(source)
+    hidden = secrets_of(url or source)
     try:
-        engine = sqlalchemy.create_engine(url)
+        engine = sqlalchemy.create_engine(url or source)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
         # A malformed URL or a database driver that is not installed.
         raise DataError(scrub(f"{shown}: cannot use this SQLAlchemy URL: {_one_line(exc)}", hidden)) from None
     try:
         with engine.connect() as connection:
-            # In chunks, so that a query returning more than data.limits allow stops early.
-            chunks: list[pd.DataFrame] = []
-            rows = 0
-            for chunk in pd.read_sql_query(sqlalchemy.text(query), connection, chunksize=SQL_CHUNK_ROWS):
-                rows += len(chunk)
-                _check_shape(chunk, rows=rows, limits=limits)
-                chunks.append(chunk)
-            if not chunks:
-                return pd.read_sql_query(sqlalchemy.text(query), connection)
-            return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+            yield connection
     except LimitExceeded as exc:
         raise DataError(f"{shown}: {exc}") from None
     except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
@@ -600,9 +686,7 @@ def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.
         raise ArtifactError(f"{path}: not a readable Parquet file ({exc}); {REBUILD}") from None
 
 
-def read_sample(
-    path: str | Path, *, columns: Sequence[str], rows: int, seed: int
-) -> tuple[pd.DataFrame, int]:
+def read_sample(path: str | Path, *, columns: Sequence[str], rows: int, seed: int) -> tuple[pd.DataFrame, int]:
     """``read_table(path, columns=columns).sample(n=rows, random_state=seed)`` and the table's row count, read in batches.
 
     The same rows in the same order as pandas' sample (the whole table when it has at most ``rows``),
@@ -622,20 +706,46 @@ def read_sample(
         raise ArtifactError(f"{path}: not a readable Parquet file ({exc}); {REBUILD}") from None
     if total <= rows:
         return read_table(path, columns=columns), total
-    # pandas draws RandomState(seed).choice(total, rows, replace=False): the first rows of one permutation.
-    picked = np.random.RandomState(seed).permutation(total)[:rows]
+    picked = sample_positions(total, rows=rows, seed=seed)
     order = np.argsort(picked, kind="stable")
     wanted = picked[order]
     pieces, start = [], 0
     for batch in dataset.to_batches(columns=list(columns)):
-        low, high = np.searchsorted(wanted, [start, start + batch.num_rows])
-        if high > low:
-            pieces.append(pa.Table.from_batches([batch.take(pa.array(wanted[low:high] - start))]))
+        local = positions_in(wanted, start=start, rows=batch.num_rows)
+        if len(local):
+            pieces.append(pa.Table.from_batches([batch.take(pa.array(local))]))
         start += batch.num_rows
-    # Back from file order into the order of the draw.
+    return pa.concat_tables(pieces).take(pa.array(draw_order(order))).to_pandas(), total
+
+
+def positions_in(wanted: NDArray[np.intp], *, start: int, rows: int) -> NDArray[np.intp]:
+    """Of the sorted table positions ``wanted``, those in the chunk of ``rows`` rows from ``start``, counted within it."""
+    import numpy as np
+
+    low, high = np.searchsorted(wanted, [start, start + rows])
+    return wanted[low:high] - start
+
+
+def draw_order(order: NDArray[np.intp]) -> NDArray[np.intp]:
+    """Where each row picked in table order goes back to in the draw, ``order`` being the draw's ``argsort``."""
+    import numpy as np
+
     back = np.empty_like(order)
-    back[order] = np.arange(rows)
-    return pa.concat_tables(pieces).take(pa.array(back)).to_pandas(), total
+    back[order] = np.arange(len(order))
+    return back
+
+
+def sample_positions(total: int, *, rows: int, seed: int) -> NDArray[np.intp]:
+    """The positions of the rows ``DataFrame.sample(n=rows, random_state=seed)`` draws from ``total``, in its order.
+
+    All of them, in table order, when ``total <= rows``: where a sample is only drawn from a larger table.
+    """
+    import numpy as np
+
+    if total <= rows:
+        return np.arange(total)
+    # pandas draws RandomState(seed).choice(total, rows, replace=False): the first rows of one permutation.
+    return np.asarray(np.random.RandomState(seed).permutation(total)[:rows], dtype=np.intp)
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:

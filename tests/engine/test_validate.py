@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from distributed import Client
@@ -14,6 +15,7 @@ from conveyor.contract import Contract, contract_to_dict, parse_contract
 from conveyor.engine import tables
 from conveyor.engine import validate as dask_validate
 from conveyor.stages import validate
+from tests.stages import test_leakage as leakage
 from tests.stages.conftest import CORRUPTIONS, PENGUINS, Corruption
 
 VALIDATE_STOPS = [c for c in CORRUPTIONS if c.stage == "validate"]
@@ -71,3 +73,55 @@ def test_duplicates_across_partitions_and_a_unique_key(dask_client: Client, cont
     checks = {f.check for f in expected.findings}
     assert {"unique", "duplicate_rows"} <= checks
     assert findings(got) == findings(expected)
+
+
+def leak_table(kind: str, rows: int = 1000) -> tuple[pd.DataFrame, str, str]:
+    """A table whose target a set of columns reproduces (test_leakage's tables), its target and task."""
+    df = leakage.table(rows)
+    if kind == "mean_of_two":
+        df = df.drop(columns="label")
+        df["y"] = (df["x1"] + df["x3"]) / 2
+        return df, "y", "regression"
+    df = df.drop(columns="y")
+    if kind == "threshold_of_two":
+        df["label"] = np.where(df["x2"] - df["x3"] > 0.3, "yes", "no")
+    else:
+        df["size"] = np.random.default_rng(2).choice(["S", "M", "L"], len(df))
+        df["label"] = df["colour"] + "-" + df["size"]
+    return df, "label", "classification"
+
+
+def set_leaks(result: validate.ValidationResult) -> list[str]:
+    return [f.message for f in result.findings if f.check == "label_leakage" and f.column is None]
+
+
+@pytest.mark.parametrize("kind", ["mean_of_two", "threshold_of_two", "two_categories"])
+def test_both_engines_find_the_same_sets_of_columns(dask_client: Client, tmp_path: Path, kind: str) -> None:
+    df, target, task = leak_table(kind)
+    contract = leakage.contract_of(df, target)
+    expected, got = both(dask_client, df, contract, tmp_path, target=target, task=task)
+    assert len(set_leaks(expected)) == 1
+    assert findings(got) == findings(expected)
+
+
+def test_the_sets_are_searched_on_the_pandas_engines_seeded_sample(dask_client: Client, tmp_path: Path) -> None:
+    # More labelled rows than the sample holds, some rows unlabelled: the sample is drawn, by place among the labelled.
+    df, target, task = leak_table("threshold_of_two", rows=12_000)
+    df.loc[df.index % 997 == 5, target] = None
+    contract = leakage.contract_of(df, target)
+    expected, got = both(dask_client, df, contract, tmp_path, target=target, task=task)
+    assert f"cross-validated on {validate.LEAK_SAMPLE_ROWS} rows" in set_leaks(expected)[0]
+    assert findings(got) == findings(expected)
+
+    table = tables.read_table(tmp_path / "raw.parquet").repartition(npartitions=4)
+    parts = [part.compute() for part in table.to_delayed()]
+    summaries = [dask_validate.summarize(part, contract, target=target, task=task) for part in parts]
+    sample = dask_validate.leak_sample(dask_client, table, summaries, contract, target=target)
+    raw = io.read_table(tmp_path / "raw.parquet")
+    columns = [*dask_validate.leak_features(contract, list(raw.columns), target), target]
+    pandas_sample = raw.loc[raw[target].notna(), columns].sample(
+        n=validate.LEAK_SAMPLE_ROWS, random_state=validate.LEAK_SEED
+    )
+    pd.testing.assert_frame_equal(sample, pandas_sample.reset_index(drop=True))
+    again = dask_validate.leak_sample(dask_client, table, summaries, contract, target=target)
+    pd.testing.assert_frame_equal(again, sample)

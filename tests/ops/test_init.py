@@ -334,3 +334,14 @@ def test_a_real_looking_table_goes_from_init_to_served_rows_and_a_monitored_wind
     fresh.to_csv(tmp_path / "window.csv", index=False)
     run(repo, "conveyor", "monitor", "--current", tmp_path / "window.csv", "--out", tmp_path / "monitor-csv")
     assert (tmp_path / "monitor-csv" / "report.html").is_file()
+
+
+def test_a_sql_source_read_by_ranges_is_retargeted_to_a_file(penguins: pd.DataFrame) -> None:
+    sql = (
+        PARAMS.replace("source: data/penguins.csv ", "source: sqlite:///shop.db ")
+        .replace("query: null ", "query: SELECT * FROM penguins ")
+        .replace("range_column: null ", "range_column: id ")
+    )
+    assert "range_column: id" in sql
+    cfg = retarget(penguins, sql, source="data/penguins.csv", target="island").config
+    assert (cfg.data.source, cfg.data.query, cfg.data.range_column) == ("data/penguins.csv", None, None)

@@ -1,22 +1,162 @@
-"""ingest with ``engine: dask``: ``data.source`` read in blocks and written as a partitioned Parquet folder."""
+"""ingest with ``engine: dask``: ``data.source`` read in blocks and written as a partitioned Parquet folder.
+
+A SQL source is read by ranges of ``data.range_column``: one bounded query per partition, each
+written as one Parquet file before the next is read, so the stage holds one range at a time.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import shutil
+from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import dask.dataframe as dd
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy
 from distributed import Client
 
 from conveyor import io
 from conveyor.artifacts import IngestReport
-from conveyor.config import Config
+from conveyor.config import Config, DataConfig
 from conveyor.engine import cluster, tables
-from conveyor.urls import redact_url
+from conveyor.errors import DataError
+from conveyor.urls import redact_url, scrub, secrets_of
 
-__all__ = ["run", "summarize", "table_hash"]
+__all__ = ["SQL_PARTITION_ROWS", "Range", "plan_ranges", "run", "summarize", "table_hash", "write_sql_ranges"]
+
+# Rows a range query returns on average: about the rows of one 64 MiB CSV block.
+SQL_PARTITION_ROWS = 1_000_000
+# A range: its lower bound (inclusive) and upper bound (exclusive); None is unbounded.
+Range = tuple[int | float | None, int | float | None]
+# The query's result, named in the queries wrapped around it.
+_SOURCE = "conveyor_source"
+
+
+def _wrapped(cfg: DataConfig) -> str:
+    # data.query as a subquery the range queries filter (a trailing semicolon would end the statement).
+    return f"({str(cfg.query).strip().rstrip(';')}) AS {_SOURCE}"
+
+
+def _numeric(value: object) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def plan_ranges(
+    connection: sqlalchemy.Connection, cfg: DataConfig, *, rows_per_partition: int = SQL_PARTITION_ROWS
+) -> tuple[int, list[Range]]:
+    """The rows of ``data.query`` and the ranges of ``data.range_column`` to read it in, about ``rows_per_partition`` rows each.
+
+    The ranges split the column's span evenly and together cover every value (the first has no
+    lower bound, the last no upper one). Stops with a :class:`DataError` naming ``data.range_column``
+    when it is not a column of the result, has missing values (no range would read those rows) or
+    is not numeric, and with the pandas engine's ``data.limits`` message when the result has too
+    many rows or columns.
+    """
+    column = str(cfg.range_column)
+    shown = redact_url(cfg.source)
+    quoted = connection.dialect.identifier_preparer.quote(column)
+    inner = _wrapped(cfg)
+    columns = pd.read_sql_query(sqlalchemy.text(f"SELECT * FROM {inner} WHERE 1 = 0"), connection)
+    io.check_shape(columns, rows=0, limits=cfg.limits)
+    if column not in columns.columns:
+        raise DataError(
+            f"data.range_column: {column!r} is not a column of data.query's result ({shown}); "
+            f"it has {[str(c) for c in columns.columns[:20]]}"
+        )
+    statistics = sqlalchemy.text(f"SELECT COUNT(*), COUNT({quoted}), MIN({quoted}), MAX({quoted}) FROM {inner}")
+    total, present, low, high = connection.execute(statistics).one()
+    io.check_shape(None, rows=int(total), limits=cfg.limits)
+    if present < total:
+        raise DataError(
+            f"data.range_column: {column!r} has {total - present} missing value(s) in data.query's result "
+            f"({shown}); no range would read those rows: name a column without missing values"
+        )
+    if total == 0:
+        return 0, [(None, None)]
+    if not (_numeric(low) and _numeric(high)):
+        raise DataError(
+            f"data.range_column: {column!r} holds {type(low).__name__} values ({low!r} … {high!r}) in data.query's "
+            f"result ({shown}); expected numbers (an integer key, say) to read it by ranges"
+        )
+    parts = max(1, math.ceil(total / rows_per_partition))
+    cuts: list[int | float]
+    if isinstance(low, int) and isinstance(high, int):
+        parts = min(parts, high - low + 1)
+        cuts = [low + (high - low + 1) * i // parts for i in range(1, parts)]
+    else:
+        span = float(high) - float(low)
+        cuts = sorted({float(low) + span * i / parts for i in range(1, parts)})
+    return int(total), list(zip([None, *cuts], [*cuts, None], strict=True))
+
+
+def _range_query(cfg: DataConfig, quoted: str, bounds: Range) -> tuple[sqlalchemy.TextClause, dict[str, Any]]:
+    low, high = bounds
+    conditions = [f"{quoted} >= :low"] if low is not None else []
+    conditions += [f"{quoted} < :high"] if high is not None else []
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    inner = _wrapped(cfg)
+    # Ordered by the column, so the rows' order does not depend on the database's plan.
+    text = sqlalchemy.text(f"SELECT * FROM {inner}{where} ORDER BY {quoted}")
+    return text, {name: value for name, value in (("low", low), ("high", high)) if value is not None}
+
+
+def write_sql_ranges(
+    cfg: DataConfig,
+    out: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    rows_per_partition: int = SQL_PARTITION_ROWS,
+) -> int:
+    """Read ``data.query`` range by range (:func:`plan_ranges`) into the Parquet folder ``out``; the rows written.
+
+    Each non-empty range becomes one file, written before the next range is read. Once all are
+    written, files whose column types differ are cast to the types the whole table has (a column
+    with no value in one range, whole numbers in one and fractions in another), as the pandas
+    engine's one read gives them.
+    """
+    url = cfg.url(environ=environ)
+    with io.sql_connection(cfg.source, url=url) as connection, tables.replacing(out) as folder:
+        total, ranges = plan_ranges(connection, cfg, rows_per_partition=rows_per_partition)
+        quoted = connection.dialect.identifier_preparer.quote(str(cfg.range_column))
+        folder.mkdir()
+        files: list[Path] = []
+        rows = 0
+        for bounds in ranges:
+            text, params = _range_query(cfg, quoted, bounds)
+            chunk = pd.read_sql_query(text, connection, params=params)
+            if len(chunk) == 0 and (files or total):
+                continue
+            rows += len(chunk)
+            io.check_shape(chunk, rows=rows, limits=cfg.limits)
+            files.append(folder / f"part.{len(files)}.parquet")
+            chunk.to_parquet(files[-1], index=False)
+            del chunk
+        if rows != total:
+            raise DataError(
+                f"{redact_url(cfg.source)}: data.query returned {total} rows when counted and {rows} when read by "
+                "ranges of data.range_column: the data changed while ingest read it; run ingest again"
+            )
+        _unify(files)
+    return rows
+
+
+def _unify(files: list[Path]) -> None:
+    schemas = [pq.read_schema(path).remove_metadata() for path in files]
+    # The types pandas gives a column holding both kinds of values (float64 for int64 and float64;
+    # the other type for a column with no value in a range) are Arrow's permissive promotion.
+    common = pa.unify_schemas(schemas, promote_options="permissive")
+    for path, schema in zip(files, schemas, strict=True):
+        if not schema.equals(common):
+            temporary = path.with_suffix(".tmp")
+            pq.write_table(pq.read_table(path).cast(common), temporary)
+            shutil.move(temporary, path)
 
 
 def _partition_digest(part: pd.DataFrame) -> pd.Series:
@@ -54,9 +194,27 @@ def summarize(client: Client, df: dd.DataFrame, *, source: str) -> IngestReport:
 
 def run(cfg: Config, *, out: Path, report: Path) -> IngestReport:
     """Read ``data.source`` partition by partition, write it to ``out`` (a Parquet folder) and its summary to ``report``."""
+    data = cfg.data
+    shown = redact_url(data.source)
     with cluster.connect(cfg.dask, stage="ingest") as client:
-        df = tables.read_source(cfg.data)
-        tables.write_table(client, df, out)
-        summary = summarize(client, tables.read_table(out), source=cfg.data.source)
+        if data.is_sql:
+            write_sql_ranges(data, out)
+        else:
+            url = data.url()
+            try:
+                tables.write_table(client, tables.read_source(data, url=url), out)
+            except io.LimitExceeded as exc:
+                raise DataError(f"{shown}: {exc}") from None
+            except (OSError, ValueError, pa.ArrowException) as exc:
+                # What a worker met reading a block (a malformed line, a server's refusal): one line, no credentials.
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                raise DataError(scrub(f"{shown}: cannot be read: {message}", secrets_of(url))) from None
+        summary = summarize(client, tables.read_table(out), source=data.source)
+    try:
+        # A CSV's rows are known once its blocks are read.
+        io.check_shape(None, rows=summary.rows, limits=data.limits)
+    except io.LimitExceeded as exc:
+        shutil.rmtree(out, ignore_errors=True)
+        raise DataError(f"{shown}: {exc}") from None
     io.write_artifact(summary, report)
     return summary

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dask.dataframe as dd
 import pandas as pd
@@ -17,34 +20,68 @@ import pyarrow as pa
 from distributed import Client
 
 from conveyor import io
-from conveyor.config import DataConfig
+from conveyor.config import DataConfig, DataLimits
 from conveyor.engine.cluster import compute
 from conveyor.errors import ArtifactError, DataError
+from conveyor.urls import redact_url, scrub, secrets_of
 
-__all__ = ["BLOCK_SIZE", "read_source", "read_table", "write_table"]
+__all__ = ["BLOCK_SIZE", "read_source", "read_table", "replacing", "write_table"]
 
 # Bytes of CSV per partition: about a million penguin-like rows.
 BLOCK_SIZE = "64MiB"
 
 
-def read_source(cfg: DataConfig) -> dd.DataFrame:
-    """``data.source`` as a Dask frame: CSV in blocks, Parquet by row group; SQL is read whole, then partitioned."""
-    if cfg.is_sql:
-        return dd.from_pandas(io.read_source(cfg.source, query=cfg.query, sql=True), chunksize=1_000_000)
-    source = cfg.source
+def read_source(cfg: DataConfig, *, url: str | None = None) -> dd.DataFrame:
+    """A file ``data.source`` as a Dask frame: CSV in blocks, Parquet by row group (SQL: :mod:`conveyor.engine.ingest`).
+
+    ``url`` is what is opened (``data.source_env``'s, with credentials); messages name the source
+    without them. ``data.limits`` are checked as the pandas engine checks them, with its messages:
+    a CSV is first read through its guard (bytes, header fields, field length), a Parquet source's
+    footers are checked (columns, bytes, rows) and each partition's values as it is read; the CSV's
+    rows are counted by ingest once written.
+    """
+    source, limits = cfg.source, cfg.limits
+    shown = redact_url(source)
+    opened = url or source
+    target, options = io.storage_options(opened)
     suffix = Path(source.split("?", 1)[0]).suffix.lower()
     try:
         if suffix in {".parquet", ".pq"} or Path(source).is_dir():
-            return dd.read_parquet(source)
+            io.check_parquet(_footers(target, options), limits)
+            df = dd.read_parquet(target, storage_options=options)
+            return df.map_partitions(_within_fields, limits, meta=df._meta)
         if suffix in {".csv", ".txt"} or not suffix:
-            return dd.read_csv(source, blocksize=BLOCK_SIZE, encoding="utf-8", on_bad_lines="error")
+            io.scan_csv(opened, limits)
+            return dd.read_csv(
+                target, blocksize=BLOCK_SIZE, encoding="utf-8", on_bad_lines="error", storage_options=options
+            )
+    except io.LimitExceeded as exc:
+        raise DataError(f"{shown}: {exc}") from None
     except FileNotFoundError:
-        raise DataError(f"{source}: file not found (data.source in params.yaml)") from None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{source}: cannot be read: {exc}") from None
+        raise DataError(f"{shown}: file not found (data.source in params.yaml)") from None
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataError(scrub(f"{shown}: cannot be read: {exc}", secrets_of(opened))) from None
     raise DataError(
-        f"{source}: unknown format {suffix!r} for engine: dask; expected .csv or .parquet, or a SQLAlchemy URL"
+        f"{shown}: unknown format {suffix!r} for engine: dask; expected .csv or .parquet, or a SQLAlchemy URL"
     )
+
+
+def _footers(target: str, options: dict[str, Any]) -> Iterator[Any]:
+    # Local files by path (their size is checked first); a remote one open at a time.
+    import fsspec
+
+    local = io.local_path(target)
+    if local is not None:
+        folder = Path(local)
+        yield from (sorted(str(p) for p in folder.glob("*.parquet")) if folder.is_dir() else [local])
+        return
+    with fsspec.open(target, "rb", **options) as file:
+        yield file
+
+
+def _within_fields(part: pd.DataFrame, limits: DataLimits) -> pd.DataFrame:
+    io.check_fields(part, limits)
+    return part
 
 
 def read_table(path: str | Path) -> dd.DataFrame:
@@ -59,15 +96,22 @@ def read_table(path: str | Path) -> dd.DataFrame:
 
 def write_table(client: Client, df: dd.DataFrame, path: str | Path) -> None:
     """Write ``df`` as a folder of Parquet files at ``path``, replacing what was there only once all are written."""
+    with replacing(path) as temporary:
+        # Object columns hold text (conveyor.contract.conform): Dask cannot infer their type from its meta.
+        text = {name: "str" for name, dtype in df.dtypes.items() if pd.api.types.is_object_dtype(dtype)}
+        schema = pa.Schema.from_pandas(df._meta.astype(text), preserve_index=False)
+        compute(client, df.to_parquet(str(temporary), write_index=False, schema=schema, compute=False))
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to write a table's files into, put in place of ``path`` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     try:
-        # Object columns hold text (conveyor.contract.conform): Dask cannot infer their type from its meta.
-        text = {name: "str" for name, dtype in df.dtypes.items() if pd.api.types.is_object_dtype(dtype)}
-        schema = pa.Schema.from_pandas(df._meta.astype(text), preserve_index=False)
-        compute(client, df.to_parquet(str(temporary), write_index=False, schema=schema, compute=False))
+        yield temporary
         _remove(target)
         os.replace(temporary, target)
     finally:

@@ -7,6 +7,8 @@ then give the findings the pandas engine gives, with its messages: the per-row c
 :mod:`conveyor.stages.validate` itself, the table checks (missing fractions, duplicates, unique
 keys, labels, leakage) from the sums. Duplicate rows and keys are found by hash (8 bytes a row
 reach the stage process); two different rows sharing a 64-bit hash would count as duplicates.
+The search for sets of columns that reproduce the target runs on the pandas engine's leak sample
+(the same seeded rows, in the same order), picked out of the partitions in a second pass.
 """
 
 from __future__ import annotations
@@ -31,17 +33,31 @@ from conveyor.contract import Contract, conform, pandera_schema
 from conveyor.engine import cluster, tables
 from conveyor.stages.validate import (
     EXAMPLES,
+    LEAK_SAMPLE_ROWS,
+    LEAK_SEED,
     Level,
     ValidationFailed,
     ValidationResult,
-    _finding,
-    _findings_from,
-    _structure,
     class_findings,
+    finding,
+    findings_from,
     missing_findings,
+    set_findings,
+    structure,
 )
 
-__all__ = ["MAX_PAIRS", "Summary", "combine", "duplicated_keys", "key_rows", "run", "summarize", "validate"]
+__all__ = [
+    "MAX_PAIRS",
+    "Summary",
+    "combine",
+    "duplicated_keys",
+    "key_rows",
+    "leak_features",
+    "leak_sample",
+    "run",
+    "summarize",
+    "validate",
+]
 
 # Distinct values of a feature per partition beyond which it cannot relabel the target (a label
 # with more classes than this is not checked for leakage).
@@ -58,6 +74,8 @@ class Summary:
     row_hashes: NDArray[np.uint64]
     key_hashes: list[NDArray[np.uint64]]
     labels_missing: int = 0
+    # Up to two distinct labels: whether the table's label is constant (then nothing "reproduces" it).
+    label_values: list[Any] = field(default_factory=list)
     label_counts: pd.Series = field(default_factory=lambda: pd.Series(dtype="int64"))
     not_numbers: list[Any] = field(default_factory=list)
     not_number_count: int = 0
@@ -67,7 +85,7 @@ class Summary:
 
 def _reduced(failures: pd.DataFrame) -> pd.DataFrame:
     # Per (column, check): a count for missing values, the first distinct failing values otherwise;
-    # all a finding shows (conveyor.stages.validate._findings_from), a few rows however many failed.
+    # all a finding shows (conveyor.stages.validate.findings_from), a few rows however many failed.
     kept = []
     for (_, check), group in failures.groupby(["column", "check"], sort=False, dropna=False):
         if str(check).startswith("not_nullable"):
@@ -117,6 +135,7 @@ def summarize(part: pd.DataFrame, contract: Contract, *, target: str, task: str)
     labelled = y.notna()
     summary.labels_missing = int((~labelled).sum())
     labels = y[labelled]
+    summary.label_values = list(pd.unique(labels)[:2])
     if task == "classification":
         summary.label_counts = pd.Series(_text(labels)).value_counts(sort=False)
     else:
@@ -178,13 +197,15 @@ def combine(
     target: str,
     task: str,
     repeated_keys: Sequence[pd.DataFrame] = (),
+    sample: pd.DataFrame | None = None,
 ) -> ValidationResult:
     """The findings of the whole table from its partitions' summaries, as the pandas engine words them.
 
     ``repeated_keys`` holds, per unique key with duplicates, every row of a duplicated key value
     (from :func:`key_rows`); pandera reports each of them, so they alone give its failure cases.
+    ``sample`` is the leak sample (:func:`leak_sample`); without it no sets of columns are searched.
     """
-    findings = _structure(meta, contract, target)
+    findings = structure(meta, contract, target)
     failures = [s.failures for s in summaries if len(s.failures)]
     for rows_of_key in repeated_keys:
         try:
@@ -192,11 +213,11 @@ def combine(
         except pa.errors.SchemaErrors as exc:
             failures.append(_reduced(exc.failure_cases))
     if failures:
-        findings += _findings_from(pd.concat(failures, ignore_index=True), contract)
+        findings += findings_from(pd.concat(failures, ignore_index=True), contract)
     rows = sum(s.rows for s in summaries)
     findings += _table_checks(summaries, contract, rows)
     if target in meta.columns:
-        findings += _target_checks(summaries, contract, target, task)
+        findings += _target_checks(summaries, contract, target, task, sample)
     return ValidationResult(rows=rows, columns=len(meta.columns), findings=findings)
 
 
@@ -205,7 +226,7 @@ def _table_checks(summaries: list[Summary], contract: Contract, rows: int) -> li
     findings: list[Finding] = []
     if rows < checks.min_rows:
         findings.append(
-            _finding("error", "min_rows", None, f"{rows} rows; the contract requires at least {checks.min_rows}")
+            finding("error", "min_rows", None, f"{rows} rows; the contract requires at least {checks.min_rows}")
         )
     if rows == 0:
         return findings
@@ -220,7 +241,7 @@ def _table_checks(summaries: list[Summary], contract: Contract, rows: int) -> li
         level: Level = "error" if fraction > checks.max_duplicate_fraction else "warning"
         positions = [int(i) for i in np.flatnonzero(duplicated)[:EXAMPLES]]
         findings.append(
-            _finding(
+            finding(
                 level,
                 "duplicate_rows",
                 None,
@@ -231,36 +252,84 @@ def _table_checks(summaries: list[Summary], contract: Contract, rows: int) -> li
     return findings
 
 
-def _target_checks(summaries: list[Summary], contract: Contract, target: str, task: str) -> list[Finding]:
+def _target_checks(
+    summaries: list[Summary], contract: Contract, target: str, task: str, sample: pd.DataFrame | None
+) -> list[Finding]:
     findings: list[Finding] = []
     unlabelled = sum(s.labels_missing for s in summaries)
     if unlabelled:
-        findings.append(_finding("error", "target_missing_values", target, f"{unlabelled} row(s) have no label"))
+        findings.append(finding("error", "target_missing_values", target, f"{unlabelled} row(s) have no label"))
     if task == "classification":
         counts = pd.concat([s.label_counts for s in summaries]).groupby(level=0, sort=False).sum()
         findings += class_findings(counts.sort_values(ascending=False, kind="stable"), target)
     elif sum(s.not_number_count for s in summaries):
         examples = list(pd.unique(pd.Series([v for s in summaries for v in s.not_numbers], dtype=object)))[:EXAMPLES]
-        findings.append(_finding("error", "target_numeric", target, "regression needs a numeric target", examples))
-    return findings + _leakage(summaries, contract, target, task)
+        findings.append(finding("error", "target_numeric", target, "regression needs a numeric target", examples))
+    return findings + _leakage(summaries, contract, target, task, sample)
 
 
-def _leakage(summaries: list[Summary], contract: Contract, target: str, task: str) -> list[Finding]:
+def _leakage(
+    summaries: list[Summary], contract: Contract, target: str, task: str, sample: pd.DataFrame | None
+) -> list[Finding]:
     findings: list[Finding] = []
-    for name in contract.columns:
-        if name == target or name not in summaries[0].missing or not contract.columns[name].feature:
-            continue
+    features = leak_features(contract, list(summaries[0].missing), target)
+    if not _labels_vary(summaries):
+        return findings
+    flagged: set[str] = set()
+    for name in features:
         leaks = _relabels(summaries, name) if task == "classification" else _correlates(summaries, name)
         if leaks:
+            flagged.add(name)
             findings.append(
-                _finding(
+                finding(
                     "error",
                     "label_leakage",
                     name,
                     f"reproduces the target {target!r} exactly; a model would learn the answer, not the task",
                 )
             )
+    if sample is not None:
+        findings += set_findings(sample, [name for name in features if name not in flagged], target, task, contract)
     return findings
+
+
+def _labels_vary(summaries: list[Summary]) -> bool:
+    values = pd.Series([v for s in summaries for v in s.label_values], dtype=object)
+    return len(pd.unique(values)) >= 2
+
+
+def leak_features(contract: Contract, columns: Sequence[str], target: str) -> list[str]:
+    """The columns the leak checks examine: the contract's features (not the target) that the table has, in contract order."""
+    present = set(columns)
+    return [name for name in contract.columns if name != target and name in present and contract.columns[name].feature]
+
+
+def _labelled_rows(part: pd.DataFrame, target: str, positions: NDArray[np.intp]) -> pd.DataFrame:
+    return part[part[target].notna()].iloc[positions]
+
+
+def leak_sample(
+    client: Client, df: dd.DataFrame, summaries: list[Summary], contract: Contract, *, target: str
+) -> pd.DataFrame:
+    """The rows the pandas engine searches for leaking sets: its labelled rows, or :data:`LEAK_SAMPLE_ROWS` of them.
+
+    The same rows in the same order as ``df.loc[labelled, columns].sample(n, random_state=LEAK_SEED)``
+    on the whole table, picked out of each partition by their place among the labelled rows
+    (``summaries`` count them), so at most that many rows reach the stage process.
+    """
+    columns = [*leak_features(contract, list(df.columns), target), target]
+    labelled = np.cumsum([0, *(s.rows - s.labels_missing for s in summaries)])
+    picked = io.sample_positions(int(labelled[-1]), rows=LEAK_SAMPLE_ROWS, seed=LEAK_SEED)
+    order = np.argsort(picked, kind="stable")
+    wanted = picked[order]
+    tasks = []
+    for index, part in enumerate(df[columns].to_delayed()):
+        local = io.positions_in(wanted, start=int(labelled[index]), rows=int(labelled[index + 1] - labelled[index]))
+        if len(local):
+            tasks.append(dask.delayed(_labelled_rows)(part, target, local))
+    (pieces,) = cluster.compute(client, tasks) if tasks else ([df._meta[columns]],)
+    picked_rows: pd.DataFrame = pd.concat(pieces, ignore_index=True)
+    return picked_rows.iloc[io.draw_order(order)].reset_index(drop=True)
 
 
 def _relabels(summaries: list[Summary], name: str) -> bool:
@@ -296,7 +365,10 @@ def validate(client: Client, df: dd.DataFrame, contract: Contract, *, target: st
     ]
     (rows,) = cluster.compute(client, second) if second else ([],)
     repeated_keys = [pd.concat(parts_of_key, ignore_index=True) for parts_of_key in rows]
-    return combine(summaries, df._meta, contract, target=target, task=task, repeated_keys=repeated_keys)
+    sample = None
+    if target in df.columns and _labels_vary(summaries):
+        sample = leak_sample(client, df, summaries, contract, target=target)
+    return combine(summaries, df._meta, contract, target=target, task=task, repeated_keys=repeated_keys, sample=sample)
 
 
 def run(cfg: Config, contract: Contract, *, data: Path, out: Path, report: Path) -> ValidationResult:

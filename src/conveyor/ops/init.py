@@ -272,6 +272,7 @@ def retarget(
     settings: dict[tuple[str, ...], Any] = {
         ("data", "source"): source,
         ("data", "query"): None,
+        ("data", "range_column"): None,  # data.query's column; a file has none
         ("data", "target"): target,
         ("task",): choice.task,
         ("features", "numeric"): None,

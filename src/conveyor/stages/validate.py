@@ -26,13 +26,18 @@ from conveyor.errors import ConveyorError
 __all__ = [
     "EXAMPLES",
     "LEAK_SAMPLE_ROWS",
+    "LEAK_SEED",
     "RARE_CLASS_FRACTION",
     "Level",
     "ValidationFailed",
     "ValidationResult",
     "class_findings",
+    "finding",
+    "findings_from",
     "missing_findings",
     "run",
+    "set_findings",
+    "structure",
     "validate",
 ]
 
@@ -72,7 +77,8 @@ class ValidationResult:
         )
 
 
-def _finding(level: Level, check: str, column: str | None, message: str, examples: list[Any] | None = None) -> Finding:
+def finding(level: Level, check: str, column: str | None, message: str, examples: list[Any] | None = None) -> Finding:
+    """One :class:`Finding`; ``examples`` default to none."""
     return Finding(level=level, check=check, column=column, message=message, examples=examples or [])
 
 
@@ -82,7 +88,7 @@ class ValidationFailed(ConveyorError):
 
 def validate(df: pd.DataFrame, contract: Contract, *, target: str, task: str) -> ValidationResult:
     """Check ``df`` against the contract and the dataset checks; pure, writes nothing."""
-    findings = _structure(df, contract, target)
+    findings = structure(df, contract, target)
     present = [name for name in contract.columns if name in df.columns]
     findings += _contract_checks(df[present], contract, present)
     findings += _table_checks(df, contract)
@@ -91,10 +97,11 @@ def validate(df: pd.DataFrame, contract: Contract, *, target: str, task: str) ->
     return ValidationResult(rows=len(df), columns=len(df.columns), findings=findings)
 
 
-def _structure(df: pd.DataFrame, contract: Contract, target: str) -> list[Finding]:
+def structure(df: pd.DataFrame, contract: Contract, target: str) -> list[Finding]:
+    """Findings about ``df``'s columns (only their names are read): the contract's missing ones, extra ones, the target."""
     extra = [str(c) for c in df.columns if c not in contract.columns]
     findings = [
-        _finding(
+        finding(
             "error",
             "target_present" if name == target else "column_present",
             name,
@@ -104,10 +111,10 @@ def _structure(df: pd.DataFrame, contract: Contract, target: str) -> list[Findin
         if name not in df.columns
     ]
     if target not in contract.columns:
-        findings.append(_finding("error", "target_present", target, "data.target is not a column of the data contract"))
+        findings.append(finding("error", "target_present", target, "data.target is not a column of the data contract"))
     if extra:
         findings.append(
-            _finding(
+            finding(
                 "warning",
                 "unexpected_columns",
                 None,
@@ -150,11 +157,15 @@ def _contract_checks(df: pd.DataFrame, contract: Contract, present: list[str]) -
     try:
         schema.validate(df, lazy=True)
     except pa.errors.SchemaErrors as exc:
-        return _findings_from(exc.failure_cases, contract)
+        return findings_from(exc.failure_cases, contract)
     return []
 
 
-def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
+def findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
+    """One error per (column, check) of pandera's failure cases, under the contract key a person would edit.
+
+    ``failures`` may carry a ``count`` column (rows a reduced case stands for) instead of one row per failure.
+    """
     findings: list[Finding] = []
     coerce_failed = set(failures.loc[failures["check"].astype(str).str.startswith("coerce_dtype"), "column"])
     for (column, check), group in failures.groupby(["column", "check"], sort=False, dropna=False):
@@ -177,7 +188,7 @@ def _findings_from(failures: pd.DataFrame, contract: Contract) -> list[Finding]:
         )
         # Missing values have no value worth showing; the count says it.
         examples = [] if name == "not_nullable" else _examples(group["failure_case"])
-        findings.append(_finding("error", check_name, column if isinstance(column, str) else None, message, examples))
+        findings.append(finding("error", check_name, column if isinstance(column, str) else None, message, examples))
     return findings
 
 
@@ -191,7 +202,7 @@ def _table_checks(df: pd.DataFrame, contract: Contract) -> list[Finding]:
     findings: list[Finding] = []
     if len(df) < checks.min_rows:
         findings.append(
-            _finding("error", "min_rows", None, f"{len(df)} rows; the contract requires at least {checks.min_rows}")
+            finding("error", "min_rows", None, f"{len(df)} rows; the contract requires at least {checks.min_rows}")
         )
     if len(df) == 0:
         return findings
@@ -206,7 +217,7 @@ def _table_checks(df: pd.DataFrame, contract: Contract) -> list[Finding]:
         level: Level = "error" if fraction > checks.max_duplicate_fraction else "warning"
         rows = [int(i) for i in np.flatnonzero(duplicated.to_numpy())[:EXAMPLES]]
         findings.append(
-            _finding(
+            finding(
                 level,
                 "duplicate_rows",
                 None,
@@ -222,7 +233,7 @@ def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str)
     findings: list[Finding] = []
     if y.isna().any():
         findings.append(
-            _finding("error", "target_missing_values", target, f"{int(y.isna().sum())} row(s) have no label")
+            finding("error", "target_missing_values", target, f"{int(y.isna().sum())} row(s) have no label")
         )
     labels = y.dropna()
     if task == "classification":
@@ -231,7 +242,7 @@ def _target_checks(df: pd.DataFrame, contract: Contract, target: str, task: str)
         not_numbers = pd.to_numeric(labels, errors="coerce").isna()
         if not_numbers.any():
             findings.append(
-                _finding(
+                finding(
                     "error",
                     "target_numeric",
                     target,
@@ -247,10 +258,10 @@ def missing_findings(name: str, missing: float, *, max_fraction: float) -> list[
     """Column ``name``'s findings from its share of missing values: all missing or over
     ``max_fraction`` is an error, over half of it a warning."""
     if missing == 1.0:
-        return [_finding("error", "all_missing", name, "every value is missing")]
+        return [finding("error", "all_missing", name, "every value is missing")]
     if missing > max_fraction:
         return [
-            _finding(
+            finding(
                 "error",
                 "max_missing_fraction",
                 name,
@@ -259,7 +270,7 @@ def missing_findings(name: str, missing: float, *, max_fraction: float) -> list[
         ]
     if missing > max_fraction / 2:
         return [
-            _finding(
+            finding(
                 "warning",
                 "max_missing_fraction",
                 name,
@@ -274,7 +285,7 @@ def class_findings(counts: pd.Series, target: str) -> list[Finding]:
     classes is an error, a class under :data:`RARE_CLASS_FRACTION` of rows a warning."""
     if len(counts) < 2:
         return [
-            _finding(
+            finding(
                 "error",
                 "target_classes",
                 target,
@@ -286,7 +297,7 @@ def class_findings(counts: pd.Series, target: str) -> list[Finding]:
     if not len(rare):
         return []
     return [
-        _finding(
+        finding(
             "warning",
             "rare_classes",
             target,
@@ -328,7 +339,7 @@ def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> li
         if leaks:
             flagged.add(name)
             findings.append(
-                _finding(
+                finding(
                     "error",
                     "label_leakage",
                     name,
@@ -338,20 +349,31 @@ def _leakage(df: pd.DataFrame, contract: Contract, target: str, task: str) -> li
     sample = df.loc[labelled, [*features, target]]
     if len(sample) > LEAK_SAMPLE_ROWS:
         sample = sample.sample(n=LEAK_SAMPLE_ROWS, random_state=LEAK_SEED)
-    remaining = [name for name in features if name not in flagged]
-    for columns, score, how in _reproducing_sets(sample, remaining, target, task, contract):
-        findings.append(
-            _finding(
-                "error",
-                "label_leakage",
-                None,
-                f"columns {columns} reproduce the target {target!r} ({how} from them scores {score:.4f} "
-                f"cross-validated on {len(sample)} rows); a model would learn the answer, not the task. "
-                "If they are not known when predicting, mark them feature: false in the data contract",
-            )
-        )
+    findings += set_findings(sample, [name for name in features if name not in flagged], target, task, contract)
     findings += _id_like(df, contract, features)
     return findings
+
+
+def set_findings(
+    sample: pd.DataFrame, features: list[str], target: str, task: str, contract: Contract
+) -> list[Finding]:
+    """An error per set of ``features`` that reproduces the target on ``sample`` (:func:`_reproducing_sets`).
+
+    ``sample`` is the leak sample: the labelled rows, or :data:`LEAK_SAMPLE_ROWS` of them drawn
+    as ``DataFrame.sample(random_state=LEAK_SEED)`` draws them; ``features`` the feature columns
+    no single-column check flagged.
+    """
+    return [
+        finding(
+            "error",
+            "label_leakage",
+            None,
+            f"columns {columns} reproduce the target {target!r} ({how} from them scores {score:.4f} "
+            f"cross-validated on {len(sample)} rows); a model would learn the answer, not the task. "
+            "If they are not known when predicting, mark them feature: false in the data contract",
+        )
+        for columns, score, how in _reproducing_sets(sample, features, target, task, contract)
+    ]
 
 
 # Leak search: a seeded sample keeps it cheap (validate runs on every repro); a score above
@@ -530,7 +552,7 @@ def _id_like(df: pd.DataFrame, contract: Contract, features: list[str]) -> list[
         share = values.nunique() / len(values)
         if share >= ID_DISTINCT_SHARE:
             findings.append(
-                _finding(
+                finding(
                     "warning",
                     "id_like",
                     name,

@@ -1,0 +1,272 @@
+"""The Dask engine's ingest: SQL by ranges of data.range_column, and data.limits and data.source_env as pandas applies them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy
+import yaml
+from distributed import Client
+
+from conveyor import io
+from conveyor.config import Config, DataConfig, parse_config
+from conveyor.engine import cluster, tables
+from conveyor.engine import ingest as dask_ingest
+from conveyor.errors import ConfigError, ConveyorError, DataError
+from conveyor.stages import ingest
+from tests.conftest import ROOT
+
+PENGUINS = ROOT / "data" / "penguins.csv"
+QUERY = "SELECT * FROM penguins ORDER BY id"
+SOURCE_ENV = "CONVEYOR_TEST_DASK_SOURCE_URL"
+
+
+def dask_params(**data: Any) -> Config:
+    """The repository's params with engine: dask, xgboost and ``data`` keys replaced."""
+    raw: dict[str, Any] = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["data"] |= data
+    raw["engine"] = "dask"
+    raw["model"] = {"estimator": "xgboost", "params": {}}
+    raw["tune"] = {"enabled": False}
+    return parse_config(raw)
+
+
+def keyed_penguins() -> pd.DataFrame:
+    """The penguins with an ``id`` key, and columns whose type only the whole table settles.
+
+    ``later`` and ``later_text`` have values only past row 300, ``gappy`` whole numbers but one missing
+    value at row 50: one range alone would give them another type than the table as one.
+    """
+    df = io.read_source(str(PENGUINS))
+    df.insert(0, "id", range(1, len(df) + 1))
+    late = df["id"] > 300
+    df["later"] = pd.Series(1.5, index=df.index, dtype=object).where(late, None)
+    df["later_text"] = pd.Series("x", index=df.index, dtype=object).where(late, None)
+    df["gappy"] = df["id"].astype(object).where(df["id"] != 50, None)
+    return df
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    """A SQLite file holding :func:`keyed_penguins` as table ``penguins``."""
+    url = f"sqlite:///{tmp_path / 'penguins.db'}"
+    engine = sqlalchemy.create_engine(url)
+    try:
+        keyed_penguins().to_sql("penguins", engine, index=False)
+    finally:
+        engine.dispose()
+    return url
+
+
+@contextmanager
+def statements() -> Iterator[list[str]]:
+    """Every SQL statement any engine executes inside the block."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", record)
+
+
+def pandas_ingest(data: DataConfig, path: Path, environ: dict[str, str] | None = None) -> pd.DataFrame:
+    """What the pandas engine's ingest writes for ``data``, read back."""
+    io.write_table(ingest.ingest(data, environ=environ), path)
+    return io.read_table(path)
+
+
+def test_sql_is_read_by_ranges_into_the_table_pandas_reads(database: str, tmp_path: Path) -> None:
+    cfg = dask_params(source=database, query=QUERY, range_column="id")
+    with statements() as seen:
+        rows = dask_ingest.write_sql_ranges(cfg.data, tmp_path / "raw.parquet", rows_per_partition=100)
+    files = sorted((tmp_path / "raw.parquet").glob("*.parquet"))
+    # 344 rows, ids 1..344, at most 100 a range: 4 range queries, each bounded, one file each.
+    assert rows == 344
+    assert len(files) == 4
+    assert [pq.read_metadata(f).num_rows for f in files] == [86, 86, 86, 86]
+    ranged = [s for s in seen if "ORDER BY" in s and "COUNT" not in s and "1 = 0" not in s]
+    assert len(ranged) == 4
+    assert all("WHERE" in s for s in ranged)
+    assert not any(s.strip() == QUERY for s in seen), "the query itself, unbounded, was never run"
+    expected = pandas_ingest(cfg.data, tmp_path / "pandas.parquet")
+    pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), expected)
+    assert tables.read_table(tmp_path / "raw.parquet").npartitions == 4
+
+
+def test_float_ranges_cover_every_row_once(database: str, tmp_path: Path) -> None:
+    cfg = dask_params(
+        source=database,
+        query="SELECT * FROM penguins WHERE bill_depth_mm IS NOT NULL ORDER BY bill_depth_mm, id",
+        range_column="bill_depth_mm",
+    )
+    rows = dask_ingest.write_sql_ranges(cfg.data, tmp_path / "raw.parquet", rows_per_partition=50)
+    got = io.read_table(tmp_path / "raw.parquet")
+    assert rows == len(got) == 342
+    assert len(list((tmp_path / "raw.parquet").glob("*.parquet"))) >= 5
+    assert sorted(got["id"]) == sorted(pandas_ingest(cfg.data, tmp_path / "pandas.parquet")["id"])
+
+
+def test_a_dask_sql_source_needs_a_range_column(database: str) -> None:
+    with pytest.raises(ConfigError, match=r"data\.range_column: required with engine: dask and a SQL data\.source"):
+        dask_params(source=database, query=QUERY)
+    with pytest.raises(ConfigError, match=r"data\.range_column: only used with a SQLAlchemy URL"):
+        dask_params(source=str(PENGUINS), range_column="id")
+
+
+@pytest.mark.parametrize(
+    ("column", "query", "message"),
+    [
+        (
+            "ident",
+            QUERY,
+            r"data\.range_column: 'ident' is not a column of data\.query's result \(sqlite:///.*\); it has \['id', ",
+        ),
+        (
+            "species",
+            QUERY,
+            r"data\.range_column: 'species' holds str values \('Adelie' … 'Gentoo'\) .*expected numbers",
+        ),
+        (
+            "body_mass_g",
+            QUERY,
+            r"data\.range_column: 'body_mass_g' has 2 missing value\(s\) .*no range would read those rows",
+        ),
+    ],
+)
+def test_a_range_column_that_cannot_split_the_query_is_named(
+    database: str, tmp_path: Path, column: str, query: str, message: str
+) -> None:
+    cfg = dask_params(source=database, query=query, range_column=column)
+    with pytest.raises(DataError, match=message):
+        dask_ingest.write_sql_ranges(cfg.data, tmp_path / "raw.parquet")
+    assert not (tmp_path / "raw.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [{"max_rows": 100}, {"max_columns": 5}],
+    ids=["max_rows", "max_columns"],
+)
+def test_sql_limits_stop_both_engines_with_one_message(database: str, tmp_path: Path, limits: dict[str, int]) -> None:
+    cfg = dask_params(source=database, query=QUERY, range_column="id", limits=limits)
+    with pytest.raises(DataError) as pandas_error:
+        ingest.ingest(cfg.data)
+    with pytest.raises(DataError) as dask_error:
+        dask_ingest.write_sql_ranges(cfg.data, tmp_path / "raw.parquet", rows_per_partition=100)
+    assert str(dask_error.value) == str(pandas_error.value)
+    assert f"(data.limits.{next(iter(limits))})" in str(dask_error.value)
+
+
+def test_sql_through_source_env(database: str, tmp_path: Path) -> None:
+    cfg = dask_params(source=database, query=QUERY, range_column="id", source_env=SOURCE_ENV)
+    with pytest.raises(ConfigError, match=f"data.source_env: the environment variable {SOURCE_ENV} is not set"):
+        dask_ingest.write_sql_ranges(cfg.data, tmp_path / "raw.parquet", environ={})
+    elsewhere = database.replace("penguins.db", "other.db")
+    with pytest.raises(ConfigError, match=f"data.source_env: {SOURCE_ENV} points to sqlite:///.*other.db"):
+        dask_ingest.write_sql_ranges(cfg.data, tmp_path / "raw.parquet", environ={SOURCE_ENV: elsewhere})
+    dask_ingest.write_sql_ranges(cfg.data, tmp_path / "raw.parquet", environ={SOURCE_ENV: database})
+    expected = pandas_ingest(cfg.data, tmp_path / "pandas.parquet", environ={SOURCE_ENV: database})
+    pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), expected)
+
+
+def test_sql_errors_hide_the_password_from_source_env(tmp_path: Path) -> None:
+    cfg = dask_params(
+        source="postgresql+psycopg://reader@127.0.0.1:9/shop", query=QUERY, range_column="id", source_env=SOURCE_ENV
+    )
+    environ = {SOURCE_ENV: "postgresql+psycopg://reader:s3cret-p4ss@127.0.0.1:9/shop"}
+    with pytest.raises(DataError) as pandas_error:
+        ingest.ingest(cfg.data, environ=environ)
+    with pytest.raises(DataError) as dask_error:
+        dask_ingest.write_sql_ranges(cfg.data, tmp_path / "raw.parquet", environ=environ)
+    assert str(dask_error.value).startswith("postgresql+psycopg://reader@127.0.0.1:9/shop: ")
+    assert "s3cret-p4ss" not in str(dask_error.value)
+    assert str(dask_error.value) == str(pandas_error.value)
+
+
+@pytest.fixture
+def on_test_client(dask_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Dask ingest's stage cluster replaced by the tests' in-process one."""
+
+    @contextmanager
+    def connect(cfg: Any, *, stage: str) -> Iterator[Client]:
+        yield dask_client
+
+    monkeypatch.setattr(cluster, "connect", connect)
+
+
+def test_run_reads_sql_by_ranges(database: str, tmp_path: Path, on_test_client: None) -> None:
+    cfg = dask_params(source=database, query=QUERY, range_column="id")
+    summary = dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+    assert summary.rows == 344
+    pd.testing.assert_frame_equal(
+        io.read_table(tmp_path / "raw.parquet"), pandas_ingest(cfg.data, tmp_path / "pandas.parquet")
+    )
+
+
+def wide_csv(path: Path) -> Path:
+    """The penguins as CSV with one 200-byte island name."""
+    df = io.read_source(str(PENGUINS))
+    df.loc[10, "island"] = "x" * 200
+    df.to_csv(path, index=False)
+    return path
+
+
+FILE_LIMITS = [
+    ("csv", {"max_bytes": 4096}),
+    ("csv", {"max_columns": 5}),
+    ("csv", {"max_field_bytes": 100}),
+    ("csv", {"max_rows": 300}),
+    ("parquet", {"max_bytes": 4096}),
+    ("parquet", {"max_columns": 5}),
+    ("parquet", {"max_field_bytes": 100}),
+    ("parquet", {"max_rows": 300}),
+]
+
+
+@pytest.mark.parametrize(("kind", "limits"), FILE_LIMITS, ids=[f"{k}-{next(iter(v))}" for k, v in FILE_LIMITS])
+def test_file_limits_stop_both_engines_with_one_message(
+    tmp_path: Path, on_test_client: None, kind: str, limits: dict[str, int]
+) -> None:
+    source = wide_csv(tmp_path / "penguins.csv")
+    if kind == "parquet":
+        io.read_source(str(source)).to_parquet(tmp_path / "penguins.parquet", index=False)
+        source = tmp_path / "penguins.parquet"
+    cfg = dask_params(source=str(source), limits=limits)
+    with pytest.raises(DataError) as pandas_error:
+        ingest.ingest(cfg.data)
+    with pytest.raises(DataError) as dask_error:
+        dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+    assert str(dask_error.value) == str(pandas_error.value)
+    assert f"(data.limits.{next(iter(limits))})" in str(dask_error.value)
+    assert not (tmp_path / "ingest.json").exists()
+
+
+def test_files_within_the_limits_are_read_by_both(tmp_path: Path, on_test_client: None) -> None:
+    source = wide_csv(tmp_path / "penguins.csv")
+    cfg = dask_params(source=str(source))
+    summary = dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+    assert summary.rows == 344
+    pd.testing.assert_frame_equal(
+        io.read_table(tmp_path / "raw.parquet"), pandas_ingest(cfg.data, tmp_path / "pandas.parquet")
+    )
+
+
+def test_a_file_source_env_is_looked_up_by_the_dask_engine(
+    tmp_path: Path, on_test_client: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = dask_params(source=str(PENGUINS), source_env=SOURCE_ENV)
+    monkeypatch.delenv(SOURCE_ENV, raising=False)
+    with pytest.raises(ConveyorError, match=f"data.source_env: the environment variable {SOURCE_ENV} is not set"):
+        dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+    monkeypatch.setenv(SOURCE_ENV, str(PENGUINS))
+    assert dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json").rows == 344
