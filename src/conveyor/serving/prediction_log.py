@@ -25,10 +25,9 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from logging.handlers import RotatingFileHandler, TimedRotatingFileHandler
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -73,17 +72,20 @@ FAILURE_LOG_INTERVAL_S = 60.0
 MIN_REST_S = 0.001
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedRequest:
-    """One answered prediction request: its id, route, validated records and the answer to each."""
+class LoggedRequest(NamedTuple):
+    """One answered prediction request: its id, route, validated records and the answer to each.
+
+    A named tuple, since one is built for every answered request: a frozen dataclass's
+    ``__init__`` (an ``object.__setattr__`` per field) cost several times as much.
+    """
 
     request_id: str
     endpoint: str
     records: Sequence[Mapping[str, Any]]
     outputs: Sequence[Any]
-    # When it was answered (seconds since the epoch), the record's ``timestamp``: stamped on the
-    # request path, since the thread may export it a while later.
-    answered_at: float = field(default_factory=time.time)
+    # When it was answered (seconds since the epoch), the record's ``timestamp``; the thread may
+    # export it a while later. None: when it is exported.
+    answered_at: float | None = None
 
 
 Exporter = Callable[[LoggedRequest], None]
@@ -130,6 +132,8 @@ class PredictionLog:
         self.queued_records = 0
         self.done_records = 0
         self.dropped_records = 0
+        self.published_dropped = 0
+        self.publishing = threading.Lock()
         self.failures = 0
         # ``records`` is :func:`register`'s counter.
         self.outcomes = {name: records.labels(name) for name in ("exported", "dropped", "failed")}
@@ -150,22 +154,38 @@ class PredictionLog:
         """Queue ``request`` for the exporter, or drop and count it if the queue is full; never blocks."""
         size = len(request.records)
         if self.queued_records - self.done_records + size > self.max_queued_records:
+            # Counted here, published by publish_dropped: under BentoML the counter is a
+            # multiprocess one (a lock and an mmap write), paid per dropped request otherwise.
             self.dropped_records += size
-            self.outcomes["dropped"].inc(size)
             return False
         self.queued_records += size
         self.queue.append(request)
         return True
+
+    def publish_dropped(self) -> None:
+        """Add the records dropped since the last call to ``outcome="dropped"``.
+
+        Called by the thread whenever it wakes (at least every :data:`POLL_SECONDS` when idle),
+        at close, and before ``/metrics`` is rendered, so a scrape of this worker is exact and
+        another worker's count is at most a rest behind.
+        """
+        with self.publishing:
+            dropped = self.dropped_records
+            if dropped > self.published_dropped:
+                self.outcomes["dropped"].inc(dropped - self.published_dropped)
+                self.published_dropped = dropped
 
     def close(self, timeout: float = 5.0) -> None:
         """Export what is queued (within ``timeout`` seconds), then stop the thread."""
         self.stopping.set()
         if self.thread.is_alive():
             self.thread.join(timeout)
+        self.publish_dropped()
 
     def _drain(self) -> None:
         owed = 0.0
         while True:
+            self.publish_dropped()
             chunk = self._take()
             if not chunk:
                 if self.stopping.is_set():
@@ -436,7 +456,8 @@ class _JsonLines:
         """Append ``requests``' records to every file: one write and one flush each; raises what they raise."""
         lines = []
         for request in requests:
-            when = datetime.datetime.fromtimestamp(request.answered_at).isoformat()
+            answered_at = time.time() if request.answered_at is None else request.answered_at
+            when = datetime.datetime.fromtimestamp(answered_at).isoformat()
             tail = (request.endpoint, self.model_tag, when, request.request_id, trace_id)
             if request.endpoint == "/predict_proba":
                 outputs: list[tuple[Any, Any]] = [
