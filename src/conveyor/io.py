@@ -54,8 +54,8 @@ __all__ = [
     "read_bytes",
     "read_contract",
     "read_json",
-    "read_source",
     "read_sample",
+    "read_source",
     "read_table",
     "remove_others",
     "save_model",
@@ -600,9 +600,7 @@ def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.
         raise ArtifactError(f"{path}: not a readable Parquet file ({exc}); {REBUILD}") from None
 
 
-def read_sample(
-    path: str | Path, *, columns: Sequence[str], rows: int, seed: int
-) -> tuple[pd.DataFrame, int]:
+def read_sample(path: str | Path, *, columns: Sequence[str], rows: int, seed: int) -> tuple[pd.DataFrame, int]:
     """``read_table(path, columns=columns).sample(n=rows, random_state=seed)`` and the table's row count, read in batches.
 
     The same rows in the same order as pandas' sample (the whole table when it has at most ``rows``),
