@@ -269,8 +269,8 @@ class BentoMonitorExporter:
     ``metadata``, null where a record left it out), ``prediction`` (the label or value; for
     ``/predict_proba`` the most probable class) and ``probabilities`` (``/predict_proba`` only, in
     the order of the model's classes) with role ``prediction``, and ``endpoint`` and ``model_tag``
-    (role ``metadata``). BentoML adds ``timestamp``, ``request_id`` (set here to Conveyor's id)
-    and ``trace_id``. ``others`` maps each column to its BentoML data type (:func:`log_types`).
+    (role ``metadata``). BentoML adds ``timestamp`` (in chunks, when the request was answered),
+    ``request_id`` (set here to Conveyor's id) and ``trace_id``. ``others`` maps each column to its BentoML data type (:func:`log_types`).
     """
 
     def __init__(
