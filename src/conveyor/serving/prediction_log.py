@@ -331,7 +331,7 @@ class BentoMonitorExporter:
         """Write every one of ``requests``; :class:`ExportError` (saying how many records went out) if not.
 
         BentoML's default monitor turns each record into a ``logging`` call, its JSON formatter and
-        a write and flush of its own: about 130 µs of the GIL a record, so the log could keep up
+        a write and flush of its own: 130-190 µs of the GIL a record on the shared machine, so the log could keep up
         with only a few hundred records a second within its CPU share. Once the first request
         through BentoML has opened its files and written the schema, the rest are written
         here as BentoML would write them (the same keys in the same order, its formatter's own
