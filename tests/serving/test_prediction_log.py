@@ -3,9 +3,14 @@ logging never fails nor holds up a request (a blocked or failing exporter, a ful
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import random
+import subprocess
+import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +21,8 @@ from conveyor.bundle import Bundle
 from conveyor.config import Config
 from conveyor.contract import Contract, conform
 from conveyor.serving.metrics import refused_field
-from conveyor.serving.prediction_log import BentoMonitorExporter, LoggedRequest, log_types
-from tests.conftest import configured, customers, labelled, make_bundle, regression
+from conveyor.serving.prediction_log import BentoMonitorExporter, ExportError, LoggedRequest, log_types
+from tests.conftest import configured, customers, labelled, make_bundle, regression, tool_env
 from tests.serving.conftest import GOOD, Served, customer_rows, packaged_with
 
 OTHER = GOOD | {"island": "Biscoe", "flipper_length_mm": 230, "body_mass_g": 5500, "bill_depth_mm": 14.0}
@@ -264,3 +269,116 @@ def test_a_date_a_derived_feature_reads_is_logged_as_an_input(
     exporter(LoggedRequest(request_id="r1", endpoint="/predict", records=[row], outputs=["false"]))
     # The monitor reads the model's inputs from the "feature" role: the date must be among them.
     assert monitor.columns["signup"] == ([row["signup"]], "feature", "categorical")
+
+
+# Writes the same requests through BentoML's own per-record path ("bentoml") or through the
+# exporter's chunks ("chunks"), in a process of its own: BentoML configures logging process-wide.
+CHUNK_WRITER = """
+import json, sys
+from bentoml._internal.configuration.containers import BentoMLContainer
+from conveyor.model.features import FeatureSpec
+from conveyor.serving.prediction_log import BentoMonitorExporter, LoggedRequest
+
+log_path, how = sys.argv[1], sys.argv[2]
+BentoMLContainer.config.monitoring.options.log_path.set(log_path)
+exporter = BentoMonitorExporter(
+    spec=FeatureSpec(numeric=("bill_length_mm", "flipper_length_mm"), categorical=("island",)),
+    task="classification",
+    classes=["Adelie", "Gentoo"],
+    model_tag="conveyor-model:chunks",
+    others={"penguin": "categorical", "timestamp": "categorical", "ringed": "numerical"},
+)
+requests = [LoggedRequest(**request) for request in json.loads(sys.stdin.read())]
+if how == "bentoml":
+    for request in requests:
+        exporter(request)
+else:
+    exporter.export_batch(requests[:1])
+    assert exporter.lines is not None, "BentoML's default monitor was not recognised"
+    exporter.export_batch(requests[1:3])
+    exporter.export_batch(requests[3:])
+"""
+
+
+def _chunk_requests() -> list[dict[str, Any]]:
+    first = {"bill_length_mm": 0.1 + 0.2, "flipper_length_mm": 181, "island": "Île-Dream", "penguin": "p-1"}
+    second = {"bill_length_mm": 1e-7, "flipper_length_mm": 10**18, "island": 'say "hi"\n', "timestamp": "2024-05-01"}
+    third = {"bill_length_mm": 39.1, "flipper_length_mm": None, "island": None, "ringed": True, "penguin": "p-3"}
+    return [
+        {"request_id": "a1", "endpoint": "/predict", "records": [first, second], "outputs": ["Adelie", "Gentoo"]},
+        {"request_id": "b2", "endpoint": "/predict", "records": [third], "outputs": ["Gentoo"], "answered_at": 1.7e9},
+        {
+            "request_id": "c3",
+            "endpoint": "/predict_proba",
+            "records": [second, first],
+            "outputs": [{"Adelie": 0.25, "Gentoo": 0.75}, {"Adelie": 1.0, "Gentoo": 0.0}],
+            "answered_at": 1.7e9 + 0.5,
+        },
+        {"request_id": "d4", "endpoint": "/predict", "records": [third], "outputs": ["Adelie"], "answered_at": 1.8e9},
+    ]
+
+
+def _write_chunks(log_path: Path, how: str, requests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    subprocess.run(
+        [sys.executable, "-W", "error", "-c", CHUNK_WRITER, str(log_path), how],
+        input=json.dumps(requests),
+        env=tool_env() | {"BENTOML_HOME": str(log_path / "bentoml-home")},
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    monitor = log_path / "conveyor_predictions"
+    [data] = list((monitor / "data").iterdir())
+    [schema] = list((monitor / "schema").iterdir())
+    return [json.loads(line) for line in data.read_text(encoding="ascii").splitlines()], schema.read_text()
+
+
+def test_chunks_are_written_as_bentomls_own_monitor_writes_each_record(tmp_path: Path) -> None:
+    requests = _chunk_requests()
+    ours, our_schema = _write_chunks(tmp_path / "chunks", "chunks", requests)
+    theirs, their_schema = _write_chunks(tmp_path / "bentoml", "bentoml", requests)
+    assert our_schema == their_schema
+    assert len(ours) == len(theirs) == 6
+    # The same keys in the same order and the same values, all but when each was written...
+    assert [list(record) for record in ours] == [list(record) for record in theirs]
+    assert "timestamp_" in ours[0]
+    assert [{**r, "timestamp": None} for r in ours] == [{**r, "timestamp": None} for r in theirs]
+    assert [record["prediction"] for record in ours] == ["Adelie", "Gentoo", "Gentoo", "Gentoo", "Adelie", "Adelie"]
+    assert ours[3]["probabilities"] == [0.25, 0.75]
+    # ... which, past the first request (BentoML's own), is when each request was answered.
+    stamps = [datetime.datetime.fromtimestamp(1.7e9 + offset).isoformat() for offset in (0, 0.5, 0.5, 1e8)]
+    assert [record["timestamp"] for record in ours[2:]] == stamps
+
+
+class HalfWriter:
+    """A chunk exporter whose every chunk fails after its first request went out."""
+
+    def __init__(self) -> None:
+        self.chunks: list[list[str]] = []
+
+    def __call__(self, request: LoggedRequest) -> None:
+        raise AssertionError("a chunk exporter is never called one request at a time")
+
+    def export_batch(self, requests: Sequence[LoggedRequest]) -> None:
+        self.chunks.append([request.request_id for request in requests])
+        raise ExportError(len(requests[0].records)) from OSError("disk full")
+
+
+def test_a_chunk_that_fails_halfway_counts_what_went_out_and_what_failed(
+    bundle: Bundle, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = HalfWriter()
+    served = Served(bundle, exporter=writer)
+    with caplog.at_level(logging.WARNING, logger="conveyor"):
+        for _ in range(4):
+            assert served.post("/predict", {"records": [GOOD, OTHER]}).status_code == 200
+        served.serving.close()
+    metrics = served.request("GET", "/metrics").text
+    exported = sample_value(metrics, 'conveyor_prediction_log_records_total{outcome="exported"}')
+    failed = sample_value(metrics, 'conveyor_prediction_log_records_total{outcome="failed"}')
+    assert sum(len(chunk) for chunk in writer.chunks) == 4
+    assert exported == 2 * len(writer.chunks)
+    assert exported + failed == 8
+    [line] = [r for r in caplog.records if "prediction log" in r.getMessage()]
+    assert "OSError('disk full')" in line.getMessage()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
@@ -207,7 +208,7 @@ class Prediction:
         outputs = await self.service.answer(checked, proba=self.proba)
         request_id = secrets.token_hex(8)
         await send_body(send, 200, to_json(outputs), extra=((REQUEST_ID_HEADER, request_id.encode()),))
-        self.service.answered(LoggedRequest(request_id, self.path, checked, outputs), proba=self.proba)
+        self.service.answered(LoggedRequest(request_id, self.path, checked, outputs, time.time()), proba=self.proba)
 
     def check(self, scope: Scope, body: bytes) -> Response | list[dict[str, Any]]:
         """The validated records, or the 4xx refusing them."""
@@ -400,7 +401,7 @@ class ServingApp:
         if self.lookup is not None:
             checked = await self.lookup(checked)
         outputs = await self.answer(checked, proba=endpoint.proba)
-        self.answered(LoggedRequest(secrets.token_hex(8), path, checked, outputs), proba=endpoint.proba)
+        self.answered(LoggedRequest(secrets.token_hex(8), path, checked, outputs, time.time()), proba=endpoint.proba)
         return outputs
 
     async def answer(self, records: Records, *, proba: bool) -> list[Any]:
@@ -438,6 +439,8 @@ class ServingApp:
 
     async def metrics(self, _: Request) -> Response:
         """``GET /metrics``: Prometheus text exposition."""
+        if self.log is not None:
+            self.log.publish_dropped()
         return Response(self.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def docs(self, _: Request) -> Response:
