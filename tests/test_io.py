@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -103,6 +104,27 @@ def test_a_fifo_as_data_source_is_refused_not_waited_on(tmp_path: Path) -> None:
         io.read_source(str(fifo))
     with pytest.raises(DataError, match=r"is a folder"):
         io.read_source(str(tmp_path))
+
+
+def test_a_model_archive_check_catches_what_loading_would(tmp_path: Path, trained_model_file: Path) -> None:
+    io.check_model_archive(trained_model_file)
+    data = trained_model_file.read_bytes()
+    truncated = tmp_path / "truncated.skops"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match=r"truncated\.skops: not a readable skops model \(BadZipFile"):
+        io.check_model_archive(truncated)
+    # One flipped byte inside an entry (stored uncompressed): the zip's directory is whole, its CRC is not.
+    with zipfile.ZipFile(trained_model_file) as archive:
+        entry = next(info for info in archive.infolist() if info.filename != "schema.json")
+    at = entry.header_offset + 30 + len(entry.filename) + len(entry.extra) + entry.compress_size // 2
+    damaged = tmp_path / "damaged.skops"
+    damaged.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :])
+    with pytest.raises(
+        ArtifactError, match=rf"damaged\.skops: not a readable skops model \(entry {entry.filename} is damaged"
+    ):
+        io.check_model_archive(damaged)
+    with pytest.raises(ArtifactError, match=r"damaged\.skops: not a readable skops model"):
+        io.load_model(damaged)
 
 
 def test_corrupt_and_misplaced_files_name_themselves(tmp_path: Path) -> None:

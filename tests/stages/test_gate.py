@@ -146,7 +146,7 @@ def test_the_gate_refuses_a_model_file_that_evaluate_did_not_score(tmp_path: Pat
     truncated.write_bytes(trained_model_file.read_bytes()[:1000])
     with pytest.raises(ModelMismatch, match=r"model\.skops: not the model evaluate scored"):
         check_model(truncated, record, source=tmp_path / "evaluation.json")
-    # Even a file whose hash was recorded must load: a corrupt model is named, not accepted.
+    # Even a file whose hash was recorded must be a whole archive: a corrupt model is named, not accepted.
     corrupt = EvaluationRecord(model_sha256=io.file_sha256(truncated), test_sha256="b" * 64, metrics=METRICS)
     with pytest.raises(ArtifactError, match=r"model\.skops: not a readable skops model"):
         check_model(truncated, corrupt, source=tmp_path / "evaluation.json")
@@ -300,7 +300,7 @@ def test_a_champion_in_no_cache_is_judged_by_its_card_first(
         model_sha256="a" * 64,
         model_path=Path("models/model.skops"),
         card_path=Path("models/model.json"),
-        test=pd.DataFrame(),
+        test=pd.DataFrame,
         metrics=METRICS,
         cfg=params,
         root=tmp_path,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -132,8 +133,9 @@ def cuts(counts: pd.Series, group_quotas: Mapping[str, int]) -> dict[str, Cut]:
 def cut_hashes(groups: NDArray[np.object_], hashes: NDArray[np.uint64], group_cuts: Mapping[str, Cut]) -> pd.Series:
     """The second pass: the hashes of each group's cut bucket (a few per million rows), indexed by group."""
     bucket = (hashes >> BUCKET_SHIFT).astype(np.int64)
-    wanted = pd.Series({group: cut.bucket for group, cut in group_cuts.items()}, dtype="int64")
-    keep = pd.Series(groups).map(wanted).to_numpy(dtype="float64", na_value=np.nan) == bucket
+    # -1: no bucket, for a group without a cut (none in this partition's share of the quota).
+    wanted = {group: cut.bucket for group, cut in group_cuts.items()}
+    keep = _per_row(groups, wanted, missing=-1, dtype=np.int64) == bucket
     return pd.Series(hashes[keep], index=pd.Index(groups[keep], name="group"), dtype="uint64")
 
 
@@ -147,5 +149,12 @@ def thresholds(collected: Iterable[pd.Series], group_cuts: Mapping[str, Cut]) ->
 
 def is_test(groups: NDArray[np.object_], hashes: NDArray[np.uint64], limits: Mapping[str, int]) -> NDArray[np.bool_]:
     """Whether each row is a test row: its hash at or below its group's threshold; shape (n_rows,)."""
-    limit = pd.Series(groups).map({g: np.uint64(v) for g, v in limits.items()}).to_numpy(dtype=np.uint64)
-    return np.asarray(hashes <= limit, dtype=bool)
+    return np.asarray(hashes <= _per_row(groups, limits, missing=0, dtype=np.uint64), dtype=bool)
+
+
+def _per_row(
+    groups: NDArray[np.object_], per_group: Mapping[str, int], *, missing: int, dtype: type[np.integer[Any]]
+) -> NDArray[np.integer[Any]]:
+    # One lookup per distinct group, not per row: a per-row map over text costs 0.4 s per million rows.
+    codes, distinct = pd.factorize(groups)
+    return np.array([per_group.get(group, missing) for group in distinct], dtype=dtype)[codes]

@@ -1,7 +1,8 @@
 """gate: accept the model only if every threshold holds and it does not regress against the champion.
 
 The gate first makes sure it judges the model evaluate scored: the model file's hash must equal
-the one in ``reports/evaluation.json``, and the file must load. Then every threshold must hold.
+the one in ``reports/evaluation.json``, and the file must be a whole skops archive (evaluate
+loaded these very bytes, and package loads them again). Then every threshold must hold.
 
 The champion is the model committed at ``gate.baseline_rev`` (``main`` by default), fetched with
 DVC's API and scored on the *current* test split, so both models are judged on the same rows.
@@ -17,7 +18,7 @@ check) is ``incompatible``: the model is rejected unless ``gate.incompatible_cha
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -27,7 +28,6 @@ from conveyor import io
 from conveyor.artifacts import Champion, ChampionStatus, Check, EvaluationRecord, GateVerdict, ModelIdentity
 from conveyor.config import Config, GateConfig
 from conveyor.errors import ConveyorError
-from conveyor.model.metrics import score
 from conveyor.model.registry import Task, higher_is_better
 from conveyor.provenance import resolve_revision
 
@@ -106,12 +106,15 @@ def find_champion(
     model_sha256: str,
     model_path: Path,
     card_path: Path,
-    test: pd.DataFrame,
+    test: Callable[[], pd.DataFrame],
     metrics: Mapping[str, float],
     cfg: Config,
     root: Path,
 ) -> Champion:
-    """Fetch the model committed at ``gate.baseline_rev``, score it on ``test`` and compare (see module doc)."""
+    """Fetch the model committed at ``gate.baseline_rev``, score it on ``test()`` and compare (see module doc).
+
+    ``test`` reads the test split: only a champion that is scored needs it.
+    """
     rev = cfg.gate.baseline_rev
 
     def without(status: ChampionStatus, reason: str, champion_sha256: str | None = None) -> Champion:
@@ -146,9 +149,12 @@ def find_champion(
             f"the model committed at {rev} is in neither the DVC cache nor a remote "
             f"(`dvc pull {model_path.as_posix()}` on {rev} restores it); thresholds alone decide",
         )
+    # Here, not at the top: without a champion to score the gate needs neither scikit-learn nor skops.
+    from conveyor.model.metrics import score
+
     try:
         model = io.model_from_bytes(data, source=f"{model_path.as_posix()}@{rev}")
-        baseline = score(model, test, target=cfg.data.target, task=cfg.task)
+        baseline = score(model, test(), target=cfg.data.target, task=cfg.task)
     except ConveyorError as exc:
         consequence = (
             "thresholds alone decide (gate.incompatible_champion: thresholds_only)"
@@ -200,14 +206,14 @@ def _read_or_none(fs: Any, path: str) -> bytes | None:
 
 
 def check_model(model_path: Path, evaluation: EvaluationRecord, *, source: Path) -> str:
-    """The model's SHA-256, after checking it is the file evaluate scored and that it loads."""
+    """The model's SHA-256, after checking it is the file evaluate scored and a whole skops archive."""
     model_sha256 = io.file_sha256(model_path)
     if model_sha256 != evaluation.model_sha256:
         raise ModelMismatch(
             f"{model_path}: not the model evaluate scored ({source} names sha256 {evaluation.model_sha256[:12]}…, "
             f"the file has {model_sha256[:12]}…); run `dvc repro` so evaluate scores this model"
         )
-    io.load_model(model_path)
+    io.check_model_archive(model_path)
     return model_sha256
 
 
@@ -230,7 +236,7 @@ def run(
         model_sha256=model_sha256,
         model_path=model_path,
         card_path=card_path,
-        test=io.read_table(test),
+        test=lambda: io.read_table(test),
         metrics=record.metrics,
         cfg=cfg,
         root=Path.cwd(),
