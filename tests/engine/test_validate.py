@@ -11,7 +11,7 @@ import pytest
 from distributed import Client
 
 from conveyor import io
-from conveyor.contract import Contract, contract_to_dict, parse_contract
+from conveyor.contract import ColumnSpec, Contract, contract_to_dict, parse_contract
 from conveyor.engine import tables
 from conveyor.engine import validate as dask_validate
 from conveyor.stages import validate
@@ -125,3 +125,29 @@ def test_the_sets_are_searched_on_the_pandas_engines_seeded_sample(dask_client: 
     pd.testing.assert_frame_equal(sample, pandas_sample.reset_index(drop=True))
     again = dask_validate.leak_sample(dask_client, table, summaries, contract, target=target)
     pd.testing.assert_frame_equal(again, sample)
+
+
+@pytest.mark.parametrize("labels", ["varied", "constant"])
+def test_both_engines_warn_about_the_same_id_like_columns(dask_client: Client, tmp_path: Path, labels: str) -> None:
+    df = leakage.table(1000).drop(columns="label")
+    rng = np.random.default_rng(5)
+    df["district"] = rng.permutation(len(df)) + 1000  # all distinct: an ID
+    # 96% distinct, the repeated codes spread over all three partitions: still an ID, counted across them.
+    codes = rng.permutation(len(df))
+    codes[rng.choice(len(df), 40, replace=False)] = codes[:40]
+    df["code"] = "c" + pd.Series(codes).astype(str)
+    df["code"] = df["code"].mask(df.index % 97 == 0)  # missing values do not count
+    df["batch"] = rng.integers(0, 900, len(df))  # about 60% distinct: not an ID
+    if labels == "constant":
+        df["y"] = 1.0
+    contract = leakage.contract_of(
+        df,
+        "y",
+        district=ColumnSpec(type="int"),
+        code=ColumnSpec(type="category", nullable=True),
+        batch=ColumnSpec(type="int"),
+    )
+    contract = Contract(columns=contract.columns, checks=contract.checks)  # no unique keys: they would not be checked
+    expected, got = both(dask_client, df, contract, tmp_path, target="y", task="regression")
+    assert {f.column for f in expected.warnings if f.check == "id_like"} == {"district", "code"}
+    assert findings(got) == findings(expected)

@@ -2,10 +2,11 @@
 
 Each partition is checked by the contract's pandera schema inside its own task, and returns a
 small :class:`Summary` (pandera's failure cases cut to what a finding shows, counts, 64-bit row
-hashes, label counts, the distinct feature/label pairs the leakage check needs). The summaries
+hashes, label counts, the distinct feature/label pairs the leakage check needs, and the hashes of
+the distinct values of each column that could be an ID). The summaries
 then give the findings the pandas engine gives, with its messages: the per-row checks from
 :mod:`conveyor.stages.validate` itself, the table checks (missing fractions, duplicates, unique
-keys, labels, leakage) from the sums. Duplicate rows and keys are found by hash (8 bytes a row
+keys, labels, leakage, ID-like columns) from the sums. Duplicate rows and keys are found by hash (8 bytes a row
 reach the stage process); two different rows sharing a 64-bit hash would count as duplicates.
 The search for sets of columns that reproduce the target runs on the pandas engine's leak sample
 (the same seeded rows, in the same order), picked out of the partitions in a second pass.
@@ -41,13 +42,17 @@ from conveyor.stages.validate import (
     class_findings,
     finding,
     findings_from,
+    id_candidates,
+    id_like_finding,
     missing_findings,
     set_findings,
     structure,
+    whole_or_text,
 )
 
 __all__ = [
     "MAX_PAIRS",
+    "IdValues",
     "Summary",
     "combine",
     "duplicated_keys",
@@ -62,6 +67,17 @@ __all__ = [
 # Distinct values of a feature per partition beyond which it cannot relabel the target (a label
 # with more classes than this is not checked for leakage).
 MAX_PAIRS = 1000
+
+
+@dataclass
+class IdValues:
+    """One partition's part of the ID-like check of one column: its non-missing values counted and
+    hashed once per distinct value (8 bytes a distinct value reach the stage process)."""
+
+    values: int
+    whole_or_text: bool
+    distinct: NDArray[np.uint64]
+    first: pd.Series
 
 
 @dataclass
@@ -81,6 +97,7 @@ class Summary:
     not_number_count: int = 0
     pairs: dict[str, pd.DataFrame | None] = field(default_factory=dict)
     moments: dict[str, NDArray[np.float64] | None] = field(default_factory=dict)
+    ids: dict[str, IdValues] = field(default_factory=dict)
 
 
 def _reduced(failures: pd.DataFrame) -> pd.DataFrame:
@@ -150,6 +167,14 @@ def summarize(part: pd.DataFrame, contract: Contract, *, target: str, task: str)
             summary.pairs[name] = _pairs(x, labels)
         else:
             summary.moments[name] = _moments(x, labels)
+    for name in id_candidates(contract, leak_features(contract, present, target)):
+        values = part[name].dropna()
+        summary.ids[name] = IdValues(
+            values=len(values),
+            whole_or_text=whole_or_text(values, contract.columns[name]),
+            distinct=np.unique(_hashes(values.to_frame())),
+            first=values.head(EXAMPLES),
+        )
     return summary
 
 
@@ -274,7 +299,7 @@ def _leakage(
     findings: list[Finding] = []
     features = leak_features(contract, list(summaries[0].missing), target)
     if not _labels_vary(summaries):
-        return findings
+        return _id_like(summaries)
     flagged: set[str] = set()
     for name in features:
         leaks = _relabels(summaries, name) if task == "classification" else _correlates(summaries, name)
@@ -290,6 +315,23 @@ def _leakage(
             )
     if sample is not None:
         findings += set_findings(sample, [name for name in features if name not in flagged], target, task, contract)
+    return findings + _id_like(summaries)
+
+
+def _id_like(summaries: list[Summary]) -> list[Finding]:
+    # The pandas engine's id_like warnings: distinct values counted by hash across partitions.
+    findings: list[Finding] = []
+    for name in summaries[0].ids:
+        parts = [s.ids[name] for s in summaries]
+        if not all(part.whole_or_text for part in parts):
+            continue
+        found = id_like_finding(
+            name,
+            distinct=len(np.unique(np.concatenate([part.distinct for part in parts]))),
+            values=sum(part.values for part in parts),
+            first=pd.concat([part.first for part in parts]).head(EXAMPLES),
+        )
+        findings += [found] if found is not None else []
     return findings
 
 

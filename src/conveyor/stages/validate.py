@@ -7,7 +7,7 @@ Every finding is a :class:`Finding` with a level: ``error`` stops ``dvc repro`` 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,11 +20,13 @@ from numpy.typing import NDArray
 from conveyor import io
 from conveyor.artifacts import Finding, ValidationReport
 from conveyor.config import Config
-from conveyor.contract import Contract, conform, pandera_schema
+from conveyor.contract import ColumnSpec, Contract, conform, pandera_schema
 from conveyor.errors import ConveyorError
 
 __all__ = [
     "EXAMPLES",
+    "ID_DISTINCT_SHARE",
+    "ID_MIN_ROWS",
     "LEAK_SAMPLE_ROWS",
     "LEAK_SEED",
     "RARE_CLASS_FRACTION",
@@ -34,11 +36,14 @@ __all__ = [
     "class_findings",
     "finding",
     "findings_from",
+    "id_candidates",
+    "id_like_finding",
     "missing_findings",
     "run",
     "set_findings",
     "structure",
     "validate",
+    "whole_or_text",
 ]
 
 Level = Literal["error", "warning"]
@@ -540,28 +545,42 @@ def _lookup_accuracy(keys: NDArray[np.int64], labels: NDArray[np.intp], folds: N
 def _id_like(df: pd.DataFrame, contract: Contract, features: list[str]) -> list[Finding]:
     """A warning per feature column of whole numbers or text whose values are (nearly) all distinct."""
     findings: list[Finding] = []
-    keys = {name for key in contract.unique for name in key}
-    for name in features:
+    for name in id_candidates(contract, features):
         values = df[name].dropna()
-        if name in keys or len(values) < ID_MIN_ROWS:
+        if len(values) < ID_MIN_ROWS or not whole_or_text(values, contract.columns[name]):
             continue
-        spec = contract.columns[name]
-        numbers = pd.to_numeric(values, errors="coerce") if spec.is_numeric else None
-        if spec.type == "float" or (numbers is not None and not bool((numbers % 1 == 0).all())):
-            continue  # a measurement with many distinct values is not an ID (nor is text in a number column)
-        share = values.nunique() / len(values)
-        if share >= ID_DISTINCT_SHARE:
-            findings.append(
-                finding(
-                    "warning",
-                    "id_like",
-                    name,
-                    f"{share:.1%} of its {len(values)} values are distinct: it looks like an ID, which a model "
-                    "can only memorise; mark it feature: false in the data contract unless it is a quantity",
-                    _examples(values.head(EXAMPLES)),
-                )
-            )
+        found = id_like_finding(name, distinct=values.nunique(), values=len(values), first=values.head(EXAMPLES))
+        findings += [found] if found is not None else []
     return findings
+
+
+def id_candidates(contract: Contract, features: Sequence[str]) -> list[str]:
+    """The features that could be IDs: not a declared unique key, not a ``float`` measurement."""
+    keys = {name for key in contract.unique for name in key}
+    return [name for name in features if name not in keys and contract.columns[name].type != "float"]
+
+
+def whole_or_text(values: pd.Series, spec: ColumnSpec) -> bool:
+    """Whether non-missing ``values`` are whole numbers (a numeric column) or text: only those can be IDs."""
+    if not spec.is_numeric:
+        return True
+    return bool((pd.to_numeric(values, errors="coerce") % 1 == 0).all())
+
+
+def id_like_finding(name: str, *, distinct: int, values: int, first: pd.Series) -> Finding | None:
+    """The ``id_like`` warning for ``name`` when ``distinct`` of its ``values`` non-missing values are
+    at least :data:`ID_DISTINCT_SHARE` (and there are :data:`ID_MIN_ROWS`); ``first``: its first values."""
+    share = distinct / values if values else 0.0
+    if values < ID_MIN_ROWS or share < ID_DISTINCT_SHARE:
+        return None
+    return finding(
+        "warning",
+        "id_like",
+        name,
+        f"{share:.1%} of its {values} values are distinct: it looks like an ID, which a model "
+        "can only memorise; mark it feature: false in the data contract unless it is a quantity",
+        _examples(first),
+    )
 
 
 def _one_to_one(x: pd.Series, y: pd.Series) -> bool:
