@@ -21,6 +21,7 @@ from conveyor.engine import ingest as dask_ingest
 from conveyor.errors import ConfigError, ConveyorError, DataError
 from conveyor.stages import ingest
 from tests.conftest import ROOT
+from tests.stages.conftest import running_postgres
 
 PENGUINS = ROOT / "data" / "penguins.csv"
 QUERY = "SELECT * FROM penguins ORDER BY id"
@@ -270,3 +271,24 @@ def test_a_file_source_env_is_looked_up_by_the_dask_engine(
         dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
     monkeypatch.setenv(SOURCE_ENV, str(PENGUINS))
     assert dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json").rows == 344
+
+
+@pytest.mark.slow
+def test_sql_by_ranges_on_postgresql_is_the_table_pandas_reads(tmp_path: Path) -> None:
+    # A real server: the subquery's alias and the range queries' parameters as PostgreSQL takes them.
+    with running_postgres("ranges-pass") as url:
+        engine = sqlalchemy.create_engine(url)
+        try:
+            keyed_penguins().to_sql("penguins", engine, index=False)
+        finally:
+            engine.dispose()
+        shown = url.replace(":ranges-pass@", "@")  # the password stays in the environment
+        cfg = dask_params(source=shown, query=QUERY, range_column="id", source_env=SOURCE_ENV)
+        environ = {SOURCE_ENV: url}
+        written = dask_ingest.write_sql_ranges(
+            cfg.data, tmp_path / "raw.parquet", environ=environ, rows_per_partition=100
+        )
+        assert written == 344
+        expected = pandas_ingest(cfg.data, tmp_path / "pandas.parquet", environ)
+    assert len(list((tmp_path / "raw.parquet").glob("*.parquet"))) == 4
+    pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), expected)

@@ -41,7 +41,8 @@ _SOURCE = "conveyor_source"
 
 def _wrapped(cfg: DataConfig) -> str:
     # data.query as a subquery the range queries filter (a trailing semicolon would end the statement).
-    return f"({str(cfg.query).strip().rstrip(';')}) AS {_SOURCE}"
+    # The alias without AS: Oracle refuses AS before a table alias, and the others accept its absence.
+    return f"({str(cfg.query).strip().rstrip(';')}) {_SOURCE}"
 
 
 def _numeric(value: object) -> bool:
