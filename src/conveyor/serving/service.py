@@ -148,6 +148,11 @@ try:
 except ConveyorError as error:  # e.g. a CONVEYOR_FEAST_URL that is no URL
     sys.exit(f"conveyor: cannot serve {MODEL.tag}: {error}")
 TIMEOUT_S = 30
+# The prediction log's thread holds the GIL while it encodes a chunk of records; a request that
+# arrives meanwhile waits until the thread lets go, or the switch interval (5 ms by default) forces
+# it to. A fifth of a millisecond bounds that wait: single-record p99 at one connection fell from
+# 0.88-0.94 to 0.73-0.77 ms, throughput unchanged (benchmarks/serving.py, 2026-12-02).
+GIL_SWITCH_INTERVAL_S = 0.0002
 _typed_dict: Any = TypedDict
 
 
@@ -248,6 +253,7 @@ class Conveyor:
             stop_serving(error)
         gc.collect()
         gc.freeze()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
     @bentoml.api(route="/predict", input_spec=PREDICT_INPUT)  # type: ignore[untyped-decorator]
     @returns(LABELS)
