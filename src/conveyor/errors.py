@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 
 __all__ = [
     "ArtifactError",
+    "ClusterError",
     "ConfigError",
     "ContractError",
     "ConveyorError",
@@ -53,6 +54,10 @@ class ArtifactError(ConveyorError):
 
 class MonitorError(ConveyorError):
     """A window, reference or label file that cannot be monitored; the message names it."""
+
+
+class ClusterError(ConveyorError):
+    """The scheduler named by ``dask.address`` cannot be reached."""
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

@@ -19,6 +19,7 @@ from conveyor.engine import train as dask_train
 from conveyor.errors import ConfigError
 from conveyor.model.estimators import XGBClassifier
 from conveyor.model.features import build_preprocessor, model_frame, resolve_features
+from conveyor.model.metrics import score
 from conveyor.stages import evaluate, train
 from conveyor.stages.split import split
 from tests.conftest import configured, labelled, regression
@@ -109,6 +110,20 @@ def test_both_engines_score_a_model_alike(
     assert got.importance_sample == expected.importance_sample
 
 
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_champion_is_scored_on_dask_as_the_pandas_gate_scores_it(
+    dask_client: Client, penguins: pd.DataFrame, contract: Contract, params: Config, task: str
+) -> None:
+    cfg = params if task == "classification" else regression(params)
+    rows = penguins if task == "classification" else labelled(penguins, cfg)
+    train_rows, test_rows = splits(rows, contract, cfg)
+    model = train.train(train_rows, cfg, contract)
+    expected = score(model, test_rows, target=cfg.data.target, task=cfg.task)
+    got = dask_evaluate.metrics_partitioned(dask_client, model, dd.from_pandas(test_rows, npartitions=3), cfg)
+    assert list(got) == list(expected)
+    assert got == pytest.approx(expected, abs=METRIC_TOLERANCE)
+
+
 def test_the_dask_engine_names_the_estimator_it_cannot_train(params: Config) -> None:
     with pytest.raises(ConfigError, match=r"model.estimator: 'logistic_regression' does not train with engine: dask"):
         configured(params, engine="dask")
@@ -159,3 +174,18 @@ def test_the_feature_statistics_are_scikit_learns(
     ours = dask_train.fit_features(spec, cfg.features, stats)
     theirs = build_preprocessor(spec, cfg.features).fit(frame)
     np.testing.assert_allclose(ours.transform(frame), theirs.transform(frame), rtol=1e-12, atol=1e-12)
+
+
+def test_the_gate_scores_a_champion_on_the_cluster_params_name(
+    dask_client: Client, penguins: pd.DataFrame, contract: Contract, xgboost_params: Config, tmp_path: Path
+) -> None:
+    from conveyor.engine import tables
+    from conveyor.stages.gate import champion_scorer
+
+    train_rows, test_rows = splits(penguins, contract, xgboost_params)
+    model = train.train(train_rows, xgboost_params, contract)
+    folder = tmp_path / "test.parquet"
+    tables.write_table(dask_client, dd.from_pandas(test_rows, npartitions=3), folder)
+    cfg = configured(xgboost_params, dask={"address": dask_client.scheduler.address})
+    got = champion_scorer(cfg, folder)(model)
+    assert got == pytest.approx(score(model, test_rows, target="species", task="classification"), abs=METRIC_TOLERANCE)

@@ -11,7 +11,7 @@ import yaml
 from conveyor import io
 from conveyor.artifacts import Champion, ChampionStatus, EvaluationRecord, GateVerdict
 from conveyor.config import Bound, Config, GateConfig
-from conveyor.errors import ArtifactError
+from conveyor.errors import ArtifactError, ClusterError, DataError
 from conveyor.model.registry import Task
 from conveyor.stages.gate import ModelMismatch, champion_checks, check_model, decide
 from tests.conftest import clone_of, edit_params, run, stages_run
@@ -291,8 +291,6 @@ def test_a_champion_in_no_cache_is_judged_by_its_card_first(
 ) -> None:
     import json
 
-    import pandas as pd
-
     from conveyor.stages import gate
 
     monkeypatch.setattr(gate, "_fetch", lambda *_, **__: (None, json.dumps(predicts).encode()))
@@ -300,9 +298,46 @@ def test_a_champion_in_no_cache_is_judged_by_its_card_first(
         model_sha256="a" * 64,
         model_path=Path("models/model.skops"),
         card_path=Path("models/model.json"),
-        test=pd.DataFrame,
+        score_on_test=lambda model: {},
         metrics=METRICS,
         cfg=params,
         root=tmp_path,
     )
     assert (champion.status, champion.model_sha256, champion.checks) == (status, None, [])
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (DataError("data/split/test.parquet: no column 'island'"), "incompatible"),
+        (ClusterError("dask.address: cannot reach the scheduler at tcp://127.0.0.1:9"), None),
+    ],
+)
+def test_a_champion_that_cannot_be_scored_is_incompatible_but_a_cluster_failure_stops_the_gate(
+    params: Config, trained_model_file: Path, monkeypatch: pytest.MonkeyPatch, error: Exception, status: str | None
+) -> None:
+    from conveyor.stages import gate
+
+    monkeypatch.setattr(gate, "_fetch", lambda *_, **__: (trained_model_file.read_bytes(), None))
+
+    def scorer(model: object) -> dict[str, float]:
+        raise error
+
+    def champion() -> Champion:
+        return gate.find_champion(
+            model_sha256="a" * 64,
+            model_path=Path("models/model.skops"),
+            card_path=Path("models/model.json"),
+            score_on_test=scorer,
+            metrics=METRICS,
+            cfg=params,
+            root=trained_model_file.parent,
+        )
+
+    if status is None:
+        with pytest.raises(ClusterError, match="cannot reach the scheduler"):
+            champion()
+    else:
+        found = champion()
+        assert found.status == status
+        assert "no column 'island'" in found.reason

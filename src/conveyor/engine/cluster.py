@@ -16,17 +16,13 @@ import dask
 from distributed import Client, LocalCluster, progress
 
 from conveyor.config import DaskConfig
-from conveyor.errors import ConveyorError
+from conveyor.errors import ClusterError
 
 __all__ = ["SETTINGS", "ClusterError", "compute", "connect"]
 
 # pandas' pyarrow-backed strings lose the missing category in OneHotEncoder; the stages keep
 # object columns, as the pandas engine's frames after features.model_frame.
 SETTINGS = {"dataframe.convert-string": False}
-
-
-class ClusterError(ConveyorError):
-    """The scheduler named by ``dask.address`` cannot be reached."""
 
 
 @contextmanager

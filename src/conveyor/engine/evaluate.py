@@ -13,6 +13,7 @@ the pandas engine takes for importance, so those agree exactly.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,21 @@ from conveyor.artifacts import EvaluationRecord
 from conveyor.config import Config
 from conveyor.engine import cluster, tables
 from conveyor.model.features import MISSING_CATEGORY, spec_of, target_values
+from conveyor.model.metrics import score
 from conveyor.model.predict import predict, predict_proba
 from conveyor.stages.evaluate import Evaluation, evaluate, write
 
-__all__ = ["Sums", "classification_metrics", "evaluate_partitioned", "regression_metrics", "run", "sample_rows", "sums"]
+__all__ = [
+    "Sums",
+    "classification_metrics",
+    "evaluate_partitioned",
+    "metrics_partitioned",
+    "regression_metrics",
+    "run",
+    "sample_rows",
+    "score_test_split",
+    "sums",
+]
 
 
 @dataclasses.dataclass
@@ -164,17 +176,36 @@ def evaluate_partitioned(client: Client, model: Pipeline, df: dd.DataFrame, cfg:
     sample, total = sample_rows(client, df, cfg)
     (summed,) = cluster.compute(client, parts)
     on_sample = evaluate(model, sample, cfg)
-    pairs = pd.concat([p.pairs for p in summed])
-    if cfg.task == "classification":
-        metrics = classification_metrics(pairs.groupby(level=[0, 1]).sum(), sum(p.log_loss for p in summed), total)
-        metrics["roc_auc"] = on_sample.metrics["roc_auc"]
-        metrics = {name: metrics[name] for name in on_sample.metrics}
-    else:
-        metrics = regression_metrics(pairs.groupby(level=0).sum(), total)
+    metrics = _metrics(list(summed), total, on_sample.metrics, cfg)
     importance_sample = on_sample.importance_sample.model_copy(update={"test_rows": total})
     return dataclasses.replace(
         on_sample, metrics=metrics, slices=_slices(list(summed), cfg), importance_sample=importance_sample
     )
+
+
+def metrics_partitioned(client: Client, model: Pipeline, df: dd.DataFrame, cfg: Config) -> dict[str, float]:
+    """The metrics :func:`evaluate_partitioned` gives ``model`` on ``df``, without importance, slices or
+    plots: how gate scores the champion on the test split evaluate scored the candidate on."""
+    parts = [dask.delayed(sums)(part, model, cfg) for part in df.to_delayed()]
+    sample, total = sample_rows(client, df, cfg)
+    (summed,) = cluster.compute(client, parts)
+    return _metrics(list(summed), total, score(model, sample, target=cfg.data.target, task=cfg.task), cfg)
+
+
+def _metrics(summed: list[Sums], total: int, on_sample: Mapping[str, float], cfg: Config) -> dict[str, float]:
+    # Every metric from the partitions' sums, but ROC AUC (a ranking, not a sum): from the sample.
+    pairs = pd.concat([p.pairs for p in summed])
+    if cfg.task == "regression":
+        return regression_metrics(pairs.groupby(level=0).sum(), total)
+    metrics = classification_metrics(pairs.groupby(level=[0, 1]).sum(), sum(p.log_loss for p in summed), total)
+    metrics["roc_auc"] = on_sample["roc_auc"]
+    return {name: metrics[name] for name in on_sample}
+
+
+def score_test_split(cfg: Config, model: Pipeline, test: Path) -> dict[str, float]:
+    """:func:`metrics_partitioned` of ``model`` on the test folder, on a cluster of its own (gate's, for the champion)."""
+    with cluster.connect(cfg.dask, stage="gate") as client:
+        return metrics_partitioned(client, model, tables.read_table(test), cfg)
 
 
 def run(cfg: Config, *, model_path: Path, test: Path, out: Path) -> Evaluation:

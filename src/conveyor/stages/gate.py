@@ -5,7 +5,8 @@ the one in ``reports/evaluation.json``, and the file must be a whole skops archi
 loaded these very bytes, and package loads them again). Then every threshold must hold.
 
 The champion is the model committed at ``gate.baseline_rev`` (``main`` by default), fetched with
-DVC's API and scored on the *current* test split, so both models are judged on the same rows.
+DVC's API and scored on the *current* test split, so both models are judged on the same rows
+(with ``engine: dask`` partition by partition, as evaluate scored the candidate).
 Only these cases leave the thresholds to decide alone, and ``reports/champion.json`` says which:
 no such revision (a first run), a revision that does not track the model, a model in neither the
 DVC cache nor a remote, the same model (on ``baseline_rev`` itself), and a champion that predicts
@@ -20,22 +21,24 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from conveyor import io
 from conveyor.artifacts import Champion, ChampionStatus, Check, EvaluationRecord, GateVerdict, ModelIdentity
 from conveyor.config import Config, GateConfig
-from conveyor.errors import ConveyorError
+from conveyor.errors import ClusterError, ConveyorError
 from conveyor.model.registry import Task, higher_is_better
 from conveyor.provenance import resolve_revision
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 __all__ = [
     "Absent",
     "GateRejected",
     "ModelMismatch",
     "champion_checks",
+    "champion_scorer",
     "check_model",
     "decide",
     "find_champion",
@@ -106,14 +109,15 @@ def find_champion(
     model_sha256: str,
     model_path: Path,
     card_path: Path,
-    test: Callable[[], pd.DataFrame],
+    score_on_test: Callable[[Pipeline], Mapping[str, float]],
     metrics: Mapping[str, float],
     cfg: Config,
     root: Path,
 ) -> Champion:
-    """Fetch the model committed at ``gate.baseline_rev``, score it on ``test()`` and compare (see module doc).
+    """Fetch the model committed at ``gate.baseline_rev``, score it with ``score_on_test`` and compare (see module doc).
 
-    ``test`` reads the test split: only a champion that is scored needs it.
+    ``score_on_test`` gives a model's metrics on the test split (:func:`champion_scorer`): only a
+    champion that is scored needs it.
     """
     rev = cfg.gate.baseline_rev
 
@@ -149,12 +153,11 @@ def find_champion(
             f"the model committed at {rev} is in neither the DVC cache nor a remote "
             f"(`dvc pull {model_path.as_posix()}` on {rev} restores it); thresholds alone decide",
         )
-    # Here, not at the top: without a champion to score the gate needs neither scikit-learn nor skops.
-    from conveyor.model.metrics import score
-
     try:
         model = io.model_from_bytes(data, source=f"{model_path.as_posix()}@{rev}")
-        baseline = score(model, test(), target=cfg.data.target, task=cfg.task)
+        baseline = dict(score_on_test(model))
+    except ClusterError:
+        raise  # the cluster failed, not the champion: no verdict on a model that was never scored
     except ConveyorError as exc:
         consequence = (
             "thresholds alone decide (gate.incompatible_champion: thresholds_only)"
@@ -205,6 +208,26 @@ def _read_or_none(fs: Any, path: str) -> bytes | None:
         return None
 
 
+def champion_scorer(cfg: Config, test: Path) -> Callable[[Pipeline], dict[str, float]]:
+    """A model's metrics on the ``test`` split, by the engine that scored the candidate on it.
+
+    With ``engine: dask`` partition by partition on the cluster, as evaluate did (the test split
+    is never held whole); else the pandas engine's :func:`conveyor.model.metrics.score`. Imported
+    when called: without a champion to score, gate needs neither scikit-learn nor Dask.
+    """
+    if cfg.engine == "dask":
+        from conveyor.engine.evaluate import score_test_split
+
+        return lambda model: score_test_split(cfg, model, test)
+
+    def on_pandas(model: Pipeline) -> dict[str, float]:
+        from conveyor.model.metrics import score
+
+        return score(model, io.read_table(test), target=cfg.data.target, task=cfg.task)
+
+    return on_pandas
+
+
 def check_model(model_path: Path, evaluation: EvaluationRecord, *, source: Path) -> str:
     """The model's SHA-256, after checking it is the file evaluate scored and a whole skops archive."""
     model_sha256 = io.file_sha256(model_path)
@@ -236,7 +259,7 @@ def run(
         model_sha256=model_sha256,
         model_path=model_path,
         card_path=card_path,
-        test=lambda: io.read_table(test),
+        score_on_test=champion_scorer(cfg, test),
         metrics=record.metrics,
         cfg=cfg,
         root=Path.cwd(),
