@@ -245,6 +245,9 @@ class TuningReport(Artifact):
     best_trial: int | None = None
     importance: dict[str, float] = Field(default_factory=dict)
     trials: list[Trial] = Field(default_factory=list)
+    # The train rows the study cross-validated on (a seeded sample past tune.max_rows) and the split's.
+    rows: int | None = None
+    train_rows: int | None = None
 
 
 class ImportanceSample(Artifact):

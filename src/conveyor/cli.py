@@ -88,9 +88,12 @@ def _tune(args: argparse.Namespace) -> None:
         print(f"tune: disabled; {cfg.model.estimator} trains with model.params")
         return
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.best_params.items())
+    sampled = (
+        f" of a seeded {report.rows:,} of {report.train_rows:,} train rows" if report.rows != report.train_rows else ""
+    )
     print(
         f"tune: {len(report.trials)} trials ({outcome.new_trials} run here, {outcome.seconds:.1f} s); "
-        f"best {report.metric} {report.best_value:.4f} ± {report.best_std:.4f} over {report.cv_folds} folds "
+        f"best {report.metric} {report.best_value:.4f} ± {report.best_std:.4f} over {report.cv_folds} folds{sampled} "
         f"(trial {report.best_trial}): {shown}"
     )
 

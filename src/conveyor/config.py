@@ -588,7 +588,9 @@ class TuneConfig(_Section):
     estimator parameters to distributions (empty: the estimator's default space in
     its entry in ``conveyor.model.registry.ESTIMATORS``). ``n_jobs`` runs trials in that many processes;
     ``storage`` (an Optuna RDB URL, or a file path for SQLite) lets several processes share one
-    study. With ``enabled: false`` train fits ``model.params`` as they are.
+    study. ``max_rows`` bounds the rows cross-validated: a seeded sample of the train split when it
+    is larger (null: all of it), so the stage never holds a large split whole. With ``enabled:
+    false`` train fits ``model.params`` as they are.
     """
 
     enabled: bool = False
@@ -600,6 +602,7 @@ class TuneConfig(_Section):
     space: dict[str, Distribution] = Field(default_factory=dict)
     n_jobs: Annotated[int, Field(ge=1)] = 1
     storage: str | None = None
+    max_rows: Annotated[int, Field(ge=2)] | None = 1_000_000
 
     def search_space(self, task: Task, estimator: str) -> dict[str, Distribution]:
         """``space``, or the registry's default space for ``estimator`` when it is empty."""

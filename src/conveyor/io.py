@@ -687,8 +687,10 @@ def read_table(path: str | Path, *, columns: Sequence[str] | None = None) -> pd.
         raise ArtifactError(f"{path}: not a readable Parquet file ({exc}); {REBUILD}") from None
 
 
-def read_sample(path: str | Path, *, columns: Sequence[str], rows: int, seed: int) -> tuple[pd.DataFrame, int]:
+def read_sample(path: str | Path, *, columns: Sequence[str] | None, rows: int, seed: int) -> tuple[pd.DataFrame, int]:
     """``read_table(path, columns=columns).sample(n=rows, random_state=seed)`` and the table's row count, read in batches.
+
+    ``columns``: None reads every column.
 
     The same rows in the same order as pandas' sample (the whole table when it has at most ``rows``),
     so a bundle sampled this way is byte-identical, but the table is never held whole: a 10-million-row
@@ -711,7 +713,7 @@ def read_sample(path: str | Path, *, columns: Sequence[str], rows: int, seed: in
     order = np.argsort(picked, kind="stable")
     wanted = picked[order]
     pieces, start = [], 0
-    for batch in dataset.to_batches(columns=list(columns)):
+    for batch in dataset.to_batches(columns=None if columns is None else list(columns)):
         local = positions_in(wanted, start=start, rows=batch.num_rows)
         if len(local):
             pieces.append(pa.Table.from_batches([batch.take(pa.array(local))]))

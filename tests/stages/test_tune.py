@@ -259,9 +259,9 @@ def test_the_test_split_is_never_read(
     test_file.chmod(0)
     real_read = io.read_table
 
-    def guarded(path: str | Path) -> pd.DataFrame:
+    def guarded(path: str | Path, **options: Any) -> pd.DataFrame:
         assert Path(path).name != "test.parquet", "tune read the test split"
-        return real_read(path)
+        return real_read(path, **options)
 
     monkeypatch.setattr(io, "read_table", guarded)
     params_file = write_params(tmp_path / "params.yaml", cfg)
@@ -272,6 +272,28 @@ def test_the_test_split_is_never_read(
     for name in ("out", "report"):
         assert with_guard[name].read_bytes() == without[name].read_bytes()
     assert io.read_artifact(with_guard["out"], TunedParams).tuned
+
+
+def test_a_train_split_past_max_rows_is_tuned_on_a_seeded_sample_that_the_report_counts(
+    params: Config, train_split: pd.DataFrame, tmp_path: Path
+) -> None:
+    path = tmp_path / "train.parquet"
+    io.write_table(train_split, path)
+    cfg = tuning(params, max_rows=120, trials=3)
+    rows, total = tune.train_sample(path, cfg)
+    # pandas' own seeded sample, picked out of the file without reading it whole.
+    expected = io.read_table(path).sample(n=120, random_state=cfg.tune.seed).reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows.reset_index(drop=True), expected)
+    assert total == len(train_split)
+    files = stage_files(tmp_path)
+    outcome = tune.run(cfg, data=path, out=files["out"], report=files["report"], plots=files["plots"])
+    report = io.read_artifact(files["report"], TuningReport)
+    assert (report.rows, report.train_rows) == (120, len(train_split)) == (outcome.report.rows, total)
+    # At most max_rows rows (or none set): the whole split, as it is.
+    for whole in (tuning(params, max_rows=len(train_split)), tuning(params, max_rows=None)):
+        rows, total = tune.train_sample(path, whole)
+        pd.testing.assert_frame_equal(rows, io.read_table(path))
+        assert total == len(train_split)
 
 
 def test_disabled_passes_model_params_through(params: Config, tmp_path: Path) -> None:

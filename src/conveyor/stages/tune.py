@@ -32,7 +32,7 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -65,6 +65,7 @@ __all__ = [
     "study_name",
     "suggest",
     "summarize",
+    "train_sample",
     "tune",
     "worker",
     "write_plots",
@@ -450,13 +451,25 @@ def _log_with_dvclive(history: list[dict[str, float]], report: TuningReport, out
 def run(cfg: Config, *, data: Path, out: Path, report: Path, plots: Path, progress: bool = False) -> Outcome:
     """Tune on the train split at ``data`` (or pass ``model.params`` through); write the artifacts."""
     if cfg.tune.enabled:
-        outcome = tune(io.read_table(data), cfg, io.read_contract(cfg.data.schema_path), progress=progress)
+        rows, train_rows = train_sample(data, cfg)
+        outcome = tune(rows, cfg, io.read_contract(cfg.data.schema_path), progress=progress)
+        counted = outcome.report.model_copy(update={"rows": len(rows), "train_rows": train_rows})
+        outcome = replace(outcome, report=counted)
     else:
         outcome = Outcome(*passthrough(cfg), new_trials=0, seconds=0.0)
     io.write_artifact(outcome.tuned, out)
     io.write_artifact(outcome.report, report)
     write_plots(outcome.report, plots)
     return outcome
+
+
+def train_sample(data: Path, cfg: Config) -> tuple[pd.DataFrame, int]:
+    """The train rows to cross-validate on, and how many the split has: all of them, or a sample of
+    ``tune.max_rows`` drawn with ``tune.seed`` (picked out of the Parquet batch by batch)."""
+    if cfg.tune.max_rows is None:
+        df = io.read_table(data)
+        return df, len(df)
+    return io.read_sample(data, columns=None, rows=cfg.tune.max_rows, seed=cfg.tune.seed)
 
 
 def progress_wanted() -> bool:
