@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from conveyor.config import Bound, Config, GateConfig
 from conveyor.errors import ArtifactError, ClusterError, DataError
 from conveyor.model.registry import Task
 from conveyor.stages.gate import ModelMismatch, champion_checks, check_model, decide
-from tests.conftest import clone_of, edit_params, run, stages_run
+from tests.conftest import ROOT, clone_of, edit_params, run, stages_run
 
 METRICS = {"accuracy": 0.95, "f1_macro": 0.94, "log_loss": 0.20}
 EVALUATION = EvaluationRecord(model_sha256="a" * 64, test_sha256="b" * 64, metrics=METRICS)
@@ -341,3 +343,18 @@ def test_a_champion_that_cannot_be_scored_is_incompatible_but_a_cluster_failure_
         found = champion()
         assert found.status == status
         assert "no column 'island'" in found.reason
+
+
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_without_a_champion_to_score_the_gate_imports_neither_scikit_learn_nor_dask(engine: str) -> None:
+    # What keeps a first run's gate (or one whose champion is in no cache) a fraction of a second.
+    script = (
+        "import sys, yaml; from pathlib import Path; from conveyor.config import parse_config; "
+        f"raw = yaml.safe_load(Path({str(ROOT / 'params.yaml')!r}).read_text()); "
+        f"raw['engine'] = {engine!r}; raw['model'] = {{'estimator': 'xgboost', 'params': {{}}}}; "
+        "from conveyor.stages import gate; gate.champion_scorer(parse_config(raw, check_params=False), Path('test.parquet')); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'dask', 'distributed', 'skops'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

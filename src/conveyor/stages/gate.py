@@ -212,20 +212,21 @@ def champion_scorer(cfg: Config, test: Path) -> Callable[[Pipeline], dict[str, f
     """A model's metrics on the ``test`` split, by the engine that scored the candidate on it.
 
     With ``engine: dask`` partition by partition on the cluster, as evaluate did (the test split
-    is never held whole); else the pandas engine's :func:`conveyor.model.metrics.score`. Imported
-    when called: without a champion to score, gate needs neither scikit-learn nor Dask.
+    is never held whole); else the pandas engine's :func:`conveyor.model.metrics.score`. Both are
+    imported only once a champion is scored: without one, gate needs neither scikit-learn nor Dask.
     """
-    if cfg.engine == "dask":
+
+    def on_dask(model: Pipeline) -> dict[str, float]:
         from conveyor.engine.evaluate import score_test_split
 
-        return lambda model: score_test_split(cfg, model, test)
+        return score_test_split(cfg, model, test)
 
     def on_pandas(model: Pipeline) -> dict[str, float]:
         from conveyor.model.metrics import score
 
         return score(model, io.read_table(test), target=cfg.data.target, task=cfg.task)
 
-    return on_pandas
+    return on_dask if cfg.engine == "dask" else on_pandas
 
 
 def check_model(model_path: Path, evaluation: EvaluationRecord, *, source: Path) -> str:
