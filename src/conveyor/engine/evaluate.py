@@ -172,24 +172,28 @@ def sample_rows(client: Client, df: dd.DataFrame, cfg: Config) -> tuple[pd.DataF
 
 def evaluate_partitioned(client: Client, model: Pipeline, df: dd.DataFrame, cfg: Config) -> Evaluation:
     """The pandas engine's :class:`Evaluation`, its metrics and slices over every partition of ``df``."""
-    parts = [dask.delayed(sums)(part, model, cfg) for part in df.to_delayed()]
-    sample, total = sample_rows(client, df, cfg)
-    (summed,) = cluster.compute(client, parts)
+    summed, sample, total = _summed(client, model, df, cfg)
     on_sample = evaluate(model, sample, cfg)
-    metrics = _metrics(list(summed), total, on_sample.metrics, cfg)
+    metrics = _metrics(summed, total, on_sample.metrics, cfg)
     importance_sample = on_sample.importance_sample.model_copy(update={"test_rows": total})
     return dataclasses.replace(
-        on_sample, metrics=metrics, slices=_slices(list(summed), cfg), importance_sample=importance_sample
+        on_sample, metrics=metrics, slices=_slices(summed, cfg), importance_sample=importance_sample
     )
 
 
 def metrics_partitioned(client: Client, model: Pipeline, df: dd.DataFrame, cfg: Config) -> dict[str, float]:
     """The metrics :func:`evaluate_partitioned` gives ``model`` on ``df``, without importance, slices or
     plots: how gate scores the champion on the test split evaluate scored the candidate on."""
+    summed, sample, total = _summed(client, model, df, cfg)
+    return _metrics(summed, total, score(model, sample, target=cfg.data.target, task=cfg.task), cfg)
+
+
+def _summed(client: Client, model: Pipeline, df: dd.DataFrame, cfg: Config) -> tuple[list[Sums], pd.DataFrame, int]:
+    # Each partition's sums, the seeded sample the sums cannot give (ROC AUC, importance) and the row count.
     parts = [dask.delayed(sums)(part, model, cfg) for part in df.to_delayed()]
     sample, total = sample_rows(client, df, cfg)
     (summed,) = cluster.compute(client, parts)
-    return _metrics(list(summed), total, score(model, sample, target=cfg.data.target, task=cfg.task), cfg)
+    return list(summed), sample, total
 
 
 def _metrics(summed: list[Sums], total: int, on_sample: Mapping[str, float], cfg: Config) -> dict[str, float]:
