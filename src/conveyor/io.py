@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 __all__ = [
+    "CSV_OPTIONS",
     "DISK_ERRNOS",
     "PLOT_PLACEHOLDER",
     "LimitExceeded",
@@ -353,6 +354,10 @@ class _Guard(bytes_io.RawIOBase):
         self._field = len(part) - last - 1
 
 
+# How every engine parses a CSV source (the Dask engine block by block): one parse, one set of types.
+CSV_OPTIONS: dict[str, Any] = {"encoding": "utf-8", "encoding_errors": "strict", "on_bad_lines": "error"}
+
+
 def scan_csv(url: str, limits: DataLimits) -> None:
     """Read a CSV source through the guard :func:`read_source` reads it through, keeping nothing.
 
@@ -377,9 +382,7 @@ def _read_csv(url: str, limits: DataLimits, *, gzipped: bool) -> pd.DataFrame:
         if gzipped:
             stream = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
         guarded = bytes_io.BufferedReader(_Guard(stream, limits, csv_structure=True), buffer_size=1 << 20)
-        df = pd.read_csv(
-            guarded, encoding="utf-8", encoding_errors="strict", on_bad_lines="error", nrows=limits.max_rows + 1
-        )
+        df: pd.DataFrame = pd.read_csv(guarded, **CSV_OPTIONS, nrows=limits.max_rows + 1)
     check_shape(df, rows=len(df), limits=limits)
     return df
 

@@ -292,3 +292,49 @@ def test_sql_by_ranges_on_postgresql_is_the_table_pandas_reads(tmp_path: Path) -
         expected = pandas_ingest(cfg.data, tmp_path / "pandas.parquet", environ)
     assert len(list((tmp_path / "raw.parquet").glob("*.parquet"))) == 4
     pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), expected)
+
+
+def late_typed_csv(path: Path) -> Path:
+    """The penguins as CSV with columns whose type only the file's last rows settle.
+
+    ``fraction`` is whole numbers until a 2.5 in the last row; ``blank`` whole numbers until one
+    missing value there; ``code`` zero-padded digits until a letter code (pandas keeps it as text,
+    so ``007`` stays ``007``); ``flag`` true/false, missing in the last 100 rows; ``flag_or_number``
+    true/false until a 1 (text to pandas); ``late_text`` empty until text in the last rows.
+    """
+    df = io.read_source(str(PENGUINS))
+    rows = len(df)
+    last = pd.Series(range(rows)) >= rows - 3
+    df["fraction"] = pd.Series(range(rows), dtype=object).where(~last, 2.5)
+    df["blank"] = pd.Series(range(rows), dtype=object).where(~last, None)
+    df["code"] = pd.Series([f"{i:03d}" for i in range(rows)], dtype=object).where(~last, "A12")
+    df["flag"] = (pd.Series(range(rows)) % 2 == 0).astype(object).where(pd.Series(range(rows)) < rows - 100, None)
+    df["flag_or_number"] = (pd.Series(range(rows)) % 2 == 0).astype(object).where(~last, 1)
+    df["late_text"] = pd.Series("x", index=df.index, dtype=object).where(last, None)
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_a_csv_read_in_blocks_gets_the_types_of_the_whole_file(
+    tmp_path: Path, on_test_client: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Blocks of 2 KiB: the 344 rows are about 15 blocks, so the first ones alone would type every
+    # late-typed column otherwise, and there are more than ten files to order.
+    monkeypatch.setattr(tables, "BLOCK_SIZE", 2048)
+    cfg = dask_params(source=str(late_typed_csv(tmp_path / "late.csv")))
+    summary = dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+    files = sorted(p.name for p in (tmp_path / "raw.parquet").iterdir())
+    assert len(files) > 10
+    assert summary.rows == 344
+    expected = pandas_ingest(cfg.data, tmp_path / "pandas.parquet")
+    assert expected["code"].iloc[7] == "007"
+    assert str(expected["fraction"].dtype) == str(expected["blank"].dtype) == "float64"
+    pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), expected)
+    pd.testing.assert_frame_equal(
+        tables.read_table(tmp_path / "raw.parquet").compute().reset_index(drop=True), expected
+    )
+
+
+def test_partition_files_are_named_in_partition_order() -> None:
+    names = [tables.part_name(index) for index in range(120)]
+    assert sorted(names) == names

@@ -12,14 +12,16 @@ import math
 import shutil
 from collections.abc import Mapping
 from decimal import Decimal
+from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask.dataframe as dd
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy
+from dask import delayed
 from distributed import Client
 
 from conveyor import io
@@ -29,7 +31,17 @@ from conveyor.engine import cluster, tables
 from conveyor.errors import DataError
 from conveyor.urls import redact_url, scrub, secrets_of
 
-__all__ = ["SQL_PARTITION_ROWS", "Range", "plan_ranges", "run", "summarize", "table_hash", "write_sql_ranges"]
+__all__ = [
+    "SQL_PARTITION_ROWS",
+    "BlockColumn",
+    "Range",
+    "plan_ranges",
+    "run",
+    "summarize",
+    "table_hash",
+    "write_csv_blocks",
+    "write_sql_ranges",
+]
 
 # Rows a range query returns on average: about the rows of one 64 MiB CSV block.
 SQL_PARTITION_ROWS = 1_000_000
@@ -136,7 +148,7 @@ def write_sql_ranges(
                 continue
             rows += len(chunk)
             io.check_shape(chunk, rows=rows, limits=cfg.limits)
-            files.append(folder / f"part.{len(files)}.parquet")
+            files.append(folder / tables.part_name(len(files)))
             chunk.to_parquet(files[-1], index=False)
             del chunk
         if rows != total:
@@ -146,6 +158,86 @@ def write_sql_ranges(
             )
         _unify(files)
     return rows
+
+
+# What a column holds in a block, as the pandas engine's one read of the file would settle it.
+_NUMBER, _BOOL, _TEXT = "number", "bool", "text"
+# What a block is read again with, for a column the whole file types otherwise: text as text; a
+# column with no value in this block as objects (Arrow's null type, which takes any other type).
+_AGAIN_AS = {_TEXT: "str", _BOOL: "object"}
+
+
+class BlockColumn(NamedTuple):
+    """One column of one CSV block as pandas read it: number, bool or text, and whether every value is missing."""
+
+    kind: str
+    empty: bool
+
+
+def _kind(arrow_type: pa.DataType) -> str:
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type):
+        return _NUMBER
+    if pa.types.is_boolean(arrow_type):
+        return _BOOL
+    return _TEXT
+
+
+def _write_block(block: bytes, header: bytes, path: str, dtypes: dict[str, str]) -> dict[str, BlockColumn]:
+    # On a worker: parse one block as the pandas engine parses the whole file, and write it.
+    df = pd.read_csv(BytesIO(header + block), **io.CSV_OPTIONS, dtype=dtypes or None)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    pq.write_table(table, path)
+    return {
+        str(name): BlockColumn(_kind(field.type), table.column(index).null_count == len(table))
+        for index, (name, field) in enumerate(zip(table.column_names, table.schema, strict=True))
+    }
+
+
+def _read_again(blocks: list[dict[str, BlockColumn]]) -> dict[int, dict[str, str]]:
+    """The blocks to read again, with the dtype of each column their first read typed otherwise than the whole file.
+
+    A column is text when any block holds text in it, or numbers in one block and true/false in
+    another (pandas keeps such a file's column as text); else it is what its non-empty blocks hold.
+    """
+    kinds: dict[str, set[str]] = {}
+    for columns in blocks:
+        for name, column in columns.items():
+            kinds.setdefault(name, set()).update(() if column.empty else (column.kind,))
+    whole = {
+        name: _TEXT if _TEXT in seen or len(seen) > 1 else next(iter(seen), _NUMBER) for name, seen in kinds.items()
+    }
+    again: dict[int, dict[str, str]] = {}
+    for index, columns in enumerate(blocks):
+        dtypes = {
+            name: _AGAIN_AS[whole[name]]
+            for name, column in columns.items()
+            if column.kind != whole[name] and whole[name] in _AGAIN_AS
+        }
+        if dtypes:
+            again[index] = dtypes
+    return again
+
+
+def write_csv_blocks(client: Client, cfg: DataConfig, out: Path, *, url: str | None = None) -> None:
+    """Read a CSV ``data.source`` block by block on the workers into the Parquet folder ``out``, with the types pandas gives the whole file.
+
+    Each block is parsed with the pandas engine's options and written as one file. A column whose
+    type only the whole file settles is then given that type: where it is text anywhere, the blocks
+    that took it for numbers are read again with it as text (so ``007`` stays ``007``), and where one
+    block has fractions or missing values, whole numbers are cast to float64 (:func:`_unify`).
+    """
+    source = tables.csv_blocks(cfg, url=url)
+    write = delayed(_write_block, pure=False)
+    headers = [b"" if index == 0 else source.header for index in range(len(source.blocks))]
+    with tables.replacing(out) as folder:
+        folder.mkdir()
+        # Absolute: a worker of an external cluster runs in a folder of its own.
+        paths = [str((folder / tables.part_name(index)).absolute()) for index in range(len(source.blocks))]
+        first = [write(*block, {}) for block in zip(source.blocks, headers, paths, strict=True)]
+        (blocks,) = cluster.compute(client, first)
+        if again := _read_again(blocks):
+            cluster.compute(client, [write(source.blocks[i], headers[i], paths[i], d) for i, d in again.items()])
+        _unify([Path(path) for path in paths])
 
 
 def _unify(files: list[Path]) -> None:
@@ -203,7 +295,10 @@ def run(cfg: Config, *, out: Path, report: Path) -> IngestReport:
         else:
             url = data.url()
             try:
-                tables.write_table(client, tables.read_source(data, url=url), out)
+                if tables.source_format(data) == "csv":
+                    write_csv_blocks(client, data, out, url=url)
+                else:
+                    tables.write_table(client, tables.read_source(data, url=url), out)
             except io.LimitExceeded as exc:
                 raise DataError(f"{shown}: {exc}") from None
             except (OSError, ValueError, pa.ArrowException) as exc:

@@ -12,11 +12,13 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask.dataframe as dd
+import fsspec
 import pandas as pd
 import pyarrow as pa
+from dask.delayed import Delayed
 from distributed import Client
 
 from conveyor import io
@@ -25,51 +27,91 @@ from conveyor.engine.cluster import compute
 from conveyor.errors import ArtifactError, DataError
 from conveyor.urls import redact_url, scrub, secrets_of
 
-__all__ = ["BLOCK_SIZE", "read_source", "read_table", "replacing", "write_table"]
+__all__ = [
+    "BLOCK_SIZE",
+    "CsvBlocks",
+    "csv_blocks",
+    "part_name",
+    "read_source",
+    "read_table",
+    "replacing",
+    "source_format",
+    "write_table",
+]
 
 # Bytes of CSV per partition: about a million penguin-like rows.
 BLOCK_SIZE = "64MiB"
 
 
+def source_format(cfg: DataConfig) -> str:
+    """``"parquet"`` or ``"csv"``: how the Dask engine reads the file ``data.source``; another kind is a :class:`DataError`."""
+    suffix = Path(cfg.source.split("?", 1)[0]).suffix.lower()
+    if suffix in {".parquet", ".pq"} or Path(cfg.source).is_dir():
+        return "parquet"
+    if suffix in {".csv", ".txt"} or not suffix:
+        return "csv"
+    raise DataError(
+        f"{redact_url(cfg.source)}: unknown format {suffix!r} for engine: dask; expected .csv or .parquet, "
+        "or a SQLAlchemy URL"
+    )
+
+
 def read_source(cfg: DataConfig, *, url: str | None = None) -> dd.DataFrame:
-    """A file ``data.source`` as a Dask frame: CSV in blocks, Parquet by row group (SQL: :mod:`conveyor.engine.ingest`).
+    """A Parquet ``data.source`` as a Dask frame, by row group (CSV: :func:`csv_blocks`; SQL: :mod:`conveyor.engine.ingest`).
 
     ``url`` is what is opened (``data.source_env``'s, with credentials); messages name the source
     without them. ``data.limits`` are checked as the pandas engine checks them, with its messages:
-    a CSV is first read through its guard (bytes, header fields, field length), a Parquet source's
-    footers are checked (columns, bytes, rows) and each partition's values as it is read; the CSV's
-    rows are counted by ingest once written.
+    the footers first (columns, bytes, rows), then each partition's values as it is read.
     """
-    source, limits = cfg.source, cfg.limits
-    shown = redact_url(source)
-    opened = url or source
+    target, options = io.storage_options(url or cfg.source)
+    with _reading(cfg, url):
+        io.check_parquet(_footers(target, options), cfg.limits)
+        df = dd.read_parquet(target, storage_options=options)
+        return df.map_partitions(_within_fields, cfg.limits, meta=df._meta)
+
+
+class CsvBlocks(NamedTuple):
+    """A CSV ``data.source`` cut at line ends into blocks of about :data:`BLOCK_SIZE` bytes, not yet read."""
+
+    header: bytes
+    # The first block starts with the header line; the others need it in front to be parsed.
+    blocks: list[Delayed]
+
+
+def csv_blocks(cfg: DataConfig, *, url: str | None = None) -> CsvBlocks:
+    """The blocks of a CSV ``data.source``, once it has passed the pandas engine's ``data.limits`` guard.
+
+    The file is first read through the guard (bytes, header fields, field length), with its
+    messages, in 1 MiB of memory; its rows are counted by ingest once the blocks are written.
+    """
+    from dask.bytes import read_bytes
+
+    opened = url or cfg.source
     target, options = io.storage_options(opened)
-    suffix = Path(source.split("?", 1)[0]).suffix.lower()
+    with _reading(cfg, url):
+        io.scan_csv(opened, cfg.limits)
+        with fsspec.open(target, "rb", **options) as file:
+            header = file.readline()
+        _, per_file = read_bytes(target, delimiter=b"\n", blocksize=BLOCK_SIZE, sample=False, **options)
+        return CsvBlocks(header, [block for blocks in per_file for block in blocks])
+
+
+@contextmanager
+def _reading(cfg: DataConfig, url: str | None) -> Iterator[None]:
+    # What opening or checking data.source can meet, as one line naming it without credentials.
+    shown = redact_url(cfg.source)
     try:
-        if suffix in {".parquet", ".pq"} or Path(source).is_dir():
-            io.check_parquet(_footers(target, options), limits)
-            df = dd.read_parquet(target, storage_options=options)
-            return df.map_partitions(_within_fields, limits, meta=df._meta)
-        if suffix in {".csv", ".txt"} or not suffix:
-            io.scan_csv(opened, limits)
-            return dd.read_csv(
-                target, blocksize=BLOCK_SIZE, encoding="utf-8", on_bad_lines="error", storage_options=options
-            )
+        yield
     except io.LimitExceeded as exc:
         raise DataError(f"{shown}: {exc}") from None
     except FileNotFoundError:
         raise DataError(f"{shown}: file not found (data.source in params.yaml)") from None
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise DataError(scrub(f"{shown}: cannot be read: {exc}", secrets_of(opened))) from None
-    raise DataError(
-        f"{shown}: unknown format {suffix!r} for engine: dask; expected .csv or .parquet, or a SQLAlchemy URL"
-    )
+        raise DataError(scrub(f"{shown}: cannot be read: {exc}", secrets_of(url or cfg.source))) from None
 
 
 def _footers(target: str, options: dict[str, Any]) -> Iterator[Any]:
     # Local files by path (their size is checked first); a remote one open at a time.
-    import fsspec
-
     local = io.local_path(target)
     if local is not None:
         folder = Path(local)
@@ -100,7 +142,19 @@ def write_table(client: Client, df: dd.DataFrame, path: str | Path) -> None:
         # Object columns hold text (conveyor.contract.conform): Dask cannot infer their type from its meta.
         text = {name: "str" for name, dtype in df.dtypes.items() if pd.api.types.is_object_dtype(dtype)}
         schema = pa.Schema.from_pandas(df._meta.astype(text), preserve_index=False)
-        compute(client, df.to_parquet(str(temporary), write_index=False, schema=schema, compute=False))
+        compute(
+            client,
+            df.to_parquet(str(temporary), write_index=False, schema=schema, name_function=part_name, compute=False),
+        )
+
+
+def part_name(index: int) -> str:
+    """The file name of a table's ``index``-th partition.
+
+    Zero-padded, so that the order of the names is the order of the partitions for every reader:
+    pandas and pyarrow list a folder by name (``part.10`` before ``part.2``), Dask by number.
+    """
+    return f"part.{index:06d}.parquet"
 
 
 @contextmanager
