@@ -64,11 +64,15 @@ repro: run
 check-repro: setup ## After `make run`: is the committed dvc.lock current, and are results the committed ones (within tolerance)?
 	conveyor check-repro
 
-test: setup ## Run the whole test suite, slow integration tests included
-	pytest
+# One test process per core (pytest-xdist), each test file on one of them: a file's module
+# fixtures (a served bento, a reproduced copy) start once; `pytest` alone runs in one process.
+PYTEST_PARALLEL := -n auto --dist loadfile
 
-test-fast: setup ## Run the unit tests only (no `slow` marker)
-	pytest -m "not slow"
+test: setup ## Run the whole test suite, slow integration tests included, one process per core
+	pytest $(PYTEST_PARALLEL)
+
+test-fast: setup ## Run the unit tests only (no `slow` marker), one process per core
+	pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: setup ## ruff (lint + format check), mypy, and the docs site built with --strict (a broken link fails)
 	ruff check .
