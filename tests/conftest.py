@@ -420,3 +420,27 @@ def mixed_contract(*, target: str = "label") -> Contract:
         "label": ColumnSpec(type="category", categories=("high", "low"), feature=target == "label"),
     }
     return Contract(columns=columns)
+
+
+@pytest.fixture
+def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 server (threaded, in this process) on 127.0.0.1 with one bucket; yields its name."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }.items():
+        monkeypatch.setenv(key, value)
+    try:
+        import fsspec
+
+        fsspec.filesystem("s3", skip_instance_cache=True).mkdir("conveyor-logs")
+        yield "conveyor-logs"
+    finally:
+        server.stop()

@@ -294,10 +294,14 @@ class _Guard(bytes_io.RawIOBase):
 
     It tracks quoting (``"``, doubled to escape) to count the header's fields and the length of
     every field, so a million-column header or a 2 GiB field stops after reading just past the
-    limit, before pandas has allocated anything for it.
+    limit, before pandas has allocated anything for it. Given ``block_bytes``, it also records in
+    ``cuts`` where blocks of about that many bytes may start: after a line end outside quotes, so
+    that no block starts inside a quoted field that holds a line break.
     """
 
-    def __init__(self, inner: BinaryIO, limits: DataLimits, *, csv_structure: bool) -> None:
+    def __init__(
+        self, inner: BinaryIO, limits: DataLimits, *, csv_structure: bool, block_bytes: int | None = None
+    ) -> None:
         self._inner = inner
         self._limits = limits
         self._csv = csv_structure
@@ -306,9 +310,16 @@ class _Guard(bytes_io.RawIOBase):
         self._field = 0
         self._header_fields = 1
         self._in_header = True
+        self._block_bytes = block_bytes
+        self.cuts: list[int] = []
 
     def readable(self) -> bool:
         return True
+
+    @property
+    def bytes_read(self) -> int:
+        """The bytes read so far."""
+        return self._read
 
     def readinto(self, buffer: Any) -> int:
         chunk = self._inner.read(min(len(buffer), 1 << 20))
@@ -322,16 +333,29 @@ class _Guard(bytes_io.RawIOBase):
 
     def _scan(self, chunk: bytes) -> None:
         limits = self._limits
+        offset = self._read - len(chunk)
         for index, part in enumerate(chunk.split(b'"')):
             if index:
                 self._quoted = not self._quoted
                 self._field += 1
+                offset += 1
             if self._quoted:
                 self._field += len(part)
             else:
                 self._scan_unquoted(part)
+                if self._block_bytes is not None:
+                    self._cut(part, offset, self._block_bytes)
+            offset += len(part)
             if self._field > limits.max_field_bytes:
                 raise LimitExceeded(f"a field longer than {limits.max_field_bytes} bytes (data.limits.max_field_bytes)")
+
+    def _cut(self, part: bytes, offset: int, block_bytes: int) -> None:
+        # Each cut: just after the first line end outside quotes at least block_bytes past the last.
+        while (target := (self.cuts[-1] if self.cuts else 0) + block_bytes) < offset + len(part):
+            end = part.find(b"\n", max(0, target - offset))
+            if end < 0:
+                return
+            self.cuts.append(offset + end + 1)
 
     def _scan_unquoted(self, part: bytes) -> None:
         limits = self._limits
@@ -358,18 +382,22 @@ class _Guard(bytes_io.RawIOBase):
 CSV_OPTIONS: dict[str, Any] = {"encoding": "utf-8", "encoding_errors": "strict", "on_bad_lines": "error"}
 
 
-def scan_csv(url: str, limits: DataLimits) -> None:
-    """Read a CSV source through the guard :func:`read_source` reads it through, keeping nothing.
+def scan_csv(url: str, limits: DataLimits, *, block_bytes: int) -> list[tuple[int, int]]:
+    """Read a CSV source through the guard :func:`read_source` reads it through; the byte ranges of its blocks.
 
     For readers that split the file into blocks (Dask): the same ``data.limits`` checks (bytes,
     header fields, field length) with the same messages, raised as :class:`LimitExceeded`, in
-    1 MiB of memory, before any block is parsed.
+    1 MiB of memory, before any block is parsed. The blocks (start, end) are about ``block_bytes``
+    each and start after a line end outside quotes, so a quoted field's line breaks never split a
+    row; the first holds the header.
     """
     with open_source(url) as raw:
-        guard = _Guard(raw, limits, csv_structure=True)
+        guard = _Guard(raw, limits, csv_structure=True, block_bytes=block_bytes)
         buffer = bytearray(1 << 20)
         while guard.readinto(buffer):
             pass
+    ends = [cut for cut in guard.cuts if cut < guard.bytes_read]
+    return list(zip([0, *ends], [*ends, guard.bytes_read], strict=True))
 
 
 def _read_csv(url: str, limits: DataLimits, *, gzipped: bool) -> pd.DataFrame:

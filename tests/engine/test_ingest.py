@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +339,55 @@ def test_a_csv_read_in_blocks_gets_the_types_of_the_whole_file(
 def test_partition_files_are_named_in_partition_order() -> None:
     names = [tables.part_name(index) for index in range(120)]
     assert sorted(names) == names
+
+
+def noted_csv(path: Path) -> Path:
+    """The penguins as CSV with a free-text ``note``: every third quoted, holding line breaks, commas and quotes."""
+    df = io.read_source(str(PENGUINS))
+    df["note"] = [f'seen {i}\nat dusk, "near" the rocks\n' if i % 3 == 0 else f"seen {i}" for i in range(len(df))]
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_line_breaks_inside_quoted_fields_never_start_a_block(
+    tmp_path: Path, on_test_client: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = noted_csv(tmp_path / "noted.csv")
+    data = source.read_bytes()
+    ranges = io.scan_csv(str(source), dask_params(source=str(source)).data.limits, block_bytes=2048)
+    assert len(ranges) > 10
+    assert [start for start, _ in ranges[1:]] == [end for _, end in ranges[:-1]]
+    assert (ranges[0][0], ranges[-1][1]) == (0, len(data))
+    # Every block is whole rows: pandas reads each (header in front) with no row cut in two.
+    header = data[: data.index(b"\n") + 1]
+    rows = [len(pd.read_csv(BytesIO(data[a:b] if a == 0 else header + data[a:b]))) for a, b in ranges]
+    assert sum(rows) == 344
+    # Cut, as Dask cuts, at the first line end past each multiple of 2 KiB, a block would start inside a note.
+    naive = [data.index(b"\n", k * 2048) + 1 for k in range(1, len(data) // 2048)]
+    assert any(data.count(b'"', 0, cut) % 2 for cut in naive)
+    monkeypatch.setattr(tables, "BLOCK_SIZE", 2048)
+    cfg = dask_params(source=str(source))
+    dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+    pd.testing.assert_frame_equal(
+        io.read_table(tmp_path / "raw.parquet"), pandas_ingest(cfg.data, tmp_path / "p.parquet")
+    )
+
+
+@pytest.mark.slow
+def test_a_csv_on_s3_is_read_in_blocks_as_pandas_reads_it(
+    tmp_path: Path,
+    on_test_client: None,
+    s3_bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fsspec
+
+    source = noted_csv(tmp_path / "noted.csv")
+    fsspec.filesystem("s3", skip_instance_cache=True).put(str(source), f"{s3_bucket}/noted.csv")
+    monkeypatch.setattr(tables, "BLOCK_SIZE", 2048)
+    cfg = dask_params(source=f"s3://{s3_bucket}/noted.csv")
+    summary = dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+    assert len(list((tmp_path / "raw.parquet").iterdir())) > 10
+    assert summary.rows == 344
+    local = pandas_ingest(dask_params(source=str(source)).data, tmp_path / "p.parquet")
+    pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), local)

@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from conveyor.contract import Contract
 from conveyor.errors import MonitorError
 from conveyor.monitor.drift import PREDICTION
 from conveyor.monitor.windows import RECORD, REQUEST_ID, attach_labels, read_labels, read_logs
-from tests.conftest import ROOT, free_port, tool_env
+from tests.conftest import ROOT, tool_env
 from tests.monitor.conftest import LOGGED_MODEL, Population, exported_lines, write_monitor_logs
 
 
@@ -81,30 +81,6 @@ def test_a_label_file_without_request_ids_is_named(tmp_path: Path) -> None:
     labels.write_text("id,species\n1,Adelie\n")
     with pytest.raises(MonitorError, match=r"labels.csv: the labels table needs species and request_id to join on"):
         read_labels(str(labels), target="species")
-
-
-@pytest.fixture
-def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """moto's S3 server (threaded, in this process) on 127.0.0.1 with one bucket; yields its name."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }.items():
-        monkeypatch.setenv(key, value)
-    try:
-        import fsspec
-
-        fsspec.filesystem("s3", skip_instance_cache=True).mkdir("conveyor-logs")
-        yield "conveyor-logs"
-    finally:
-        server.stop()
 
 
 @pytest.mark.slow

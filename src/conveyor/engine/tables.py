@@ -18,6 +18,7 @@ import dask.dataframe as dd
 import fsspec
 import pandas as pd
 import pyarrow as pa
+from dask import delayed
 from dask.delayed import Delayed
 from distributed import Client
 
@@ -40,7 +41,7 @@ __all__ = [
 ]
 
 # Bytes of CSV per partition: about a million penguin-like rows.
-BLOCK_SIZE = "64MiB"
+BLOCK_SIZE = 64 * 2**20
 
 
 def source_format(cfg: DataConfig) -> str:
@@ -71,10 +72,11 @@ def read_source(cfg: DataConfig, *, url: str | None = None) -> dd.DataFrame:
 
 
 class CsvBlocks(NamedTuple):
-    """A CSV ``data.source`` cut at line ends into blocks of about :data:`BLOCK_SIZE` bytes, not yet read."""
+    """A CSV ``data.source`` cut into blocks of about :data:`BLOCK_SIZE` bytes, not yet read."""
 
     header: bytes
-    # The first block starts with the header line; the others need it in front to be parsed.
+    # Each a task reading its bytes; the first starts with the header line, the others need it in
+    # front to be parsed.
     blocks: list[Delayed]
 
 
@@ -82,18 +84,26 @@ def csv_blocks(cfg: DataConfig, *, url: str | None = None) -> CsvBlocks:
     """The blocks of a CSV ``data.source``, once it has passed the pandas engine's ``data.limits`` guard.
 
     The file is first read through the guard (bytes, header fields, field length), with its
-    messages, in 1 MiB of memory; its rows are counted by ingest once the blocks are written.
+    messages, in 1 MiB of memory; that read also finds where the blocks start, after line ends
+    outside quotes (so a text field's line breaks stay in one block). Its rows are counted by
+    ingest once the blocks are written.
     """
-    from dask.bytes import read_bytes
-
     opened = url or cfg.source
     target, options = io.storage_options(opened)
     with _reading(cfg, url):
-        io.scan_csv(opened, cfg.limits)
-        with fsspec.open(target, "rb", **options) as file:
+        ranges = io.scan_csv(opened, cfg.limits, block_bytes=BLOCK_SIZE)
+        # The file system and an absolute path: a worker of an external cluster runs in a folder of its own.
+        filesystem, path = fsspec.core.url_to_fs(target, **options)
+        with filesystem.open(path, "rb") as file:
             header = file.readline()
-        _, per_file = read_bytes(target, delimiter=b"\n", blocksize=BLOCK_SIZE, sample=False, **options)
-        return CsvBlocks(header, [block for blocks in per_file for block in blocks])
+    read = delayed(_read_range, pure=True)
+    return CsvBlocks(header, [read(filesystem, path, start, end) for start, end in ranges])
+
+
+def _read_range(filesystem: fsspec.AbstractFileSystem, path: str, start: int, end: int) -> bytes:
+    # On a worker: one block's bytes.
+    data: bytes = filesystem.read_block(path, start, end - start)
+    return data
 
 
 @contextmanager
