@@ -424,12 +424,19 @@ def mixed_contract(*, target: str = "label") -> Contract:
 
 @pytest.fixture
 def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """moto's S3 server (threaded, in this process) on 127.0.0.1 with one bucket; yields its name."""
+    """moto's S3 server (threaded, in this process) on 127.0.0.1 with one bucket; yields its name.
+
+    moto keeps its buckets in the process, and s3fs its clients (with the endpoint they were made
+    for): both are reset, so each test gets an empty store at its own port.
+    """
+    import s3fs
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST"))
+    s3fs.S3FileSystem.clear_instance_cache()
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
