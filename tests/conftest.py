@@ -429,14 +429,14 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     moto keeps its buckets in the process, and s3fs its clients (with the endpoint they were made
     for): both are reset, so each test gets an empty store at its own port.
     """
-    import s3fs
+    import fsspec
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/moto-api/reset", method="POST"))
-    s3fs.S3FileSystem.clear_instance_cache()
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -445,8 +445,6 @@ def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     }.items():
         monkeypatch.setenv(key, value)
     try:
-        import fsspec
-
         fsspec.filesystem("s3", skip_instance_cache=True).mkdir("conveyor-logs")
         yield "conveyor-logs"
     finally:
