@@ -391,3 +391,13 @@ def test_a_csv_on_s3_is_read_in_blocks_as_pandas_reads_it(
     assert summary.rows == 344
     local = pandas_ingest(dask_params(source=str(source)).data, tmp_path / "p.parquet")
     pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), local)
+
+
+def test_a_compressed_csv_is_refused_by_the_dask_engine_with_what_to_do(tmp_path: Path, on_test_client: None) -> None:
+    source = tmp_path / "penguins.csv.gz"
+    io.read_source(str(PENGUINS)).to_csv(source, index=False)
+    cfg = dask_params(source=str(source))
+    assert len(ingest.ingest(cfg.data)) == 344
+    with pytest.raises(DataError, match=r"penguins\.csv\.gz: a compressed file cannot be cut into blocks.*Parquet"):
+        dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+    assert not (tmp_path / "ingest.json").exists()

@@ -30,6 +30,7 @@ from conveyor.urls import redact_url, scrub, secrets_of
 
 __all__ = [
     "BLOCK_SIZE",
+    "COMPRESSED",
     "CsvBlocks",
     "csv_blocks",
     "part_name",
@@ -40,6 +41,8 @@ __all__ = [
     "write_table",
 ]
 
+# Suffixes of compressed files: a stream that has to be read from its start, never by blocks.
+COMPRESSED = frozenset({".gz", ".bz2", ".xz", ".zst", ".zip"})
 # Bytes of CSV per partition: about a million penguin-like rows.
 BLOCK_SIZE = 64 * 2**20
 
@@ -51,6 +54,11 @@ def source_format(cfg: DataConfig) -> str:
         return "parquet"
     if suffix in {".csv", ".txt"} or not suffix:
         return "csv"
+    if suffix in COMPRESSED:
+        raise DataError(
+            f"{redact_url(cfg.source)}: a compressed file cannot be cut into blocks, so engine: dask cannot read it; "
+            "decompress it, or save it as Parquet (engine: pandas reads .csv.gz as it is)"
+        )
     raise DataError(
         f"{redact_url(cfg.source)}: unknown format {suffix!r} for engine: dask; expected .csv or .parquet, "
         "or a SQLAlchemy URL"
