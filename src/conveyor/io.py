@@ -744,7 +744,12 @@ def read_sample(path: str | Path, *, columns: Sequence[str] | None, rows: int, s
     order = np.argsort(picked, kind="stable")
     wanted = picked[order]
     pieces, start = [], 0
-    for batch in dataset.to_batches(columns=None if columns is None else list(columns)):
+    # One batch at a time: Arrow's default read-ahead decodes several files' batches at once,
+    # which measured 220 MiB more than this for a 10k-row sample of 7.5M rows (and no faster).
+    batches = dataset.to_batches(
+        columns=None if columns is None else list(columns), batch_readahead=0, fragment_readahead=0
+    )
+    for batch in batches:
         local = positions_in(wanted, start=start, rows=batch.num_rows)
         if len(local):
             pieces.append(pa.Table.from_batches([batch.take(pa.array(local))]))
