@@ -216,6 +216,23 @@ BROKEN: list[Any] = [
         "valid string",
         id="range-column-not-a-name",
     ),
+    *(
+        pytest.param(lambda r, change=change: r["data"]["csv"].update(change), f"data.csv.{key}", expected, id=name)
+        for name, change, key, expected in [
+            ("two-chars", {"delimiter": ";;"}, "delimiter", "is not a delimiter"),
+            ("quote", {"delimiter": '"'}, "delimiter", "not a letter, a digit, a quote"),
+            ("decimal-mark", {"decimal": ";"}, "decimal", "'.' or ','"),
+            ("same-mark", {"decimal": ","}, "decimal", "is also data.csv.delimiter"),
+            ("not-ascii-compatible", {"encoding": "utf-16"}, "encoding", "re-save the file as UTF-8"),
+            ("unknown-encoding", {"encoding": "klingon"}, "encoding", "not an encoding Python knows"),
+        ]
+    ),
+    pytest.param(
+        lambda r: (r["data"]["csv"].update(delimiter=";"), r["data"].update(source="data/penguins.parquet")),
+        "data.csv",
+        "only used with a CSV data.source",
+        id="csv-format-for-parquet",
+    ),
     pytest.param(
         lambda r: r["evaluate"].update(importance_repeats=0),
         "evaluate.importance_repeats",

@@ -16,7 +16,7 @@ import pytest
 
 from conveyor import io
 from conveyor.artifacts import GateVerdict
-from conveyor.config import Config, DataLimits
+from conveyor.config import Config, CsvFormat, DataLimits
 from conveyor.contract import Contract
 from conveyor.errors import ArtifactError, DataError
 from conveyor.stages.train import train
@@ -198,6 +198,59 @@ def test_the_csv_guard_follows_quoting(tmp_path: Path) -> None:
     path.write_text('a,b\n"' + "x," * 40 + '",1\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"a field longer than 64 bytes \(data\.limits\.max_field_bytes\)"):
         io.read_source(str(path), limits=limits)
+
+
+def test_the_csv_guard_counts_fields_by_data_csv_delimiter(tmp_path: Path) -> None:
+    # With `;` between fields, a comma is text: the header has 3 columns, and 40 short fields make
+    # no long one, while a field of 80 commas is one field of 80 bytes.
+    path = tmp_path / "semicolons.csv"
+    path.write_text("a;b;c\n" + "1;2;3\n" + ";".join(["x"] * 40) + "\n", encoding="utf-8")
+    semicolons = CsvFormat(delimiter=";")
+    with pytest.raises(DataError, match=r"more than 2 columns \(data\.limits\.max_columns\)"):
+        io.read_source(str(path), limits=DataLimits(max_columns=2), csv_format=semicolons)
+    path.write_text("a;b;c\n1;2;3\n" + ";".join(["x"] * 40) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="malformed CSV"):  # 40 fields on a 3-column line, not a long field
+        io.read_source(str(path), limits=DataLimits(max_field_bytes=64), csv_format=semicolons)
+    path.write_text("a;b\n" + "," * 80 + ";1\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"a field longer than 64 bytes \(data\.limits\.max_field_bytes\)"):
+        io.read_source(str(path), limits=DataLimits(max_field_bytes=64), csv_format=semicolons)
+    assert io.read_source(str(path), csv_format=semicolons).iloc[0, 0] == "," * 80
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("a,b,c\n1,2.5,x\n3,4.5,y\n", (",", ".")),
+        ("a;b;c\n1;2,5;x\n3;4,5;y\n", (";", ",")),
+        ("a;b;c\n1;2.5;x\n3;4.5;y\n", (";", ".")),
+        ("a\tb\tc\n1\t2,5\tx\n", ("\t", ",")),
+        ("a|b\n1|x\n", ("|", ".")),
+        # Delimiters inside quotes, line breaks too, are text; a comma-separated file with `;` in its notes stays ",".
+        ('id,note\n1,"a; b; c"\n2,"d;\ne; f"\n3,plain\n', (",", ".")),
+        ('id;note\n1;"a, b"\n2;"c,\nd, e"\n', (";", ".")),
+        # One column: nothing to detect, the defaults.
+        ("species\nAdelie\nGentoo\n", (",", ".")),
+        ("", (",", ".")),
+    ],
+)
+def test_sniff_csv_finds_the_delimiter_and_decimal_mark(tmp_path: Path, text: str, found: tuple[str, str]) -> None:
+    path = tmp_path / "table.csv"
+    path.write_text(text, encoding="utf-8")
+    sniffed = io.sniff_csv(str(path))
+    assert (sniffed.delimiter, sniffed.decimal) == found
+
+
+def test_sniff_csv_reads_whole_lines_of_a_large_or_compressed_file(tmp_path: Path) -> None:
+    import gzip
+
+    lines = "a;b;c\n" + "".join(f"{i};{i},5;text number {i}\n" for i in range(20_000))
+    path = tmp_path / "table.csv"
+    path.write_text(lines, encoding="utf-8")
+    assert (io.sniff_csv(str(path)).delimiter, io.sniff_csv(str(path)).decimal) == (";", ",")
+    packed = tmp_path / "table.csv.gz"
+    packed.write_bytes(gzip.compress(lines.encode()))
+    assert io.sniff_csv(str(packed)).delimiter == ";"
+    assert io.read_source(str(packed), csv_format=io.sniff_csv(str(packed))).shape == (20_000, 3)
 
 
 def _split_table(rows: int) -> pd.DataFrame:

@@ -139,8 +139,10 @@ def _gate(args: argparse.Namespace) -> None:
 def _schema_infer(args: argparse.Namespace) -> None:
     from conveyor import io
     from conveyor.contract import infer
+    from conveyor.ops.init import csv_format_of
 
-    df = io.read_source(args.data)
+    csv_format = csv_format_of(args.data, delimiter=args.delimiter, decimal=args.decimal, encoding=args.encoding)
+    df = io.read_source(args.data, csv_format=csv_format, named_by="--data")
     inferred = infer(df, target=args.target, max_categories=args.max_categories)
     contract = inferred.contract
     io.write_contract(contract, args.out)
@@ -153,6 +155,7 @@ def _schema_infer(args: argparse.Namespace) -> None:
 
 def _init(args: argparse.Namespace) -> None:
     from conveyor.ops import init
+    from conveyor.urls import is_parquet
 
     result = init.run(
         data=args.data,
@@ -162,11 +165,20 @@ def _init(args: argparse.Namespace) -> None:
         max_categories=args.max_categories,
         bakeoff_s=args.bakeoff_seconds,
         transform=args.target_transform,
+        delimiter=args.delimiter,
+        decimal=args.decimal,
+        encoding=args.encoding,
     )
     for line in result.columns:
         print(f"  {line}")
     for item, why in result.derived:
         print(f"init: features.derived: {item['kind']} of {item['column']!r} ({why})")
+    csv_format = result.config.data.csv
+    if not is_parquet(result.config.data.source):
+        print(
+            f"init: data.csv: delimiter {csv_format.delimiter!r}, decimal {csv_format.decimal!r}, "
+            f"encoding {csv_format.encoding}"
+        )
     print(
         f"init: {result.choice.task} ({result.choice.reason}); {args.params} and {result.config.data.schema_path} "
         f"written for {len(result.contract.columns)} columns; review them, then `dvc repro`"
@@ -407,12 +419,19 @@ def _add_init(sub: argparse.ArgumentParser) -> None:
         help="time box of the bake-off (linear model, HistGradientBoosting, lightgbm; CV on the train split) "
         "that picks model and gate thresholds; 0: the linear default and chance-based thresholds",
     )
+    _add_csv_format(sub)
     sub.add_argument(
         "--target-transform",
         choices=("auto", "none", "log"),
         default="auto",
         help="regression: fit on the log scale (auto: for a strictly positive, skewed target)",
     )
+
+
+def _add_csv_format(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--delimiter", help="a CSV's field delimiter (default: detected among , ; tab |)")
+    sub.add_argument("--decimal", choices=(".", ","), help="a CSV's decimal mark (default: detected)")
+    sub.add_argument("--encoding", default="utf-8", help="a CSV's text encoding, e.g. cp1252 (default: utf-8)")
 
 
 def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -543,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument(
         "--max-categories", type=int, default=50, help="text columns with more distinct values are free text"
     )
+    _add_csv_format(infer)
     infer.set_defaults(handler=_schema_infer)
     return parser
 

@@ -24,13 +24,14 @@ from conveyor.model.registry import (
     default_space,
     metric_names,
 )
-from conveyor.urls import credentials_in, is_sql_url, location, redact_url, remember_secrets
+from conveyor.urls import credentials_in, is_parquet, is_sql_url, location, redact_url, remember_secrets
 
 __all__ = [
     "DASK_ESTIMATORS",
     "Bins",
     "Bound",
     "Config",
+    "CsvFormat",
     "DaskConfig",
     "DataConfig",
     "DataLimits",
@@ -100,6 +101,59 @@ class DataLimits(_Section):
     max_field_bytes: Annotated[int, Field(ge=64)] = 1_048_576
 
 
+class CsvFormat(_Section):
+    """How a CSV ``data.source`` is written: the character between fields, the decimal mark, the text encoding.
+
+    The defaults read what most tools write. A spreadsheet saved where the decimal mark is a comma
+    is usually ``delimiter: ";"`` and ``decimal: ","``; a tab-separated export is
+    ``delimiter: "\\t"``. ``conveyor init`` detects the delimiter and the decimal mark and writes
+    them here. The encoding must write ASCII's characters as ASCII's bytes (UTF-8, cp1252,
+    latin-1, …; not UTF-16), because ingest finds the rows, fields and quotes in the bytes before
+    anything is decoded.
+    """
+
+    delimiter: str = ","
+    decimal: Literal[".", ","] = "."
+    encoding: str = "utf-8"
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str) -> str:
+        if len(value) != 1 or not value.isascii() or value in {'"', "\n", "\r"} or value.isalnum():
+            raise ValueError(
+                f"{value!r} is not a delimiter: give one ASCII character that is not a letter, a digit, a quote or "
+                'a line break (",", ";", "\\t", "|")'
+            )
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _ascii_compatible(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"{value!r} is not an encoding Python knows (utf-8, cp1252, latin-1, …)") from None
+        ascii_bytes = bytes(range(128))
+        try:
+            same = ascii_bytes.decode(value) == ascii_bytes.decode("ascii")
+        except UnicodeDecodeError:
+            same = False
+        if not same:
+            raise ValueError(
+                f"{value!r} does not write ASCII characters as single bytes (UTF-16 and UTF-32 do not); "
+                "re-save the file as UTF-8"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _decimal_is_not_the_delimiter(self) -> CsvFormat:
+        if self.decimal == self.delimiter:
+            raise ValueError(f"data.csv.decimal: {self.decimal!r} is also data.csv.delimiter; they must differ")
+        return self
+
+
 class DataConfig(_Section):
     """Where the data comes from and which column is the label.
 
@@ -114,7 +168,7 @@ class DataConfig(_Section):
     """
 
     # Newer than the recipes already hashed: left out of recipe() while unset.
-    _added = frozenset({"range_column"})
+    _added = frozenset({"range_column", "csv"})
 
     source: str = Field(min_length=1)
     source_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -123,6 +177,7 @@ class DataConfig(_Section):
     target: str = Field(min_length=1)
     schema_path: str = Field(alias="schema", min_length=1)
     limits: DataLimits = DataLimits()
+    csv: CsvFormat = CsvFormat()
 
     @model_validator(mode="after")
     def _query_only_for_sql(self) -> DataConfig:
@@ -137,6 +192,10 @@ class DataConfig(_Section):
             raise ValueError(
                 "data.range_column: only used with a SQLAlchemy URL in data.source (engine: dask reads the query "
                 "by ranges of it); set it to null for a file or http(s)/s3 URL"
+            )
+        if self.csv != CsvFormat() and (self.is_sql or is_parquet(self.source)):
+            raise ValueError(
+                "data.csv: only used with a CSV data.source; remove it (or leave it at its defaults) for Parquet or SQL"
             )
         found = credentials_in(self.source)
         if found:

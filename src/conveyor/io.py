@@ -21,13 +21,13 @@ import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, TypeVar, cast
 from urllib.parse import unquote
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from conveyor.config import DataLimits
+from conveyor.config import CsvFormat, DataLimits
 from conveyor.contract import Contract, contract_to_dict, parse_contract
 from conveyor.errors import ArtifactError, ContractError, DataError, describe_errors, yaml_problem
 from conveyor.model.registry import trusted_types
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
 __all__ = [
-    "CSV_OPTIONS",
     "DISK_ERRNOS",
     "PLOT_PLACEHOLDER",
     "LimitExceeded",
@@ -50,6 +49,8 @@ __all__ = [
     "check_model_archive",
     "check_parquet",
     "check_shape",
+    "csv_options",
+    "delimiter_hint",
     "disk_error",
     "draw_order",
     "file_digest",
@@ -59,6 +60,7 @@ __all__ = [
     "model_bytes",
     "model_from_bytes",
     "move_into_place",
+    "not_encoded",
     "parse_json",
     "positions_in",
     "read_artifact",
@@ -72,6 +74,7 @@ __all__ = [
     "sample_positions",
     "save_model",
     "scan_csv",
+    "sniff_csv",
     "sql_connection",
     "storage_options",
     "table_hash",
@@ -99,6 +102,7 @@ def read_source(
     query: str | None = None,
     sql: bool = False,
     limits: DataLimits | None = None,
+    csv_format: CsvFormat | None = None,
     url: str | None = None,
     named_by: str = "data.source in params.yaml",
 ) -> pd.DataFrame:
@@ -107,7 +111,8 @@ def read_source(
     ``url`` is what is opened when it differs from ``source``: the same place with credentials
     (``data.source_env``); messages only ever name ``source``, without credentials. Reading stops
     at ``limits`` (:class:`~conveyor.config.DataLimits`), so memory stays bounded whatever the
-    source holds. Unreadable input (empty, malformed, not UTF-8, unknown format, nested columns,
+    source holds. A CSV is read as ``csv_format`` says (``data.csv``; default: comma, decimal
+    point, UTF-8). Unreadable input (empty, malformed, not UTF-8, unknown format, nested columns,
     over a limit) raises :class:`DataError` naming the source and the problem; a missing, folder or
     special file also names ``named_by``, where the path came from (a key or a command-line flag).
     """
@@ -115,6 +120,7 @@ def read_source(
     import pyarrow as pa
 
     limits = limits or DataLimits()
+    csv_format = csv_format or CsvFormat()
     shown = redact_url(source)
     opened = url or source
     hidden = secrets_of(opened)
@@ -128,8 +134,8 @@ def read_source(
     try:
         if suffix in {".parquet", ".pq"}:
             return _read_parquet(opened, limits)
-        if suffix in {".csv", ".txt", ".gz"} or not suffix:
-            return _read_csv(opened, limits, gzipped=suffix == ".gz")
+        if suffix in CSV_SUFFIXES or not suffix:
+            return _read_csv(opened, limits, csv_format, gzipped=suffix == ".gz", shown=shown)
     except LimitExceeded as exc:
         raise DataError(f"{shown}: {exc}") from None
     except FileNotFoundError:
@@ -139,8 +145,8 @@ def read_source(
     except pd.errors.ParserError as exc:
         raise DataError(scrub(f"{shown}: malformed CSV: {exc}".strip(), hidden)) from None
     except UnicodeDecodeError:
-        bad = _first_bad_byte(local, limits) if local is not None and suffix != ".gz" else ""
-        raise DataError(f"{shown}: not UTF-8 text{bad}; re-save it as UTF-8") from None
+        bad = _first_bad_byte(local, limits, csv_format.encoding) if local is not None and suffix != ".gz" else ""
+        raise DataError(not_encoded(shown, csv_format.encoding, bad)) from None
     except csv.Error as exc:
         raise DataError(scrub(f"{shown}: malformed CSV: {exc}", hidden)) from None
     except MemoryError:
@@ -300,9 +306,18 @@ class _Guard(bytes_io.RawIOBase):
     """
 
     def __init__(
-        self, inner: BinaryIO, limits: DataLimits, *, csv_structure: bool, block_bytes: int | None = None
+        self,
+        inner: BinaryIO,
+        limits: DataLimits,
+        *,
+        csv_structure: bool,
+        delimiter: str = ",",
+        block_bytes: int | None = None,
     ) -> None:
         self._inner = inner
+        # One ASCII byte (data.csv.delimiter is validated so), the same in every encoding data.csv allows.
+        self._delimiter = delimiter.encode("ascii")
+        self._field_ends = re.compile(b"[" + re.escape(self._delimiter) + b"\n]")
         self._limits = limits
         self._csv = csv_structure
         self._read = 0
@@ -361,28 +376,111 @@ class _Guard(bytes_io.RawIOBase):
         limits = self._limits
         if self._in_header:
             header, newline, _ = part.partition(b"\n")
-            self._header_fields += header.count(b",")
+            self._header_fields += header.count(self._delimiter)
             if self._header_fields > limits.max_columns:
                 raise LimitExceeded(f"more than {limits.max_columns} columns (data.limits.max_columns)")
             self._in_header = not newline
-        last = max(part.rfind(b","), part.rfind(b"\n"))
+        last = max(part.rfind(self._delimiter), part.rfind(b"\n"))
         if last < 0:
             self._field += len(part)
             return
-        first = min(i for i in (part.find(b","), part.find(b"\n")) if i >= 0)
+        first = min(i for i in (part.find(self._delimiter), part.find(b"\n")) if i >= 0)
         longest = self._field + first
         if last - first > limits.max_field_bytes:  # only then can a field in between be too long
-            longest = max(longest, *map(len, re.split(rb"[,\n]", part[first + 1 : last])))
+            longest = max(longest, *map(len, self._field_ends.split(part[first + 1 : last])))
         if longest > limits.max_field_bytes:
             raise LimitExceeded(f"a field longer than {limits.max_field_bytes} bytes (data.limits.max_field_bytes)")
         self._field = len(part) - last - 1
 
 
-# How every engine parses a CSV source (the Dask engine block by block): one parse, one set of types.
-CSV_OPTIONS: dict[str, Any] = {"encoding": "utf-8", "encoding_errors": "strict", "on_bad_lines": "error"}
+# The suffixes read as delimited text (data.csv says how); a source without a suffix is too.
+CSV_SUFFIXES = frozenset({".csv", ".tsv", ".tab", ".txt", ".gz"})
+# Delimiters a one-column header may reveal when data.csv.delimiter is another one.
+OTHER_DELIMITERS = (";", "\t", "|", ",")
 
 
-def scan_csv(url: str, limits: DataLimits, *, block_bytes: int) -> list[tuple[int, int]]:
+def csv_options(csv_format: CsvFormat) -> dict[str, Any]:
+    """How every engine parses a CSV source (the Dask engine block by block): one parse, one set of types."""
+    return {
+        "sep": csv_format.delimiter,
+        "decimal": csv_format.decimal,
+        "encoding": csv_format.encoding,
+        "encoding_errors": "strict",
+        "on_bad_lines": "error",
+    }
+
+
+def delimiter_hint(columns: Iterable[Any], csv_format: CsvFormat) -> str:
+    """What to set when a CSV parsed as one column whose name holds another delimiter; empty otherwise.
+
+    Read with the wrong delimiter, a ``;``- or tab-separated file is one column named after its
+    whole header line, and every later message (a missing target, columns the contract lacks)
+    would point away from the cause.
+    """
+    names = [str(name) for name in columns]
+    if len(names) != 1:
+        return ""
+    found = next((d for d in OTHER_DELIMITERS if d != csv_format.delimiter and d in names[0]), None)
+    if found is None:
+        return ""
+    return (
+        f"one column, {_shorten(names[0])!r}, whose name holds {found!r}: its fields look separated by {found!r}; "
+        f"set data.csv.delimiter: {json.dumps(found)} in params.yaml (conveyor init detects it)"
+    )
+
+
+def not_encoded(shown: str, encoding: str, where: str = "") -> str:
+    """The message for a CSV source that is not text in ``encoding`` (``where``: the first bad byte, when known)."""
+    import codecs
+
+    name = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+    return (
+        f"{shown}: not {name} text{where}; re-save it as {name}, or name its encoding in data.csv.encoding "
+        "(a Windows export in a Western language is often cp1252)"
+    )
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def sniff_csv(url: str, *, encoding: str = "utf-8", sample_bytes: int = 1 << 16) -> CsvFormat:
+    """The delimiter and decimal mark of a CSV source, from its first ``sample_bytes`` (whole lines).
+
+    The delimiter is the candidate (``,``, ``;``, tab, ``|``) found outside quotes the same number
+    of times, at least once, on every sampled line, the most frequent first (Python's
+    ``csv.Sniffer`` guesses letters and spaces on real tables). The decimal mark is a comma when
+    the delimiter is not one and numbers in the sample are written ``1,5`` but never ``1.5``.
+    Anything else, or a file that is not text, gives the defaults, so reading it reports the problem.
+    """
+    with open_source(url) as raw:
+        head = raw.read(sample_bytes)
+    if url.split("?", 1)[0].lower().endswith(".gz"):
+        import zlib
+
+        # The start of the stream decompresses alone (GzipFile would refuse a stream cut short).
+        with suppress(zlib.error):
+            head = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16).decompress(head, sample_bytes)
+    text = head.decode(encoding, errors="replace")
+    if len(head) == sample_bytes and "\n" in text:
+        text = text[: text.rfind("\n")]  # the last line may be cut
+    # Quoted fields hold anything, line breaks included: out of the count (doubled quotes too).
+    lines = [line for line in re.sub(r'"[^"]*"', "", text).splitlines() if line.strip()][:200]
+    delimiter = ","
+    for candidate in sorted(OTHER_DELIMITERS, key=lambda d: -sum(line.count(d) for line in lines)):
+        if lines and len({line.count(candidate) for line in lines}) == 1 and lines[0].count(candidate):
+            delimiter = candidate
+            break
+    decimal: Literal[".", ","] = "."
+    if delimiter != ",":
+        fields = [field.strip() for line in lines[1:] for field in line.split(delimiter)]
+        comma = any(re.fullmatch(r"[+-]?\d*,\d+", field) for field in fields)
+        point = any(re.fullmatch(r"[+-]?\d*\.\d+", field) for field in fields)
+        decimal = "," if comma and not point else "."
+    return CsvFormat(delimiter=delimiter, decimal=decimal, encoding=encoding)
+
+
+def scan_csv(url: str, limits: DataLimits, csv_format: CsvFormat, *, block_bytes: int) -> list[tuple[int, int]]:
     """Read a CSV source through the guard :func:`read_source` reads it through; the byte ranges of its blocks.
 
     For readers that split the file into blocks (Dask): the same ``data.limits`` checks (bytes,
@@ -392,7 +490,7 @@ def scan_csv(url: str, limits: DataLimits, *, block_bytes: int) -> list[tuple[in
     row; the first holds the header.
     """
     with open_source(url) as raw:
-        guard = _Guard(raw, limits, csv_structure=True, block_bytes=block_bytes)
+        guard = _Guard(raw, limits, csv_structure=True, delimiter=csv_format.delimiter, block_bytes=block_bytes)
         buffer = bytearray(1 << 20)
         while guard.readinto(buffer):
             pass
@@ -400,7 +498,7 @@ def scan_csv(url: str, limits: DataLimits, *, block_bytes: int) -> list[tuple[in
     return list(zip([0, *ends], [*ends, guard.bytes_read], strict=True))
 
 
-def _read_csv(url: str, limits: DataLimits, *, gzipped: bool) -> pd.DataFrame:
+def _read_csv(url: str, limits: DataLimits, csv_format: CsvFormat, *, gzipped: bool, shown: str) -> pd.DataFrame:
     import gzip
 
     import pandas as pd
@@ -409,8 +507,11 @@ def _read_csv(url: str, limits: DataLimits, *, gzipped: bool) -> pd.DataFrame:
         stream: BinaryIO = raw
         if gzipped:
             stream = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
-        guarded = bytes_io.BufferedReader(_Guard(stream, limits, csv_structure=True), buffer_size=1 << 20)
-        df: pd.DataFrame = pd.read_csv(guarded, **CSV_OPTIONS, nrows=limits.max_rows + 1)
+        guard = _Guard(stream, limits, csv_structure=True, delimiter=csv_format.delimiter)
+        guarded = bytes_io.BufferedReader(guard, buffer_size=1 << 20)
+        df: pd.DataFrame = pd.read_csv(guarded, **csv_options(csv_format), nrows=limits.max_rows + 1)
+    if hint := delimiter_hint(df.columns, csv_format):
+        raise DataError(f"{shown}: {hint}")
     check_shape(df, rows=len(df), limits=limits)
     return df
 
@@ -499,12 +600,12 @@ def check_shape(df: pd.DataFrame | None, *, rows: int, limits: DataLimits) -> No
         raise LimitExceeded(f"more than {limits.max_columns} columns (data.limits.max_columns)")
 
 
-def _first_bad_byte(path: str, limits: DataLimits) -> str:
+def _first_bad_byte(path: str, limits: DataLimits, encoding: str) -> str:
     # The decoder's offset is relative to the parser's chunk; the line number is what people need.
     with open(path, "rb") as file:
         data = file.read(limits.max_bytes)
     try:
-        data.decode("utf-8")
+        data.decode(encoding)
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         return f" (byte {data[exc.start]:#04x} on line {line})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SQL_SCHEMES",
     "credentials_in",
+    "is_parquet",
     "is_sql_url",
     "known_secrets",
     "location",
@@ -76,6 +78,11 @@ def is_sql_url(source: str) -> bool:
     """True for a SQLAlchemy URL (``sqlite:///x.db``, ``postgresql+psycopg://…``)."""
     scheme, separator, _ = source.partition("://")
     return bool(separator) and scheme.split("+", 1)[0] in SQL_SCHEMES
+
+
+def is_parquet(source: str) -> bool:
+    """True for a path or URL naming a Parquet file (``.parquet``, ``.pq``), whatever its query string."""
+    return PurePosixPath(source.split("?", 1)[0]).suffix.lower() in {".parquet", ".pq"}
 
 
 def credentials_in(source: str) -> str:

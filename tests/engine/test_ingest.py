@@ -16,7 +16,7 @@ import yaml
 from distributed import Client
 
 from conveyor import io
-from conveyor.config import Config, DataConfig, parse_config
+from conveyor.config import Config, CsvFormat, DataConfig, parse_config
 from conveyor.engine import cluster, tables
 from conveyor.engine import ingest as dask_ingest
 from conveyor.errors import ConfigError, ConveyorError, DataError
@@ -354,7 +354,7 @@ def test_line_breaks_inside_quoted_fields_never_start_a_block(
 ) -> None:
     source = noted_csv(tmp_path / "noted.csv")
     data = source.read_bytes()
-    ranges = io.scan_csv(str(source), dask_params(source=str(source)).data.limits, block_bytes=2048)
+    ranges = io.scan_csv(str(source), dask_params(source=str(source)).data.limits, CsvFormat(), block_bytes=2048)
     assert len(ranges) > 10
     assert [start for start, _ in ranges[1:]] == [end for _, end in ranges[:-1]]
     assert (ranges[0][0], ranges[-1][1]) == (0, len(data))
@@ -401,3 +401,61 @@ def test_a_compressed_csv_is_refused_by_the_dask_engine_with_what_to_do(tmp_path
     with pytest.raises(DataError, match=r"penguins\.csv\.gz: a compressed file cannot be cut into blocks.*Parquet"):
         dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
     assert not (tmp_path / "ingest.json").exists()
+
+
+def european_csv(path: Path) -> Path:
+    """The penguins as a spreadsheet in much of Europe saves them: ``;`` between fields, ``1,5`` for
+    1.5, cp1252 text (an island named ``Biscoe-Süd``), and a quoted note holding ``;`` and a line break."""
+    df = io.read_source(str(PENGUINS))
+    df.loc[df["island"] == "Biscoe", "island"] = "Biscoe-Süd"
+    df["note"] = pd.Series("plain", index=df.index, dtype=object).where(df.index % 40 != 0, "seen; twice\nat dusk")
+    df.to_csv(path, index=False, sep=";", decimal=",", encoding="cp1252")
+    return path
+
+
+EUROPEAN = {"delimiter": ";", "decimal": ",", "encoding": "cp1252"}
+
+
+def read_with(engine: str, cfg: Config, tmp_path: Path) -> None:
+    """Ingest ``cfg``'s source with ``engine``: the pandas engine's read, or the Dask stage into ``tmp_path``."""
+    if engine == "pandas":
+        ingest.ingest(cfg.data)
+    else:
+        dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+
+
+def test_a_european_csv_is_read_by_both_engines_as_data_csv_says(
+    tmp_path: Path, on_test_client: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tables, "BLOCK_SIZE", 2048)
+    source = european_csv(tmp_path / "penguins.csv")
+    cfg = dask_params(source=str(source), csv=EUROPEAN)
+    expected = pandas_ingest(cfg.data, tmp_path / "pandas.parquet")
+    assert str(expected["bill_length_mm"].dtype) == "float64"
+    assert expected["bill_length_mm"].iloc[0] == 39.1
+    assert "Biscoe-Süd" in set(expected["island"])
+    assert expected["note"].iloc[40] == "seen; twice\nat dusk"
+    dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+    assert len(list((tmp_path / "raw.parquet").iterdir())) > 5, "read in blocks"
+    pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), expected)
+
+
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_a_csv_read_with_another_delimiter_names_the_one_to_set(
+    engine: str, tmp_path: Path, on_test_client: None
+) -> None:
+    source = european_csv(tmp_path / "penguins.csv")
+    cfg = dask_params(source=str(source), csv={"encoding": "cp1252"})
+    expected = r'penguins\.csv: one column, .* whose name holds \';\'.* set data\.csv\.delimiter: ";" in params\.yaml'
+    with pytest.raises(DataError, match=expected):
+        read_with(engine, cfg, tmp_path)
+    assert not (tmp_path / "ingest.json").exists()
+
+
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_a_csv_in_another_encoding_names_data_csv_encoding(engine: str, tmp_path: Path, on_test_client: None) -> None:
+    source = european_csv(tmp_path / "penguins.csv")
+    cfg = dask_params(source=str(source), csv={"delimiter": ";", "decimal": ","})
+    expected = r"penguins\.csv: not UTF-8 text.*name its encoding in data\.csv\.encoding"
+    with pytest.raises(DataError, match=expected):
+        read_with(engine, cfg, tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -17,9 +18,10 @@ from sklearn.datasets import load_breast_cancer
 
 from conveyor import io
 from conveyor.cli import main
-from conveyor.config import Config
+from conveyor.config import Config, CsvFormat, load_config
 from conveyor.model.predict import predict
 from conveyor.ops.init import MAX_CLASSES, InitError, infer_task, retarget
+from conveyor.stages.ingest import ingest
 from tests.conftest import (
     ROOT,
     commit_all,
@@ -250,11 +252,59 @@ def test_init_prints_what_each_column_became_and_why(in_tmp: Path, capsys: pytes
     assert printed[0].startswith("  customer -> id, unique: 600 distinct whole numbers")
     proposed = [line for line in printed if line.startswith("init: features.derived: ")]
     assert "init: features.derived: date_parts of 'signup' (100% of its values are dates)" in proposed
-    assert printed[len(columns) : -1] == proposed, "one line per proposal, after the columns"
+    assert printed[len(columns) : -2] == proposed, "one line per proposal, after the columns"
+    assert printed[-2] == "init: data.csv: delimiter ',', decimal '.', encoding utf-8"
     assert printed[-1].startswith("init: classification ('churned' holds text or true/false values: 2 classes)")
     contract = io.read_contract(in_tmp / "data" / "contract.yaml")
     assert contract.columns["tenure_months"].max == 108
     assert "max: 108\n" in (in_tmp / "data" / "contract.yaml").read_text(encoding="utf-8")
+
+
+def test_init_detects_a_european_csv_and_writes_how_to_read_it(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `;` between fields, decimal commas, cp1252 text: what a spreadsheet saves in much of Europe.
+    (in_tmp / "params.yaml").write_text(PARAMS, encoding="utf-8")
+    table = customers()
+    table.loc[table["plan"] == "basic", "plan"] = "básico"
+    table.to_csv(in_tmp / "customers.csv", index=False, sep=";", decimal=",", encoding="cp1252")
+    command = ["init", "--data", "customers.csv", "--target", "churned", "--bakeoff-seconds", "0"]
+    assert main([*command, "--encoding", "cp1252"]) == 0
+    assert "init: data.csv: delimiter ';', decimal ',', encoding cp1252" in capsys.readouterr().out
+    text = (in_tmp / "params.yaml").read_text(encoding="utf-8")
+    assert '    delimiter: ";"' in text, "quoted, under data.csv"
+    assert '    decimal: ","' in text
+    assert text.count("# how a CSV source is written") == 1
+    cfg = load_config(in_tmp / "params.yaml")
+    assert cfg.data.csv == CsvFormat(delimiter=";", decimal=",", encoding="cp1252")
+    contract = io.read_contract(in_tmp / "data" / "contract.yaml")
+    assert contract.columns["monthly_fee"].type == "float"
+    assert "básico" in (contract.columns["plan"].categories or ())
+    raw = ingest(cfg.data)
+    assert raw["monthly_fee"].tolist() == table["monthly_fee"].tolist()
+    # Retargeted to a comma-separated table, data.csv goes back to the defaults.
+    customers().to_csv(in_tmp / "plain.csv", index=False)
+    assert main(["init", "--data", "plain.csv", "--target", "churned", "--bakeoff-seconds", "0"]) == 0
+    assert load_config(in_tmp / "params.yaml").data.csv == CsvFormat()
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--encoding", "utf-16"], "--encoding: 'utf-16' does not write ASCII characters as single bytes"),
+        (["--delimiter", "ab"], "--delimiter: 'ab' is not a delimiter"),
+        (["--delimiter", ";", "--decimal", ";"], "invalid choice: ';'"),
+    ],
+)
+def test_init_names_a_bad_csv_flag(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], flags: list[str], expected: str
+) -> None:
+    (in_tmp / "params.yaml").write_text(PARAMS, encoding="utf-8")
+    customers().to_csv(in_tmp / "customers.csv", index=False)
+    with contextlib.suppress(SystemExit):  # argparse's own refusals exit 2
+        assert main(["init", "--data", "customers.csv", "--target", "churned", *flags]) == 1
+    assert expected in capsys.readouterr().err
+    assert (in_tmp / "params.yaml").read_text(encoding="utf-8") == PARAMS
 
 
 def serve_rows(repo: Path, rows: list[dict[str, Any]], logs: Path, log: Path) -> list[httpx.Response]:

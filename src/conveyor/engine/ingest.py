@@ -182,9 +182,11 @@ def _kind(arrow_type: pa.DataType) -> str:
     return _TEXT
 
 
-def _write_block(block: bytes, header: bytes, path: str, dtypes: dict[str, str]) -> dict[str, BlockColumn]:
+def _write_block(
+    block: bytes, header: bytes, path: str, options: dict[str, Any], dtypes: dict[str, str]
+) -> dict[str, BlockColumn]:
     # On a worker: parse one block as the pandas engine parses the whole file, and write it.
-    df = pd.read_csv(BytesIO(header + block), **io.CSV_OPTIONS, dtype=dtypes or None)
+    df = pd.read_csv(BytesIO(header + block), **options, dtype=dtypes or None)
     table = pa.Table.from_pandas(df, preserve_index=False)
     pq.write_table(table, path)
     return {
@@ -227,16 +229,22 @@ def write_csv_blocks(client: Client, cfg: DataConfig, out: Path, *, url: str | N
     block has fractions or missing values, whole numbers are cast to float64 (:func:`_unify`).
     """
     source = tables.csv_blocks(cfg, url=url)
+    options = io.csv_options(cfg.csv)
+    hint = io.delimiter_hint(pd.read_csv(BytesIO(source.header), nrows=0, **options).columns, cfg.csv)
+    if hint:
+        raise DataError(f"{redact_url(cfg.source)}: {hint}")
     write = delayed(_write_block, pure=False)
     headers = [b"" if index == 0 else source.header for index in range(len(source.blocks))]
     with tables.replacing(out) as folder:
         folder.mkdir()
         # Absolute: a worker of an external cluster runs in a folder of its own.
         paths = [str((folder / tables.part_name(index)).absolute()) for index in range(len(source.blocks))]
-        first = [write(*block, {}) for block in zip(source.blocks, headers, paths, strict=True)]
+        first = [write(*block, options, {}) for block in zip(source.blocks, headers, paths, strict=True)]
         (blocks,) = cluster.compute(client, first)
         if again := _read_again(blocks):
-            cluster.compute(client, [write(source.blocks[i], headers[i], paths[i], d) for i, d in again.items()])
+            cluster.compute(
+                client, [write(source.blocks[i], headers[i], paths[i], options, d) for i, d in again.items()]
+            )
         _unify([Path(path) for path in paths])
 
 
@@ -301,6 +309,8 @@ def run(cfg: Config, *, out: Path, report: Path) -> IngestReport:
                     tables.write_table(client, tables.read_source(data, url=url), out)
             except io.LimitExceeded as exc:
                 raise DataError(f"{shown}: {exc}") from None
+            except UnicodeDecodeError:
+                raise DataError(io.not_encoded(shown, data.csv.encoding)) from None
             except (OSError, ValueError, pa.ArrowException) as exc:
                 # What a worker met reading a block (a malformed line, a server's refusal): one line, no credentials.
                 message = " ".join(str(exc).split()) or type(exc).__name__

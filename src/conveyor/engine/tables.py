@@ -52,7 +52,7 @@ def source_format(cfg: DataConfig) -> str:
     suffix = Path(cfg.source.split("?", 1)[0]).suffix.lower()
     if suffix in {".parquet", ".pq"} or Path(cfg.source).is_dir():
         return "parquet"
-    if suffix in {".csv", ".txt"} or not suffix:
+    if suffix in io.CSV_SUFFIXES - COMPRESSED or not suffix:
         return "csv"
     if suffix in COMPRESSED:
         raise DataError(
@@ -99,7 +99,7 @@ def csv_blocks(cfg: DataConfig, *, url: str | None = None) -> CsvBlocks:
     opened = url or cfg.source
     target, options = io.storage_options(opened)
     with _reading(cfg, url):
-        ranges = io.scan_csv(opened, cfg.limits, block_bytes=BLOCK_SIZE)
+        ranges = io.scan_csv(opened, cfg.limits, cfg.csv, block_bytes=BLOCK_SIZE)
         # The file system and an absolute path: a worker of an external cluster runs in a folder of its own.
         filesystem, path = fsspec.core.url_to_fs(target, **options)
         with filesystem.open(path, "rb") as file:

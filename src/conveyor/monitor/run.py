@@ -57,7 +57,9 @@ def run(
         raise MonitorError("give exactly one of --logs and --current")
     source = logs if logs is not None else str(current)
     logged = read_logs(source, model_tag=model_tag, max_rows=cfg.monitor.max_window_rows) if logs is not None else None
-    window = logged.frame if logged is not None else io.read_source(source, named_by="--current")
+    window = (
+        logged.frame if logged is not None else io.read_source(source, csv_format=cfg.data.csv, named_by="--current")
+    )
     target = bundle.info.target
     keys = label_keys(bundle)
     truth = attach_labels(window, read_labels(labels, target=target, keys=keys), target=target) if labels else None

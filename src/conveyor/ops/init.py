@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from numpy.typing import NDArray
+from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark
@@ -50,10 +51,11 @@ from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.tokens import CommentToken
 
 from conveyor import io
-from conveyor.config import Config, parse_config
+from conveyor.config import Config, CsvFormat, parse_config
 from conveyor.contract import Contract, infer
 from conveyor.errors import ConfigError, ConveyorError, yaml_problem
 from conveyor.model.registry import Task
+from conveyor.urls import is_parquet
 
 __all__ = [
     "MAX_CLASSES",
@@ -61,6 +63,7 @@ __all__ = [
     "Retargeted",
     "TaskChoice",
     "check_target",
+    "csv_format_of",
     "cv_margin",
     "edit_yaml",
     "gate_settings",
@@ -250,8 +253,11 @@ def retarget(
     max_categories: int = 50,
     bakeoff_s: float = 0.0,
     transform: TargetTransform = "auto",
+    csv_format: CsvFormat | None = None,
 ) -> Retargeted:
     """The contract of ``df`` and ``params`` (the text of ``params.yaml``) rewritten for ``target``.
+
+    ``csv_format``: how the CSV ``df`` came from is written (``data.csv``); None for Parquet.
 
     ``bakeoff_s`` > 0 runs the bake-off on the train split within about that many seconds and
     writes its winner (see the module doc). Raises :class:`InitError` naming the column when
@@ -274,6 +280,7 @@ def retarget(
         ("data", "query"): None,
         ("data", "range_column"): None,  # data.query's column; a file has none
         ("data", "target"): target,
+        **_csv_settings(csv_format or CsvFormat()),
         ("task",): choice.task,
         ("features", "numeric"): None,
         ("features", "categorical"): None,
@@ -347,6 +354,15 @@ def _with_bakeoff_winner(df: pd.DataFrame, text: str, contract: Contract, *, bud
     return edit_yaml(text, settings, comments=comments, source="params.yaml")
 
 
+def _csv_settings(csv_format: CsvFormat) -> dict[tuple[str, ...], Any]:
+    # Quoted, as params.yaml writes them: a bare `;` or tab is easy to misread, and `,` reads as a list in flow style.
+    return {
+        ("data", "csv", "delimiter"): DoubleQuotedScalarString(csv_format.delimiter),
+        ("data", "csv", "decimal"): DoubleQuotedScalarString(csv_format.decimal),
+        ("data", "csv", "encoding"): csv_format.encoding,
+    }
+
+
 def edit_yaml(
     text: str,
     settings: Mapping[tuple[str, ...], Any],
@@ -409,7 +425,7 @@ def _section(root: CommentedMap, path: Sequence[str], *, source: str) -> Comment
 def _node(value: Any, *, top: bool = False) -> Any:
     # PyYAML (YAML 1.1) reads `yes`, `on` or `1e3` as other than text: such strings are quoted.
     if isinstance(value, str):
-        return value if yaml.safe_load(value) == value and value.strip() == value else DoubleQuotedScalarString(value)
+        return value if _reads_back(value) and value.strip() == value else DoubleQuotedScalarString(value)
     if isinstance(value, list):
         sequence = CommentedSeq(_node(item) for item in value)
         sequence.fa.set_flow_style()
@@ -420,6 +436,13 @@ def _node(value: Any, *, top: bool = False) -> Any:
             mapping.fa.set_flow_style()
         return mapping
     return value
+
+
+def _reads_back(text: str) -> bool:
+    try:
+        return bool(yaml.safe_load(text) == text)
+    except yaml.YAMLError:  # a tab, a lone `%`: not even YAML on their own
+        return False
 
 
 def _keep_trailing_blank_lines(old: Any, new: Any) -> None:
@@ -435,6 +458,31 @@ def _keep_trailing_blank_lines(old: Any, new: Any) -> None:
     if token is not None and "\n\n" in token.value:
         blank = "\n" * (len(token.value) - len(token.value.rstrip("\n")))
         new.ca.items[list(new)[-1]] = [None, None, CommentToken(blank, CommentMark(0), None), None]
+
+
+def csv_format_of(
+    data: str, *, delimiter: str | None, decimal: Literal[".", ","] | None, encoding: str
+) -> CsvFormat | None:
+    """How to read ``data``: None for Parquet; for a CSV, what is given, the rest as the file's first lines show."""
+    if is_parquet(data):
+        return None
+    try:
+        sniffed = (
+            io.sniff_csv(data, encoding=encoding)
+            if delimiter is None or decimal is None
+            else CsvFormat(encoding=encoding)
+        )
+        return CsvFormat(
+            delimiter=sniffed.delimiter if delimiter is None else delimiter,
+            decimal=sniffed.decimal if decimal is None else decimal,
+            encoding=encoding,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag = str(error["loc"][0]) if error["loc"] else "decimal"
+        raise InitError(f"--{flag}: {error['msg'].removeprefix('Value error, ')}") from None
+    except OSError:
+        return CsvFormat(encoding=encoding)  # reading it says what is wrong, naming the file
 
 
 def portable_source(data: str, *, root: Path) -> str:
@@ -454,14 +502,22 @@ def run(
     max_categories: int,
     bakeoff_s: float = 0.0,
     transform: TargetTransform = "auto",
+    delimiter: str | None = None,
+    decimal: Literal[".", ","] | None = None,
+    encoding: str = "utf-8",
 ) -> Retargeted:
-    """Read ``data`` and ``params``, then write the retargeted ``params`` and the contract at its ``data.schema``."""
+    """Read ``data`` and ``params``, then write the retargeted ``params`` and the contract at its ``data.schema``.
+
+    A CSV is read with ``delimiter`` and ``decimal`` where given, else as :func:`conveyor.io.sniff_csv`
+    finds them, and in ``encoding``; the three go to ``data.csv``.
+    """
     try:
         text = params.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{params}: file not found; init rewrites the template's params.yaml") from None
     source = portable_source(data, root=params.resolve().parent)
-    df = io.read_source(data)
+    csv_format = csv_format_of(data, delimiter=delimiter, decimal=decimal, encoding=encoding)
+    df = io.read_source(data, csv_format=csv_format, named_by="--data")
     result = retarget(
         df,
         text,
@@ -471,6 +527,7 @@ def run(
         max_categories=max_categories,
         bakeoff_s=bakeoff_s,
         transform=transform,
+        csv_format=csv_format,
     )
     io.write_contract(result.contract, result.config.data.schema_path)
     io.write_bytes(result.params.encode("utf-8"), params)

@@ -22,7 +22,9 @@ def ingest(cfg: DataConfig, *, environ: Mapping[str, str] | None = None) -> pd.D
     With ``data.source_env`` set, the URL opened is that variable's (the same place, with
     credentials): ``environ`` (default ``os.environ``) is where it is looked up.
     """
-    return io.read_source(cfg.source, query=cfg.query, sql=cfg.is_sql, limits=cfg.limits, url=cfg.url(environ=environ))
+    return io.read_source(
+        cfg.source, query=cfg.query, sql=cfg.is_sql, limits=cfg.limits, csv_format=cfg.csv, url=cfg.url(environ=environ)
+    )
 
 
 def ingest_feature_store(cfg: FeatureStoreConfig) -> tuple[pd.DataFrame, FeatureStoreJoin]:
