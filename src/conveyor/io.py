@@ -49,7 +49,6 @@ __all__ = [
     "check_model_archive",
     "check_parquet",
     "check_shape",
-    "csv_options",
     "delimiter_hint",
     "disk_error",
     "draw_order",
@@ -61,6 +60,7 @@ __all__ = [
     "model_from_bytes",
     "move_into_place",
     "not_encoded",
+    "parse_csv",
     "parse_json",
     "positions_in",
     "read_artifact",
@@ -399,25 +399,50 @@ CSV_SUFFIXES = frozenset({".csv", ".tsv", ".tab", ".txt", ".gz"})
 OTHER_DELIMITERS = (";", "\t", "|", ",")
 
 
-def csv_options(csv_format: CsvFormat) -> dict[str, Any]:
-    """How every engine parses a CSV source (the Dask engine block by block): one parse, one set of types."""
-    return {
+def parse_csv(data: BinaryIO, csv_format: CsvFormat, **options: Any) -> pd.DataFrame:
+    """How every engine parses a CSV source (the Dask engine block by block): one parse, one set of types.
+
+    ``options`` go to ``pandas.read_csv`` (``nrows``, ``dtype``). A row with more fields than the
+    header is a :class:`pandas.errors.ParserError`: pandas would otherwise take the first
+    fields of every row as an index, shifting each value into the next column's name, or with
+    ``index_col=False`` drop the fields past the header. An empty field after the last column
+    (a delimiter ending each row, as some exports write) is dropped.
+    """
+    import warnings
+
+    import pandas as pd
+
+    written_as: dict[str, Any] = {
         "sep": csv_format.delimiter,
         "decimal": csv_format.decimal,
         "encoding": csv_format.encoding,
-        "encoding_errors": "strict",
-        "on_bad_lines": "error",
     }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            df: pd.DataFrame = pd.read_csv(
+                data, **written_as, encoding_errors="strict", on_bad_lines="error", index_col=False, **options
+            )
+        except pd.errors.ParserWarning:
+            raise pd.errors.ParserError(
+                "some rows have more fields than the header names columns; a value past the last column "
+                "would be lost (name every column in the header)"
+            ) from None
+    return df
 
 
-def delimiter_hint(columns: Iterable[Any], csv_format: CsvFormat) -> str:
-    """What to set when a CSV parsed as one column whose name holds another delimiter; empty otherwise.
+def delimiter_hint(header: bytes, csv_format: CsvFormat) -> str:
+    """What to set when a CSV's ``header`` line is one column whose name holds another delimiter; empty otherwise.
 
     Read with the wrong delimiter, a ``;``- or tab-separated file is one column named after its
-    whole header line, and every later message (a missing target, columns the contract lacks)
-    would point away from the cause.
+    whole header line, and every later message (rows with more fields than the header where its
+    numbers have decimal commas, a missing target, columns the contract lacks) would point away
+    from the cause; so the header is checked before the rows are parsed.
     """
-    names = [str(name) for name in columns]
+    try:
+        names = [str(name) for name in parse_csv(bytes_io.BytesIO(header.split(b"\n", 1)[0]), csv_format, nrows=0)]
+    except (ValueError, UnicodeDecodeError):  # no header, or not text: parsing the file says so
+        return ""
     if len(names) != 1:
         return ""
     found = next((d for d in OTHER_DELIMITERS if d != csv_format.delimiter and d in names[0]), None)
@@ -501,17 +526,15 @@ def scan_csv(url: str, limits: DataLimits, csv_format: CsvFormat, *, block_bytes
 def _read_csv(url: str, limits: DataLimits, csv_format: CsvFormat, *, gzipped: bool, shown: str) -> pd.DataFrame:
     import gzip
 
-    import pandas as pd
-
     with open_source(url) as raw:
         stream: BinaryIO = raw
         if gzipped:
             stream = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
         guard = _Guard(stream, limits, csv_structure=True, delimiter=csv_format.delimiter)
         guarded = bytes_io.BufferedReader(guard, buffer_size=1 << 20)
-        df: pd.DataFrame = pd.read_csv(guarded, **csv_options(csv_format), nrows=limits.max_rows + 1)
-    if hint := delimiter_hint(df.columns, csv_format):
-        raise DataError(f"{shown}: {hint}")
+        if hint := delimiter_hint(guarded.peek(1 << 20), csv_format):
+            raise DataError(f"{shown}: {hint}")
+        df = parse_csv(guarded, csv_format, nrows=limits.max_rows + 1)
     check_shape(df, rows=len(df), limits=limits)
     return df
 

@@ -459,3 +459,30 @@ def test_a_csv_in_another_encoding_names_data_csv_encoding(engine: str, tmp_path
     expected = r"penguins\.csv: not UTF-8 text.*name its encoding in data\.csv\.encoding"
     with pytest.raises(DataError, match=expected):
         read_with(engine, cfg, tmp_path)
+
+
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_a_row_with_more_fields_than_the_header_stops_ingest(engine: str, tmp_path: Path, on_test_client: None) -> None:
+    # Left to pandas, every row one field longer than the header makes the first field an index:
+    # each value moves one column to the right under another name, and the first column is lost.
+    source = tmp_path / "shifted.csv"
+    source.write_text("id,mass,island\n" + "".join(f"{i},7,{i * 10},Dream\n" for i in range(50)), encoding="utf-8")
+    cfg = dask_params(source=str(source))
+    with pytest.raises(DataError, match=r"shifted\.csv: .*more fields than the header names columns"):
+        read_with(engine, cfg, tmp_path)
+
+
+def test_a_delimiter_ending_each_row_is_read_as_the_columns_of_the_header(
+    tmp_path: Path, on_test_client: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tables, "BLOCK_SIZE", 256)
+    source = tmp_path / "trailing.csv"
+    source.write_text("id,mass,island\n" + "".join(f"{i},{i * 10},Dream,\n" for i in range(50)), encoding="utf-8")
+    cfg = dask_params(source=str(source))
+    expected = pandas_ingest(cfg.data, tmp_path / "pandas.parquet")
+    assert list(expected.columns) == ["id", "mass", "island"]
+    assert expected["id"].tolist() == list(range(50))
+    assert expected["mass"].tolist() == [i * 10 for i in range(50)]
+    dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
+    assert len(list((tmp_path / "raw.parquet").iterdir())) > 1, "read in blocks"
+    pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), expected)

@@ -26,7 +26,7 @@ from distributed import Client
 
 from conveyor import io
 from conveyor.artifacts import IngestReport
-from conveyor.config import Config, DataConfig
+from conveyor.config import Config, CsvFormat, DataConfig
 from conveyor.engine import cluster, tables
 from conveyor.errors import DataError
 from conveyor.urls import redact_url, scrub, secrets_of
@@ -183,10 +183,10 @@ def _kind(arrow_type: pa.DataType) -> str:
 
 
 def _write_block(
-    block: bytes, header: bytes, path: str, options: dict[str, Any], dtypes: dict[str, str]
+    block: bytes, header: bytes, path: str, csv_format: CsvFormat, dtypes: dict[str, str]
 ) -> dict[str, BlockColumn]:
     # On a worker: parse one block as the pandas engine parses the whole file, and write it.
-    df = pd.read_csv(BytesIO(header + block), **options, dtype=dtypes or None)
+    df = io.parse_csv(BytesIO(header + block), csv_format, dtype=dtypes or None)
     table = pa.Table.from_pandas(df, preserve_index=False)
     pq.write_table(table, path)
     return {
@@ -229,8 +229,7 @@ def write_csv_blocks(client: Client, cfg: DataConfig, out: Path, *, url: str | N
     block has fractions or missing values, whole numbers are cast to float64 (:func:`_unify`).
     """
     source = tables.csv_blocks(cfg, url=url)
-    options = io.csv_options(cfg.csv)
-    hint = io.delimiter_hint(pd.read_csv(BytesIO(source.header), nrows=0, **options).columns, cfg.csv)
+    hint = io.delimiter_hint(source.header, cfg.csv)
     if hint:
         raise DataError(f"{redact_url(cfg.source)}: {hint}")
     write = delayed(_write_block, pure=False)
@@ -239,11 +238,11 @@ def write_csv_blocks(client: Client, cfg: DataConfig, out: Path, *, url: str | N
         folder.mkdir()
         # Absolute: a worker of an external cluster runs in a folder of its own.
         paths = [str((folder / tables.part_name(index)).absolute()) for index in range(len(source.blocks))]
-        first = [write(*block, options, {}) for block in zip(source.blocks, headers, paths, strict=True)]
+        first = [write(*block, cfg.csv, {}) for block in zip(source.blocks, headers, paths, strict=True)]
         (blocks,) = cluster.compute(client, first)
         if again := _read_again(blocks):
             cluster.compute(
-                client, [write(source.blocks[i], headers[i], paths[i], options, d) for i, d in again.items()]
+                client, [write(source.blocks[i], headers[i], paths[i], cfg.csv, d) for i, d in again.items()]
             )
         _unify([Path(path) for path in paths])
 
