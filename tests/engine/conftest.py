@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import dask
 import pytest
 from distributed import Client, LocalCluster
 
+from conveyor.engine import cluster
 from conveyor.engine.cluster import SETTINGS
 
 
@@ -20,3 +23,14 @@ def dask_client() -> Iterator[Client]:
         Client(cluster) as client,
     ):
         yield client
+
+
+@pytest.fixture
+def on_test_client(dask_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Dask stages' cluster replaced by the tests' in-process one."""
+
+    @contextmanager
+    def connect(cfg: Any, *, stage: str) -> Iterator[Client]:
+        yield dask_client
+
+    monkeypatch.setattr(cluster, "connect", connect)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
 from distributed import Client
 
+from conveyor import io
 from conveyor.config import Config, SplitConfig
 from conveyor.contract import Contract, conform
 from conveyor.engine import hashsplit
 from conveyor.engine.split import held_out
+from conveyor.stages import split as stages_split
 from conveyor.stages.split import split
 from tests.conftest import configured
 
@@ -54,3 +58,48 @@ def test_both_engines_put_the_same_rows_on_each_side(
     got = table[mask].compute().reset_index(drop=True)
     pd.testing.assert_frame_equal(got, expected)
     assert len(got) == int(np.ceil(0.3 * len(validated)))
+
+
+def lonely_in_test(penguins: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The penguins with one Emperor, and a seed whose unstratified split puts it in the test split."""
+    lonely = pd.concat([penguins, penguins.iloc[[0]].assign(species="Emperor")], ignore_index=True)
+    for seed in range(100):
+        _, test = split(lonely, SplitConfig(seed=seed), target="species", stratify=False)
+        if "Emperor" in set(test["species"]):
+            return lonely, seed
+    raise AssertionError("no seed puts the Emperor in the test split")
+
+
+@pytest.mark.usefixtures("on_test_client")
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_a_class_only_in_the_test_split_stops_the_split_stage(
+    engine: str, penguins: pd.DataFrame, params: Config, tmp_path: Path
+) -> None:
+    lonely, seed = lonely_in_test(penguins)
+    data = tmp_path / "validated.parquet"
+    io.write_table(lonely, data)
+    dask = {"model": {"estimator": "xgboost", "params": {}}, "tune": {"enabled": False}} if engine == "dask" else {}
+    outs = {"train_out": tmp_path / "train.parquet", "test_out": tmp_path / "test.parquet"}
+    cfg = configured(params, engine=engine, split={"seed": seed, "stratify": False}, **dask)
+    with pytest.raises(hashsplit.SplitError, match=r"class\(es\) 'Emperor' of 'species' fell only in the test split"):
+        stages_split.run(cfg, data=data, **outs)
+    assert not outs["train_out"].exists(), "nothing written"
+    # Stratified, the one Emperor cannot be on both sides either: the split says so before cutting.
+    cfg = configured(params, engine=engine, split={"seed": seed, "stratify": True}, **dask)
+    with pytest.raises(hashsplit.SplitError, match=r"fewer than 2 rows"):
+        stages_split.run(cfg, data=data, **outs)
+    # Another class with a second row, unstratified: both sides hold every class, and the split is written.
+    cfg = configured(params, engine=engine, split={"seed": seed, "stratify": False}, **dask)
+    stages_split.run(cfg, data=_with_second_emperor(lonely, data, seed=seed), **outs)
+    assert "Emperor" in set(io.read_table(outs["train_out"])["species"])
+
+
+def _with_second_emperor(lonely: pd.DataFrame, data: Path, *, seed: int) -> Path:
+    emperors = lonely[lonely["species"] == "Emperor"]
+    for mass in range(1, 50):  # a second, different Emperor row that hashes into the train split
+        table = pd.concat([lonely, emperors.assign(body_mass_g=float(mass))], ignore_index=True)
+        train, _ = split(table, SplitConfig(seed=seed), target="species", stratify=False)
+        if "Emperor" in set(train["species"]):
+            io.write_table(table, data)
+            return data
+    raise AssertionError("no second Emperor lands in the train split")

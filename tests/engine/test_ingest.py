@@ -13,12 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy
 import yaml
-from distributed import Client
 
 from conveyor import io
 from conveyor.config import Config, CsvFormat, DataConfig, parse_config
-from conveyor.engine import cluster, tables
 from conveyor.engine import ingest as dask_ingest
+from conveyor.engine import tables
 from conveyor.errors import ConfigError, ConveyorError, DataError
 from conveyor.stages import ingest
 from tests.conftest import ROOT
@@ -193,17 +192,6 @@ def test_sql_errors_hide_the_password_from_source_env(tmp_path: Path) -> None:
     assert str(dask_error.value).startswith("postgresql+psycopg://reader@127.0.0.1:9/shop: ")
     assert "s3cret-p4ss" not in str(dask_error.value)
     assert str(dask_error.value) == str(pandas_error.value)
-
-
-@pytest.fixture
-def on_test_client(dask_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Dask ingest's stage cluster replaced by the tests' in-process one."""
-
-    @contextmanager
-    def connect(cfg: Any, *, stage: str) -> Iterator[Client]:
-        yield dask_client
-
-    monkeypatch.setattr(cluster, "connect", connect)
 
 
 def test_run_reads_sql_by_ranges(database: str, tmp_path: Path, on_test_client: None) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "group_labels",
     "is_test",
     "quotas",
+    "require_train_classes",
     "row_hashes",
     "thresholds",
 ]
@@ -71,6 +72,23 @@ def bucket_counts(groups: NDArray[np.object_], hashes: NDArray[np.uint64]) -> pd
     """Rows per (group, top 16 bits of the hash): the first pass, summed over partitions."""
     frame = pd.DataFrame({"group": groups, "bucket": (hashes >> BUCKET_SHIFT).astype(np.int64)})
     return frame.value_counts(["group", "bucket"])
+
+
+def require_train_classes(train_labels: Iterable[Any], test_labels: Iterable[Any], *, target: str) -> None:
+    """:class:`SplitError` naming the classes of ``target`` that have test rows and no train rows.
+
+    Only an unstratified split can leave one so: a model cannot learn a class it never sees, and
+    evaluate cannot score a label outside the model's classes.
+    """
+    train = {str(label) for label in train_labels if not pd.isna(label)}
+    unseen = sorted({str(label) for label in test_labels if not pd.isna(label)} - train)
+    if unseen:
+        shown = ", ".join(map(repr, unseen[:10])) + (f" and {len(unseen) - 10} more" if len(unseen) > 10 else "")
+        raise SplitError(
+            f"split: class(es) {shown} of {target!r} fell only in the test split, so the model would never see "
+            "them; add rows of those classes or remove them (with at least 2 rows each, split.stratify: true "
+            "puts every class on both sides)"
+        )
 
 
 def quotas(sizes: Mapping[str, int], test_size: float, *, target: str, stratified: bool) -> dict[str, int]:

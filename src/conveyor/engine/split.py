@@ -57,6 +57,10 @@ def run(cfg: Config, *, data: Path, train_out: Path, test_out: Path, stratify: b
     with cluster.connect(cfg.dask, stage="split") as client:
         df = tables.read_table(data)
         is_test = held_out(client, df, cfg, stratify=stratify)
+        if cfg.task == "classification" and not stratify:
+            labels = df[cfg.data.target]
+            train_labels, test_labels = cluster.compute(client, labels[~is_test].unique(), labels[is_test].unique())
+            hashsplit.require_train_classes(train_labels, test_labels, target=cfg.data.target)
         train, test = df[~is_test], df[is_test]
         tables.write_table(client, train, train_out)
         tables.write_table(client, test, test_out)

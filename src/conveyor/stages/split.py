@@ -46,6 +46,9 @@ def run(cfg: Config, *, data: Path, train_out: Path, test_out: Path) -> tuple[in
         return dask_split.run(cfg, data=data, train_out=train_out, test_out=test_out, stratify=stratify)
     df = io.read_table(data)
     train, test = split(df, cfg.split, target=cfg.data.target, stratify=stratify)
+    if cfg.task == "classification" and not stratify:
+        target = cfg.data.target
+        hashsplit.require_train_classes(train[target].unique(), test[target].unique(), target=target)
     io.write_table(train, train_out)
     io.write_table(test, test_out)
     return len(train), len(test)
