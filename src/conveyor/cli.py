@@ -139,10 +139,11 @@ def _gate(args: argparse.Namespace) -> None:
 def _schema_infer(args: argparse.Namespace) -> None:
     from conveyor import io
     from conveyor.contract import infer
-    from conveyor.ops.init import csv_format_of
+    from conveyor.ops.init import read_as_asked
 
-    csv_format = csv_format_of(args.data, delimiter=args.delimiter, decimal=args.decimal, encoding=args.encoding)
-    df = io.read_source(args.data, csv_format=csv_format, named_by="--data")
+    df, _ = read_as_asked(
+        args.data, delimiter=args.delimiter, decimal=args.decimal, encoding=args.encoding, missing=args.missing
+    )
     inferred = infer(df, target=args.target, max_categories=args.max_categories)
     contract = inferred.contract
     io.write_contract(contract, args.out)
@@ -168,6 +169,7 @@ def _init(args: argparse.Namespace) -> None:
         delimiter=args.delimiter,
         decimal=args.decimal,
         encoding=args.encoding,
+        missing=args.missing,
     )
     for line in result.columns:
         print(f"  {line}")
@@ -177,7 +179,7 @@ def _init(args: argparse.Namespace) -> None:
     if not is_parquet(result.config.data.source):
         print(
             f"init: data.csv: delimiter {csv_format.delimiter!r}, decimal {csv_format.decimal!r}, "
-            f"encoding {csv_format.encoding}"
+            f"encoding {csv_format.encoding}, missing {list(csv_format.missing)}"
         )
     print(
         f"init: {result.choice.task} ({result.choice.reason}); {args.params} and {result.config.data.schema_path} "
@@ -432,6 +434,11 @@ def _add_csv_format(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--delimiter", help="a CSV's field delimiter (default: detected among , ; tab |)")
     sub.add_argument("--decimal", choices=(".", ","), help="a CSV's decimal mark (default: detected)")
     sub.add_argument("--encoding", default="utf-8", help="a CSV's text encoding, e.g. cp1252 (default: utf-8)")
+    sub.add_argument(
+        "--missing",
+        action="append",
+        help="a CSV's marker of a missing value, e.g. '?' (repeat for more; default: detected in number columns)",
+    )
 
 
 def _add_deploy(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

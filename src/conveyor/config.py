@@ -106,8 +106,9 @@ class CsvFormat(_Section):
 
     The defaults read what most tools write. A spreadsheet saved where the decimal mark is a comma
     is usually ``delimiter: ";"`` and ``decimal: ","``; a tab-separated export is
-    ``delimiter: "\\t"``. ``conveyor init`` detects the delimiter and the decimal mark and writes
-    them here. The encoding must write ASCII's characters as ASCII's bytes (UTF-8, cp1252,
+    ``delimiter: "\\t"``. ``missing`` lists what else than an empty field (and pandas' own ``NA``,
+    ``N/A``, ``null``, …) means a missing value in any column, such as ``?`` or ``-``.
+    ``conveyor init`` detects the delimiter, the decimal mark and such markers and writes them here. The encoding must write ASCII's characters as ASCII's bytes (UTF-8, cp1252,
     latin-1, …; not UTF-16), because ingest finds the rows, fields and quotes in the bytes before
     anything is decoded.
     """
@@ -115,6 +116,7 @@ class CsvFormat(_Section):
     delimiter: str = ","
     decimal: Literal[".", ","] = "."
     encoding: str = "utf-8"
+    missing: Names = ()
 
     @field_validator("delimiter")
     @classmethod

@@ -416,6 +416,7 @@ def parse_csv(data: BinaryIO, csv_format: CsvFormat, **options: Any) -> pd.DataF
         "sep": csv_format.delimiter,
         "decimal": csv_format.decimal,
         "encoding": csv_format.encoding,
+        "na_values": list(csv_format.missing) or None,
     }
     with warnings.catch_warnings():
         warnings.simplefilter("error", pd.errors.ParserWarning)

@@ -393,15 +393,19 @@ def test_a_compressed_csv_is_refused_by_the_dask_engine_with_what_to_do(tmp_path
 
 def european_csv(path: Path) -> Path:
     """The penguins as a spreadsheet in much of Europe saves them: ``;`` between fields, ``1,5`` for
-    1.5, cp1252 text (an island named ``Biscoe-Süd``), and a quoted note holding ``;`` and a line break."""
+    1.5, cp1252 text (an island named ``Biscoe-Süd``), a quoted note holding ``;`` and a line break,
+    and ``?`` for a body mass not measured."""
     df = io.read_source(str(PENGUINS))
+    # As text, so the `?` fits in (to_csv writes an object column's floats with a point: whole grams here).
+    df["body_mass_g"] = df["body_mass_g"].map(lambda grams: "" if pd.isna(grams) else f"{grams:.0f}")
+    df.loc[df.index % 25 == 1, "body_mass_g"] = "?"
     df.loc[df["island"] == "Biscoe", "island"] = "Biscoe-Süd"
     df["note"] = pd.Series("plain", index=df.index, dtype=object).where(df.index % 40 != 0, "seen; twice\nat dusk")
     df.to_csv(path, index=False, sep=";", decimal=",", encoding="cp1252")
     return path
 
 
-EUROPEAN = {"delimiter": ";", "decimal": ",", "encoding": "cp1252"}
+EUROPEAN = {"delimiter": ";", "decimal": ",", "encoding": "cp1252", "missing": ["?"]}
 
 
 def read_with(engine: str, cfg: Config, tmp_path: Path) -> None:
@@ -423,6 +427,8 @@ def test_a_european_csv_is_read_by_both_engines_as_data_csv_says(
     assert expected["bill_length_mm"].iloc[0] == 39.1
     assert "Biscoe-Süd" in set(expected["island"])
     assert expected["note"].iloc[40] == "seen; twice\nat dusk"
+    assert str(expected["body_mass_g"].dtype) == "float64"
+    assert expected["body_mass_g"].iloc[1::25].isna().all()
     dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
     assert len(list((tmp_path / "raw.parquet").iterdir())) > 5, "read in blocks"
     pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), expected)

@@ -20,7 +20,7 @@ from conveyor import io
 from conveyor.cli import main
 from conveyor.config import Config, CsvFormat, load_config
 from conveyor.model.predict import predict
-from conveyor.ops.init import MAX_CLASSES, InitError, infer_task, retarget
+from conveyor.ops.init import MAX_CLASSES, InitError, infer_task, missing_markers, retarget
 from conveyor.stages.ingest import ingest
 from tests.conftest import (
     ROOT,
@@ -253,7 +253,7 @@ def test_init_prints_what_each_column_became_and_why(in_tmp: Path, capsys: pytes
     proposed = [line for line in printed if line.startswith("init: features.derived: ")]
     assert "init: features.derived: date_parts of 'signup' (100% of its values are dates)" in proposed
     assert printed[len(columns) : -2] == proposed, "one line per proposal, after the columns"
-    assert printed[-2] == "init: data.csv: delimiter ',', decimal '.', encoding utf-8"
+    assert printed[-2] == "init: data.csv: delimiter ',', decimal '.', encoding utf-8, missing []"
     assert printed[-1].startswith("init: classification ('churned' holds text or true/false values: 2 classes)")
     contract = io.read_contract(in_tmp / "data" / "contract.yaml")
     assert contract.columns["tenure_months"].max == 108
@@ -267,19 +267,24 @@ def test_init_detects_a_european_csv_and_writes_how_to_read_it(
     (in_tmp / "params.yaml").write_text(PARAMS, encoding="utf-8")
     table = customers()
     table.loc[table["plan"] == "basic", "plan"] = "básico"
+    table = table.astype({"tenure_months": object})
+    table.loc[table.index % 30 == 0, "tenure_months"] = "?"  # not recorded
     table.to_csv(in_tmp / "customers.csv", index=False, sep=";", decimal=",", encoding="cp1252")
     command = ["init", "--data", "customers.csv", "--target", "churned", "--bakeoff-seconds", "0"]
     assert main([*command, "--encoding", "cp1252"]) == 0
-    assert "init: data.csv: delimiter ';', decimal ',', encoding cp1252" in capsys.readouterr().out
+    assert "init: data.csv: delimiter ';', decimal ',', encoding cp1252, missing ['?']" in capsys.readouterr().out
     text = (in_tmp / "params.yaml").read_text(encoding="utf-8")
     assert '    delimiter: ";"' in text, "quoted, under data.csv"
     assert '    decimal: ","' in text
     assert text.count("# how a CSV source is written") == 1
     cfg = load_config(in_tmp / "params.yaml")
-    assert cfg.data.csv == CsvFormat(delimiter=";", decimal=",", encoding="cp1252")
+    assert cfg.data.csv == CsvFormat(delimiter=";", decimal=",", encoding="cp1252", missing=("?",))
+    assert '    missing: ["?"]' in text
     contract = io.read_contract(in_tmp / "data" / "contract.yaml")
     assert contract.columns["monthly_fee"].type == "float"
     assert "básico" in (contract.columns["plan"].categories or ())
+    assert contract.columns["tenure_months"].type == "int"
+    assert contract.columns["tenure_months"].nullable
     raw = ingest(cfg.data)
     assert raw["monthly_fee"].tolist() == table["monthly_fee"].tolist()
     # Retargeted to a comma-separated table, data.csv goes back to the defaults.
@@ -305,6 +310,22 @@ def test_init_names_a_bad_csv_flag(
         assert main(["init", "--data", "customers.csv", "--target", "churned", *flags]) == 1
     assert expected in capsys.readouterr().err
     assert (in_tmp / "params.yaml").read_text(encoding="utf-8") == PARAMS
+
+
+@pytest.mark.parametrize(
+    ("columns", "markers"),
+    [
+        ({"a": ["1", "-", "2.5", None], "b": ["x", "?", "y", "z"]}, ("-",)),  # b is text: '?' is a value there
+        ({"a": ["1", "2", "?", "-"]}, ("-", "?")),
+        ({"a": ["-", "-", "-", "1"]}, ()),  # mostly '-': a column of its own kind, not numbers with gaps
+        ({"a": ["1", "n.a.", "2", "3"]}, ()),  # letters: pandas' own markers, or the user's --missing
+        ({"a": [1.0, None, 2.0, 3.0]}, ()),
+    ],
+)
+def test_missing_markers_are_punctuation_in_columns_of_numbers(
+    columns: dict[str, list[Any]], markers: tuple[str, ...]
+) -> None:
+    assert missing_markers(pd.DataFrame(columns)) == markers
 
 
 def serve_rows(repo: Path, rows: list[dict[str, Any]], logs: Path, log: Path) -> list[httpx.Response]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import difflib
 import io as text_io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,10 @@ __all__ = [
     "edit_yaml",
     "gate_settings",
     "infer_task",
+    "missing_markers",
     "portable_source",
     "propose_derived",
+    "read_as_asked",
     "retarget",
     "run",
     "target_transform",
@@ -360,6 +363,7 @@ def _csv_settings(csv_format: CsvFormat) -> dict[tuple[str, ...], Any]:
         ("data", "csv", "delimiter"): DoubleQuotedScalarString(csv_format.delimiter),
         ("data", "csv", "decimal"): DoubleQuotedScalarString(csv_format.decimal),
         ("data", "csv", "encoding"): csv_format.encoding,
+        ("data", "csv", "missing"): list(csv_format.missing),
     }
 
 
@@ -460,6 +464,58 @@ def _keep_trailing_blank_lines(old: Any, new: Any) -> None:
         new.ca.items[list(new)[-1]] = [None, None, CommentToken(blank, CommentMark(0), None), None]
 
 
+def read_as_asked(
+    data: str,
+    *,
+    delimiter: str | None = None,
+    decimal: Literal[".", ","] | None = None,
+    encoding: str = "utf-8",
+    missing: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, CsvFormat | None]:
+    """The table ``data`` and how it was read (None for Parquet), for init and ``schema infer``.
+
+    A CSV is read with ``delimiter`` and ``decimal`` where given, else as :func:`conveyor.io.sniff_csv`
+    finds them, in ``encoding``; with ``missing`` as missing-value markers where given, else with
+    those :func:`missing_markers` finds in a first read.
+    """
+    csv_format = csv_format_of(data, delimiter=delimiter, decimal=decimal, encoding=encoding)
+    if csv_format is not None and missing is not None:
+        csv_format = csv_format.model_copy(update={"missing": tuple(missing)})
+    df = io.read_source(data, csv_format=csv_format, named_by="--data")
+    if csv_format is None or missing is not None:
+        return df, csv_format
+    markers = missing_markers(df)
+    if not markers:
+        return df, csv_format
+    csv_format = csv_format.model_copy(update={"missing": markers})
+    return io.read_source(data, csv_format=csv_format, named_by="--data"), csv_format
+
+
+# What may stand for "no value" in a column of numbers: one to three punctuation marks (?, -, ., --).
+MARKER = re.compile(r"[^\w\s]{1,3}")
+
+
+def missing_markers(df: pd.DataFrame) -> tuple[str, ...]:
+    """The markers of missing values in ``df``: in a text column whose other values are all numbers,
+    a value of punctuation alone (``?``, ``-``, ``.``, ``--``) in at most half its rows.
+
+    Such a column would otherwise be text, and too wide for a category: no model input at all.
+    """
+    found: set[str] = set()
+    for name in df.columns:
+        column = df[name]
+        if column.dtype.kind in "biufcmM":
+            continue
+        values = column.dropna().astype(str)
+        others = values[pd.to_numeric(values.str.strip(), errors="coerce").isna()]
+        if not len(others) or len(others) * 2 > len(values) or len(others) == len(values):
+            continue
+        tokens = set(others.unique())
+        if all(MARKER.fullmatch(token.strip()) for token in tokens):
+            found |= tokens
+    return tuple(sorted(found))
+
+
 def csv_format_of(
     data: str, *, delimiter: str | None, decimal: Literal[".", ","] | None, encoding: str
 ) -> CsvFormat | None:
@@ -505,19 +561,18 @@ def run(
     delimiter: str | None = None,
     decimal: Literal[".", ","] | None = None,
     encoding: str = "utf-8",
+    missing: Sequence[str] | None = None,
 ) -> Retargeted:
     """Read ``data`` and ``params``, then write the retargeted ``params`` and the contract at its ``data.schema``.
 
-    A CSV is read with ``delimiter`` and ``decimal`` where given, else as :func:`conveyor.io.sniff_csv`
-    finds them, and in ``encoding``; the three go to ``data.csv``.
+    A CSV is read as :func:`read_as_asked` reads it, and how goes to ``data.csv``.
     """
     try:
         text = params.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{params}: file not found; init rewrites the template's params.yaml") from None
     source = portable_source(data, root=params.resolve().parent)
-    csv_format = csv_format_of(data, delimiter=delimiter, decimal=decimal, encoding=encoding)
-    df = io.read_source(data, csv_format=csv_format, named_by="--data")
+    df, csv_format = read_as_asked(data, delimiter=delimiter, decimal=decimal, encoding=encoding, missing=missing)
     result = retarget(
         df,
         text,
