@@ -49,11 +49,11 @@ __all__ = [
     "check_model_archive",
     "check_parquet",
     "check_shape",
-    "delimiter_hint",
     "disk_error",
     "draw_order",
     "file_digest",
     "file_sha256",
+    "header_problem",
     "load_model",
     "local_path",
     "model_bytes",
@@ -432,27 +432,33 @@ def parse_csv(data: BinaryIO, csv_format: CsvFormat, **options: Any) -> pd.DataF
     return df
 
 
-def delimiter_hint(header: bytes, csv_format: CsvFormat) -> str:
-    """What to set when a CSV's ``header`` line is one column whose name holds another delimiter; empty otherwise.
+def header_problem(header: bytes, csv_format: CsvFormat) -> str:
+    """What is wrong with a CSV's ``header`` line that pandas would read without a word; empty when nothing is.
 
-    Read with the wrong delimiter, a ``;``- or tab-separated file is one column named after its
-    whole header line, and every later message (rows with more fields than the header where its
-    numbers have decimal commas, a missing target, columns the contract lacks) would point away
-    from the cause; so the header is checked before the rows are parsed.
+    - One column whose name holds another delimiter: read with the wrong delimiter, a ``;``- or
+      tab-separated file is one column named after its whole header line, and every later message
+      (rows with more fields than the header where its numbers have decimal commas, a missing
+      target, columns the contract lacks) would point away from the cause.
+    - A name given twice: pandas renames the second ``a`` to ``a.1``, which the contract, the
+      service's fields and the monitor would then know it by.
+
+    Checked before the rows are parsed, by both engines.
     """
     try:
-        names = [str(name) for name in parse_csv(bytes_io.BytesIO(header.split(b"\n", 1)[0]), csv_format, nrows=0)]
-    except (ValueError, UnicodeDecodeError):  # no header, or not text: parsing the file says so
+        line = header.split(b"\n", 1)[0].decode(csv_format.encoding).removeprefix("\ufeff").rstrip("\r")
+    except UnicodeDecodeError:  # parsing the file says where
         return ""
-    if len(names) != 1:
-        return ""
-    found = next((d for d in OTHER_DELIMITERS if d != csv_format.delimiter and d in names[0]), None)
-    if found is None:
-        return ""
-    return (
-        f"one column, {_shorten(names[0])!r}, whose name holds {found!r}: its fields look separated by {found!r}; "
-        f"set data.csv.delimiter: {json.dumps(found)} in params.yaml (conveyor init detects it)"
-    )
+    names = next(csv.reader([line], delimiter=csv_format.delimiter), [])
+    found = next((d for d in OTHER_DELIMITERS if d != csv_format.delimiter and d in names[0]), None) if names else None
+    if len(names) == 1 and found is not None:
+        return (
+            f"one column, {_shorten(names[0])!r}, whose name holds {found!r}: its fields look separated by {found!r}; "
+            f"set data.csv.delimiter: {json.dumps(found)} in params.yaml (conveyor init detects it)"
+        )
+    repeated = sorted({name for name in names if name and names.count(name) > 1})
+    if repeated:
+        return f"the header names column(s) {repeated} more than once; give each column its own name"
+    return ""
 
 
 def not_encoded(shown: str, encoding: str, where: str = "") -> str:
@@ -533,8 +539,8 @@ def _read_csv(url: str, limits: DataLimits, csv_format: CsvFormat, *, gzipped: b
             stream = cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb"))
         guard = _Guard(stream, limits, csv_structure=True, delimiter=csv_format.delimiter)
         guarded = bytes_io.BufferedReader(guard, buffer_size=1 << 20)
-        if hint := delimiter_hint(guarded.peek(1 << 20), csv_format):
-            raise DataError(f"{shown}: {hint}")
+        if problem := header_problem(guarded.peek(1 << 20), csv_format):
+            raise DataError(f"{shown}: {problem}")
         df = parse_csv(guarded, csv_format, nrows=limits.max_rows + 1)
     check_shape(df, rows=len(df), limits=limits)
     return df

@@ -480,3 +480,15 @@ def test_a_delimiter_ending_each_row_is_read_as_the_columns_of_the_header(
     dask_ingest.run(cfg, out=tmp_path / "raw.parquet", report=tmp_path / "ingest.json")
     assert len(list((tmp_path / "raw.parquet").iterdir())) > 1, "read in blocks"
     pd.testing.assert_frame_equal(io.read_table(tmp_path / "raw.parquet"), expected)
+
+
+@pytest.mark.parametrize("engine", ["pandas", "dask"])
+def test_a_header_naming_a_column_twice_stops_ingest(engine: str, tmp_path: Path, on_test_client: None) -> None:
+    # pandas would rename the second `mass` to `mass.1`, a name the team never gave it.
+    source = tmp_path / "twice.csv"
+    source.write_text(
+        "id,mass,mass,island,\n" + "".join(f"{i},{i},{i + 1},Dream,\n" for i in range(20)), encoding="utf-8"
+    )
+    cfg = dask_params(source=str(source))
+    with pytest.raises(DataError, match=r"twice\.csv: the header names column\(s\) \['mass'\] more than once"):
+        read_with(engine, cfg, tmp_path)

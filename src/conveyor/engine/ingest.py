@@ -229,9 +229,8 @@ def write_csv_blocks(client: Client, cfg: DataConfig, out: Path, *, url: str | N
     block has fractions or missing values, whole numbers are cast to float64 (:func:`_unify`).
     """
     source = tables.csv_blocks(cfg, url=url)
-    hint = io.delimiter_hint(source.header, cfg.csv)
-    if hint:
-        raise DataError(f"{redact_url(cfg.source)}: {hint}")
+    if problem := io.header_problem(source.header, cfg.csv):
+        raise DataError(f"{redact_url(cfg.source)}: {problem}")
     write = delayed(_write_block, pure=False)
     headers = [b"" if index == 0 else source.header for index in range(len(source.blocks))]
     with tables.replacing(out) as folder:
