@@ -103,6 +103,7 @@ def read_source(
     sql: bool = False,
     limits: DataLimits | None = None,
     csv_format: CsvFormat | None = None,
+    text_columns: Sequence[str] = (),
     url: str | None = None,
     named_by: str = "data.source in params.yaml",
 ) -> pd.DataFrame:
@@ -112,7 +113,7 @@ def read_source(
     (``data.source_env``); messages only ever name ``source``, without credentials. Reading stops
     at ``limits`` (:class:`~conveyor.config.DataLimits`), so memory stays bounded whatever the
     source holds. A CSV is read as ``csv_format`` says (``data.csv``; default: comma, decimal
-    point, UTF-8). Unreadable input (empty, malformed, not UTF-8, unknown format, nested columns,
+    point, UTF-8), with ``text_columns`` kept as text where present (ids such as ``007``). Unreadable input (empty, malformed, not UTF-8, unknown format, nested columns,
     over a limit) raises :class:`DataError` naming the source and the problem; a missing, folder or
     special file also names ``named_by``, where the path came from (a key or a command-line flag).
     """
@@ -135,7 +136,7 @@ def read_source(
         if suffix in {".parquet", ".pq"}:
             return _read_parquet(opened, limits)
         if suffix in CSV_SUFFIXES or not suffix:
-            return _read_csv(opened, limits, csv_format, gzipped=suffix == ".gz", shown=shown)
+            return _read_csv(opened, limits, csv_format, gzipped=suffix == ".gz", shown=shown, text=text_columns)
     except LimitExceeded as exc:
         raise DataError(f"{shown}: {exc}") from None
     except FileNotFoundError:
@@ -530,7 +531,9 @@ def scan_csv(url: str, limits: DataLimits, csv_format: CsvFormat, *, block_bytes
     return list(zip([0, *ends], [*ends, guard.bytes_read], strict=True))
 
 
-def _read_csv(url: str, limits: DataLimits, csv_format: CsvFormat, *, gzipped: bool, shown: str) -> pd.DataFrame:
+def _read_csv(
+    url: str, limits: DataLimits, csv_format: CsvFormat, *, gzipped: bool, shown: str, text: Sequence[str]
+) -> pd.DataFrame:
     import gzip
 
     with open_source(url) as raw:
@@ -541,7 +544,7 @@ def _read_csv(url: str, limits: DataLimits, csv_format: CsvFormat, *, gzipped: b
         guarded = bytes_io.BufferedReader(guard, buffer_size=1 << 20)
         if problem := header_problem(guarded.peek(1 << 20), csv_format):
             raise DataError(f"{shown}: {problem}")
-        df = parse_csv(guarded, csv_format, nrows=limits.max_rows + 1)
+        df = parse_csv(guarded, csv_format, nrows=limits.max_rows + 1, dtype=dict.fromkeys(text, str) or None)
     check_shape(df, rows=len(df), limits=limits)
     return df
 

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 
 from conveyor import io
+from conveyor.config import CsvFormat
 from conveyor.contract import Contract
-from conveyor.errors import MonitorError
+from conveyor.errors import DataError, MonitorError
 from conveyor.monitor.drift import PREDICTION
 from conveyor.monitor.windows import RECORD, REQUEST_ID, attach_labels, read_labels, read_logs
 from tests.conftest import ROOT, tool_env
@@ -93,6 +94,16 @@ def test_logs_are_read_from_s3(tmp_path: Path, population: Population, contract:
     local = read_logs(str(tmp_path / "monitoring"), max_rows=100).frame
     remote = read_logs(f"s3://{s3_bucket}/prod/2026-11-26", max_rows=100).frame
     pd.testing.assert_frame_equal(remote, local)
+
+
+def test_labels_are_read_as_data_csv_says(tmp_path: Path) -> None:
+    # The labels come from the same tools as the training table: `;`-separated here, ids kept as text.
+    labels = tmp_path / "labels.csv"
+    labels.write_text("customer;churned\n0017;True\n18;False\n")
+    table = read_labels(str(labels), target="churned", keys=["customer"], csv_format=CsvFormat(delimiter=";"))
+    assert table["customer"].tolist() == ["0017", "18"]
+    with pytest.raises(DataError, match=r"set data\.csv\.delimiter: \";\""):
+        read_labels(str(labels), target="churned", keys=["customer"])
 
 
 def test_labels_join_on_an_id_column_or_say_what_they_lack(tmp_path: Path) -> None:

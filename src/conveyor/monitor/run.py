@@ -62,7 +62,11 @@ def run(
     )
     target = bundle.info.target
     keys = label_keys(bundle)
-    truth = attach_labels(window, read_labels(labels, target=target, keys=keys), target=target) if labels else None
+    truth = (
+        attach_labels(window, read_labels(labels, target=target, keys=keys, csv_format=cfg.data.csv), target=target)
+        if labels
+        else None
+    )
     stage_timings = StageTimings.model_validate(io.read_json(timings)) if timings else None
     assessment = assess(
         reference,

@@ -14,12 +14,12 @@ import random
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from conveyor import io
+from conveyor.config import CsvFormat
 from conveyor.contract import key_text
 from conveyor.errors import MonitorError
 from conveyor.serving.prediction_log import MODEL_TAG
@@ -197,8 +197,10 @@ def _request_id(logged: object) -> str | None:
     return None if text in {"None", "nan", ""} else text
 
 
-def read_labels(source: str, *, target: str, keys: Sequence[str] = ()) -> pd.DataFrame:
-    """A labels table (CSV/Parquet, path or URL): the target and what names each record.
+def read_labels(
+    source: str, *, target: str, keys: Sequence[str] = (), csv_format: CsvFormat | None = None
+) -> pd.DataFrame:
+    """A labels table (CSV/Parquet, path or URL; a CSV written as ``csv_format``, ``data.csv``): the target and what names each record.
 
     A record is named by ``request_id`` (the ``X-Request-ID`` the client got) and, optionally,
     its position ``record`` in the request; or, without a ``request_id`` column, by the first of
@@ -207,11 +209,7 @@ def read_labels(source: str, *, target: str, keys: Sequence[str] = ()) -> pd.Dat
     the key (as text, :func:`conveyor.contract.key_text`) and the target.
     """
     # Request ids and keys as text: "00000000000003e9" would otherwise be read as the number 3e9.
-    as_text = dict.fromkeys((REQUEST_ID, *keys), str)
-    if Path(source.split("?", 1)[0]).suffix.lower() == ".csv":
-        labels = pd.read_csv(source, dtype=as_text)
-    else:
-        labels = io.read_source(source)
+    labels = io.read_source(source, csv_format=csv_format, text_columns=(REQUEST_ID, *keys), named_by="--labels")
     if REQUEST_ID not in labels.columns:
         key = next((name for name in keys if name in labels.columns), None)
         if key is None or target not in labels.columns:
